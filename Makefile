@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need into
+# .venv first (torch==2.13.0 comes from the local wheel that pip's find-links points at).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= ../shared/data
+DEMO_DIR ?= build/demo
+
+.PHONY: install demo test test-slow lint bench experiments clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check rescorer training tests bench experiments
+
+test: install lint
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+# The main job on an embedded default: a generated toy corpus, an NCE LM trained on it,
+# evaluated (both perplexities, self-normalization) and re-centered on dev, then on test.
+demo: install
+	$(PY) -m training.cli demo-corpus $(DEMO_DIR)/data
+	rm -rf $(DEMO_DIR)/run
+	$(PY) -m training.cli train --train $(DEMO_DIR)/data/train.txt --dev $(DEMO_DIR)/data/dev.txt \
+		--out $(DEMO_DIR)/run --loss nce --embedding-dim 64 --hidden-dim 128 --num-layers 1 \
+		--batch-size 32 --noise-samples 64 --max-epochs 6
+	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/dev.txt --recenter
+	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/test.txt --json $(DEMO_DIR)/test_eval.json
+	$(PY) -m rescorer.cli info $(DEMO_DIR)/run/artifact
+
+bench: install
+	$(PY) bench/train_throughput.py --out docs/bench/train_throughput.json
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,146 @@
+"""Word-level LSTM language model with a self-normalized or softmax output layer.
+
+    ids (B, T) -> embedding (B, T, E) -> LSTM x N (B, T, H) -> [projection (B, T, P)]
+        -> output layer o(h)_w = u_w . h + b_w
+
+Output kinds (DESIGN.md section 3):
+- `self_normalized`: log p(w|h) := o(h)_w - log_z with a constant `log_z` (initialised to ln V).
+  Scoring a word touches one row u_w: O(H) per token, never O(H V).
+- `softmax`: log p(w|h) = log_softmax(o(h))_w, the cross-entropy baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OutputKind = Literal["self_normalized", "softmax"]
+OUTPUT_KINDS: tuple[str, ...] = ("self_normalized", "softmax")
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture; stored in the artifact's config.json so a model rebuilds itself."""
+
+    vocab_size: int
+    embedding_dim: int = 256  # paper 1 uses 512 at V = 58k; 256 fits PTB on 2 cores
+    hidden_dim: int = 256  # paper 1: 1024
+    num_layers: int = 2  # paper 1: 2
+    dropout: float = 0.25  # feed-forward dropout (paper 1: 0.25); never on recurrent links
+    projection_dim: int | None = None  # linear bottleneck before the output layer; None = none
+    tie_weights: bool = False  # output rows = input embedding (needs feature dim == embedding)
+    output_kind: OutputKind = "self_normalized"
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+        for name in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.feature_dim != self.embedding_dim:
+            raise ValueError(
+                f"tie_weights needs the output feature size ({self.feature_dim}) to equal"
+                f" embedding_dim ({self.embedding_dim}); set projection_dim={self.embedding_dim}"
+            )
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the vector h that the output layer dots with u_w."""
+        return self.projection_dim or self.hidden_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LstmLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig, log_z: float | None = None) -> None:
+        super().__init__()
+        self.config = config
+        V, E, H = config.vocab_size, config.embedding_dim, config.hidden_dim
+        self.embedding = nn.Embedding(V, E)
+        self.lstm = nn.LSTM(
+            E, H, num_layers=config.num_layers, batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.projection = nn.Linear(H, config.projection_dim) if config.projection_dim else None
+        self.dropout = nn.Dropout(config.dropout)
+        if not config.tie_weights:
+            self.output_weight = nn.Parameter(torch.empty(V, config.feature_dim))
+        # Stored as (V, 1) so that a row gather can give it a sparse gradient like U's.
+        self.output_bias = nn.Parameter(torch.zeros(V, 1))
+        if log_z is None:
+            log_z = math.log(V) if config.output_kind == "self_normalized" else 0.0
+        # A constant, not trained (paper 1, Eq. 14); re-centering moves it.
+        self.register_buffer("log_z", torch.tensor(float(log_z)), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Small uniform init: N(0, 1) embeddings produce denormals in the LSTM backward,
+        # which made CPU steps 4-13x slower (DESIGN.md section 6).
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if not self.config.tie_weights:
+            nn.init.uniform_(self.output_weight, -0.1, 0.1)
+        nn.init.zeros_(self.output_bias)
+
+    @property
+    def output_rows(self) -> torch.Tensor:
+        """The output matrix U, (V, D): one row u_w per word."""
+        return self.embedding.weight if self.config.tie_weights else self.output_weight
+
+    @property
+    def is_self_normalized(self) -> bool:
+        return self.config.output_kind == "self_normalized"
+
+    def features(
+        self, ids: torch.Tensor, state: LSTMState | None = None, sparse_embedding: bool = False
+    ) -> tuple[torch.Tensor, LSTMState]:
+        """ids (B, T) -> features h (B, T, D) and the LSTM state after the last step."""
+        x = F.embedding(ids, self.embedding.weight, sparse=sparse_embedding)  # (B, T, E)
+        x, state = self.lstm(self.dropout(x), state)  # (B, T, H)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, P)
+        return self.dropout(x), state
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """o(h) over the whole vocabulary: (..., D) -> (..., V). O(D V) per position."""
+        return F.linear(features, self.output_rows, self.output_bias.squeeze(1))
+
+    def word_logits(
+        self, features: torch.Tensor, word_ids: torch.Tensor, sparse: bool = False
+    ) -> torch.Tensor:
+        """o(h)_w for one word per position: features (..., D), word_ids (...) -> (...).
+
+        Gathers only the rows u_w being scored; `sparse` makes their gradient a sparse tensor
+        so that an optimizer step touches only those rows.
+        """
+        rows = F.embedding(word_ids, self.output_rows, sparse=sparse)  # (..., D)
+        bias = F.embedding(word_ids, self.output_bias, sparse=sparse).squeeze(-1)
+        return (features * rows).sum(-1) + bias
+
+    def log_prob_of(self, features: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
+        """log p(w|h) as the model defines it: features (..., D), word_ids (...) -> (...).
+
+        Self-normalized: o(h)_w - log_z (no softmax). Softmax: a full log-softmax.
+        """
+        if self.is_self_normalized:
+            return self.word_logits(features, word_ids) - self.log_z
+        log_probs = torch.log_softmax(self.logits(features), dim=-1)
+        return log_probs.gather(-1, word_ids.unsqueeze(-1)).squeeze(-1)
+
+    def initial_state(self, batch_size: int) -> LSTMState:
+        shape = (self.config.num_layers, batch_size, self.config.hidden_dim)
+        weight = self.embedding.weight
+        return (weight.new_zeros(shape), weight.new_zeros(shape))
+
+
+def detach_state(state: LSTMState) -> LSTMState:
+    """Cut the graph between BPTT windows while carrying the values on."""
+    return (state[0].detach(), state[1].detach())

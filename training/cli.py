@@ -1,0 +1,191 @@
+"""`rescorer-train`: train an LSTM LM (cross-entropy or NCE) and evaluate artifacts.
+
+    rescorer-train train --corpus ptb --loss nce --out runs/ptb-nce
+    rescorer-train train --train a.txt --dev b.txt --out runs/x --resume
+    rescorer-train evaluate runs/ptb-nce/artifact ptb/ptb.test.txt.gz --json test.json
+    torchrun --nproc-per-node 2 -m training.cli train ...   (data parallel)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from rescorer.artifact import ArtifactError, load_artifact, set_log_z
+from rescorer.vocab import VocabularyError
+from training.checkpoint import CheckpointError, load_checkpoint
+from training.config import TrainConfig
+from training.corpus import CorpusError, iter_sentences
+from training.demo_corpus import write_demo_corpus
+from training.evaluate import EvaluationResult, evaluate
+from training.train import ResumeError, TrainingDivergedError, train
+
+DEFAULT_DATA_DIR = os.environ.get("RESCORER_DATA_DIR", "../shared/data")
+CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
+    "ptb": ("ptb/ptb.train.txt.gz", "ptb/ptb.valid.txt.gz", "ptb/ptb.test.txt.gz"),
+    "wikitext-2": ("wikitext-2/train.txt.gz", "wikitext-2/valid.txt.gz", "wikitext-2/test.txt.gz"),
+}
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+
+
+def resolve_data_path(path: str, data_dir: str) -> str:
+    """A path as given if it exists, else relative to the data directory."""
+    if Path(path).exists() or Path(path).is_absolute():
+        return path
+    candidate = Path(data_dir) / path
+    return str(candidate) if candidate.exists() else path
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an LM and write an artifact",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus", choices=sorted(CORPORA), help="a known corpus under --data-dir")
+    p.add_argument("--train", help="training text, one sentence per line (plain or .gz)")
+    p.add_argument("--dev", help="held-out text for the schedule and model selection")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where relative corpus paths are looked up")
+    p.add_argument("--out", required=True, help="run directory (checkpoints; artifact in OUT/artifact)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--vocab", dest="vocab_path", help="Kaldi words.txt to use instead of building one")
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("train_path", "dev_path", "out_dir", "vocab_path")}
+    for name, default in defaults.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "max_epochs":
+            p.add_argument(flag, type=int, default=None, help=f"maximum epochs (default {default}; may be raised on --resume)")
+        elif name == "loss":
+            p.add_argument(flag, choices=["ce", "nce"], default=default, help="ce: softmax cross-entropy; nce: self-normalized NCE")
+        elif isinstance(default, bool):
+            p.add_argument(flag, type=_parse_bool, default=default, metavar="{true,false}")
+        elif name in ("vocab_size", "projection_dim"):
+            p.add_argument(flag, type=int, default=default)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.resume:
+        stored = load_checkpoint(Path(args.out) / "checkpoint.pt")["config"]
+        overrides = {"out_dir": args.out, "device": args.device}
+        if args.max_epochs is not None:
+            overrides["max_epochs"] = args.max_epochs
+        return TrainConfig.from_dict({**stored, **overrides})
+    train_path, dev_path = args.train, args.dev
+    if args.corpus:
+        train_path = train_path or CORPORA[args.corpus][0]
+        dev_path = dev_path or CORPORA[args.corpus][1]
+    if not train_path or not dev_path:
+        raise CorpusError("give --train and --dev, or --corpus")
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+              if f.name not in ("train_path", "dev_path", "out_dir") and hasattr(args, f.name)}
+    values["max_epochs"] = args.max_epochs if args.max_epochs is not None else TrainConfig.max_epochs
+    return TrainConfig(train_path=resolve_data_path(train_path, args.data_dir),
+                       dev_path=resolve_data_path(dev_path, args.data_dir), out_dir=args.out, **values)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    result = train(config, resume=args.resume, progress=not args.no_progress)
+    if result.artifact_path is not None:
+        dev = result.final_dev
+        print(f"artifact: {result.artifact_path}")
+        print(f"dev normalized ppl {dev['normalized_ppl']:.2f}, self-normalized ppl"
+              f" {dev['self_normalized_ppl']:.2f}, log Z mean {dev['log_z_mean']:+.4f} var {dev['log_z_var']:.4f}")
+    return 0
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="perplexities and self-normalization of an artifact on a text")
+    p.add_argument("lm_dir", help="artifact directory")
+    p.add_argument("text", help="one sentence per line (plain or .gz); relative paths also tried under --data-dir")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--json", help="also write every figure as JSON to this file ('-' for stdout)")
+    p.add_argument("--recenter", action="store_true",
+                   help="shift the artifact's log_z by the measured mean log Z(h) (use a dev set, not test)")
+    p.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    artifact = load_artifact(args.lm_dir)
+    text = resolve_data_path(args.text, args.data_dir)
+    vocab = artifact.vocab
+    sentences, oov = [], 0
+    for words in iter_sentences(text):
+        oov += sum(1 for w in words if w not in vocab and w != vocab.unk_symbol)
+        sentences.append(vocab.encode(words))
+    if not sentences:
+        raise CorpusError(f"{text}: no sentences to evaluate")
+    result = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov)
+    report = {"artifact": str(args.lm_dir), "text": text, **result.to_dict()}
+    _print_evaluation(result, text)
+    if args.recenter:
+        new_log_z = result.log_z + result.log_z_mean
+        set_log_z(args.lm_dir, new_log_z, note={"text": text, "shift": result.log_z_mean})
+        artifact = load_artifact(args.lm_dir)
+        after = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov)
+        print(f"re-centered: log_z {result.log_z:.4f} -> {new_log_z:.4f}")
+        _print_evaluation(after, text)
+        report["recentered"] = after.to_dict()
+    if args.json:
+        document = json.dumps(report, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(document)
+        else:
+            Path(args.json).write_text(document, encoding="utf-8")
+    return 0
+
+
+def _print_evaluation(result: EvaluationResult, text: str) -> None:
+    print(f"{text}: {result.num_sentences} sentences, {result.num_tokens} tokens, {result.num_oov} OOV")
+    print(f"  normalized perplexity       {result.normalized_ppl:10.3f}")
+    print(f"  self-normalized perplexity  {result.self_normalized_ppl:10.3f}")
+    print(f"  log Z(h): mean {result.log_z_mean:+.4f}  var {result.log_z_var:.4f}"
+          f"  mean |log Z| {result.log_z_abs_mean:.4f}  (log_z constant {result.log_z:.4f})")
+
+
+def _add_demo_corpus_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt)")
+    p.add_argument("out_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rescorer-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_demo_corpus_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _cmd_train(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        paths = write_demo_corpus(args.out_dir)
+        print("\n".join(str(p) for p in paths.values()))
+        return 0
+    except TrainingDivergedError as e:
+        print(f"rescorer-train: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (CorpusError, VocabularyError, ArtifactError, CheckpointError, ResumeError, ValueError) as e:
+        print(f"rescorer-train: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

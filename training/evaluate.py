@@ -1,0 +1,95 @@
+"""Held-out evaluation: normalized and self-normalized perplexity, self-normalization statistics.
+
+- normalized perplexity: full softmax over V (comparable across every model kind);
+- self-normalized perplexity: exp(-mean s(y|h)) with s = o(h)_y - log_z, what the rescorer uses;
+- log Z(h) = logsumexp_w s(w|h) at every held-out position: its mean, variance and mean |.|
+  (DESIGN.md section 3). A perfectly self-normalized model has log Z(h) = 0 everywhere.
+
+Sentences are scored independently from a zero state (the rescoring condition), so these
+perplexities are slightly higher than carried-state figures quoted for PTB in the literature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from rescorer.model import LstmLanguageModel
+from rescorer.sentence_batches import make_sentence_batches
+
+LOGIT_CHUNK = 2048  # positions per full-vocabulary logit block (bounds memory at large V)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    num_sentences: int
+    num_tokens: int  # predicted tokens: words + one </s> per sentence
+    normalized_log_prob: float  # sum of log softmax(o(h))_y
+    self_normalized_log_prob: float  # sum of s(y|h)
+    log_z_mean: float
+    log_z_var: float
+    log_z_abs_mean: float
+    log_z: float  # the model's constant when measured
+    num_oov: int = 0
+
+    @property
+    def normalized_ppl(self) -> float:
+        return math.exp(-self.normalized_log_prob / self.num_tokens)
+
+    @property
+    def self_normalized_ppl(self) -> float:
+        return math.exp(-self.self_normalized_log_prob / self.num_tokens)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["normalized_ppl"] = self.normalized_ppl
+        out["self_normalized_ppl"] = self.self_normalized_ppl
+        return out
+
+
+@torch.inference_mode()
+def evaluate(
+    model: LstmLanguageModel,
+    sentences: Sequence[Sequence[int]],
+    bos_id: int,
+    eos_id: int,
+    max_tokens: int = 4096,
+    num_oov: int = 0,
+) -> EvaluationResult:
+    """Score every sentence (word ids, no `<s>`/`</s>`) with a full softmax and s(w|h)."""
+    if not sentences:
+        raise ValueError("nothing to evaluate: no sentences")
+    was_training = model.training
+    model.eval()
+    device = model.output_bias.device
+    log_z = float(model.log_z)
+    norm_sum = self_sum = 0.0
+    z_sum = z_sq_sum = z_abs_sum = 0.0
+    count = 0
+    for batch in make_sentence_batches(sentences, bos_id, eos_id, max_tokens):
+        features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
+        mask = batch.mask.to(device)
+        features = features[mask]  # (N, D)
+        targets = batch.targets.to(device)[mask]  # (N,)
+        for start in range(0, len(targets), LOGIT_CHUNK):
+            logits = model.logits(features[start : start + LOGIT_CHUNK]).double()  # (n, V)
+            y = targets[start : start + LOGIT_CHUNK]
+            target_logit = logits.gather(1, y.unsqueeze(1)).squeeze(1)  # (n,)
+            log_z_h = torch.logsumexp(logits, dim=1) - log_z  # (n,) log Z(h) of s(.|h)
+            self_sum += float((target_logit - log_z).sum())
+            norm_sum += float((target_logit - log_z - log_z_h).sum())
+            z_sum += float(log_z_h.sum())
+            z_sq_sum += float((log_z_h**2).sum())
+            z_abs_sum += float(log_z_h.abs().sum())
+            count += len(y)
+    model.train(was_training)
+    mean = z_sum / count
+    return EvaluationResult(
+        num_sentences=len(sentences), num_tokens=count,
+        normalized_log_prob=norm_sum, self_normalized_log_prob=self_sum,
+        log_z_mean=mean, log_z_var=max(z_sq_sum / count - mean * mean, 0.0),
+        log_z_abs_mean=z_abs_sum / count, log_z=log_z, num_oov=num_oov,
+    )

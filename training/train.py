@@ -1,0 +1,278 @@
+"""The training loop: one linear function, from corpus files to a self-normalized artifact.
+
+Run directory layout (`config.out_dir`):
+    words.txt            the vocabulary (built on the first run, reused on resume)
+    cache/               encoded corpora (memory-mapped id arrays)
+    checkpoint.pt        model + schedule after the last finished epoch (atomic)
+    best.safetensors     weights of the epoch with the best dev perplexity
+    history.json         per-epoch metrics
+    artifact/            the final artifact (config.json, words.txt, model.safetensors)
+
+Learning-rate schedule (paper 1, section 5): a fixed rate while the dev normalized
+perplexity improves by at least `anneal_threshold` (0.3 %) per epoch; from the first epoch
+that improves less, the rate is halved before each of `anneal_epochs` further epochs; never
+more than `max_epochs` in all. The artifact holds the weights of the best dev epoch.
+
+Resume: every epoch re-seeds the random generators from (seed, epoch, rank), and SGD has no
+state beyond the learning rate, so resuming from a checkpoint reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from rescorer.artifact import Artifact, save_artifact
+from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
+from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
+from training.batches import BpttBatches
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
+from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
+from training.evaluate import evaluate
+from training.noise import UnigramNoise
+from training.objective import TrainingObjective
+from training.sgd import sgd_step
+
+CHECKPOINT_FORMAT = 1
+RESUMABLE_OVERRIDES = {"max_epochs", "device", "out_dir"}  # may change on --resume
+
+
+class TrainingDivergedError(RuntimeError):
+    """A non-finite loss or gradient; the last good checkpoint is left untouched."""
+
+
+class ResumeError(ValueError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    artifact_path: Path | None  # None on non-main ranks
+    history: list[dict[str, Any]]
+    final_dev: dict[str, Any] | None
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    run_dir = Path(config.out_dir)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint = _checkpoint_to_resume(config, checkpoint_path) if resume else None
+    if checkpoint is None and checkpoint_path.exists():
+        raise ResumeError(
+            f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out"
+        )
+    context = init_distributed("cuda" if pick_device(config.device, DistributedContext()).type == "cuda" else "cpu")
+    try:
+        return _train(config, checkpoint, context, progress)
+    finally:
+        shutdown_distributed(context)
+
+
+def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint["config"]
+    differing = sorted(
+        k for k, v in config.to_dict().items() if k not in RESUMABLE_OVERRIDES and stored.get(k) != v
+    )
+    if differing:
+        details = ", ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {getattr(config, k)!r}" for k in differing)
+        raise ResumeError(f"{path}: cannot resume with a different configuration ({details})")
+    return checkpoint
+
+
+def _train(
+    config: TrainConfig, checkpoint: dict[str, Any] | None, context: DistributedContext, progress: bool
+) -> TrainResult:
+    torch.set_flush_denormal(True)  # denormals made LSTM backward steps 4-13x slower on CPU
+    device = pick_device(config.device, context)
+    run_dir = Path(config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    show = progress and context.is_main
+
+    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint)
+    train_ids = train_corpus.ids()
+    model_config = ModelConfig(
+        vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
+        tie_weights=config.tie_weights, output_kind=config.output_kind,
+    )
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = LstmLanguageModel(model_config).to(device)
+    noise = None
+    if config.loss == "nce":
+        counts = unigram_counts(train_ids, len(vocab), vocab.bos_id)
+        noise = UnigramNoise(counts, config.noise_alpha).to(device)
+    objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads)
+    step_fn = DistributedDataParallel(objective) if context.enabled else objective
+
+    schedule = {"epoch": 0, "lr": config.lr, "prev_dev_ppl": math.inf, "best_dev_ppl": math.inf,
+                "annealing": False, "anneal_done": 0, "done": False, "global_step": 0}
+    history: list[dict[str, Any]] = []
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        schedule.update(checkpoint["schedule"])
+        history = list(checkpoint["history"])
+        if checkpoint["config"]["max_epochs"] != config.max_epochs:
+            schedule["done"] = schedule["epoch"] >= config.max_epochs
+
+    batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
+    dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
+    generator = torch.Generator()
+
+    while not schedule["done"]:
+        epoch = schedule["epoch"] + 1
+        seed = config.seed * 1_000_003 + epoch * 1_009 + context.rank
+        torch.manual_seed(seed)  # dropout
+        generator.manual_seed(seed)  # noise samples
+        started = time.perf_counter()
+        mean_loss, tokens = _run_epoch(step_fn, model, batches, noise, config, schedule, generator,
+                                       device, epoch, vocab.bos_id, show, checkpoint_path=run_dir / "checkpoint.pt")
+        train_seconds = time.perf_counter() - started
+        dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
+        dev_ppl = dev.normalized_ppl
+        record = {
+            "epoch": epoch, "lr": schedule["lr"], "train_loss_per_token": mean_loss,
+            "train_seconds": train_seconds, "train_words_per_second": tokens * context.world_size / train_seconds,
+            "dev_normalized_ppl": dev_ppl, "dev_self_normalized_ppl": dev.self_normalized_ppl,
+            "dev_log_z_mean": dev.log_z_mean, "dev_log_z_var": dev.log_z_var,
+        }
+        history.append(record)
+        if show:
+            tqdm.write(
+                f"epoch {epoch}: lr {schedule['lr']:.4g} train loss {mean_loss:.4f}"
+                f" dev ppl {dev_ppl:.2f} (self-normalized {dev.self_normalized_ppl:.2f},"
+                f" mean log Z {dev.log_z_mean:+.3f}) {record['train_words_per_second']:.0f} words/s"
+            )
+        if context.is_main and dev_ppl < schedule["best_dev_ppl"]:
+            with atomic_file(run_dir / "best.safetensors") as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        _advance_schedule(schedule, config, epoch, dev_ppl)
+        if context.is_main:
+            save_checkpoint(run_dir / "checkpoint.pt", {
+                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
+                "schedule": dict(schedule), "history": history, "vocab_sha256": vocab.sha256,
+            })
+            write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
+        context.barrier()
+
+    if not context.is_main:
+        return TrainResult(None, history, None)
+    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history)
+
+
+def _run_epoch(step_fn, model, batches, noise, config, schedule, generator, device, epoch, bos_id,
+               show, checkpoint_path) -> tuple[float, int]:
+    """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
+    model.train()
+    state = None
+    loss_total, tokens, window_tokens = 0.0, 0, 0
+    window_start = time.perf_counter()
+    bar = tqdm(batches, desc=f"epoch {epoch}", disable=not show, unit="batch", leave=False)
+    for inputs, targets in bar:
+        samples = noise.sample(config.noise_samples, generator).to(device) if noise is not None else None
+        inputs, targets = inputs.to(device), targets.to(device)
+        loss_sum, state = step_fn(inputs, targets, state, samples)
+        state = detach_state(state)
+        valid = int((targets != bos_id).sum())
+        schedule["global_step"] += 1
+        batch_loss = loss_sum.item()
+        if math.isfinite(batch_loss):
+            model.zero_grad(set_to_none=True)
+            (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
+            # sgd_step leaves the weights untouched when the gradient norm is not finite.
+            norm = sgd_step(model.parameters(), schedule["lr"], config.clip_norm, config.weight_decay)
+        if not (math.isfinite(batch_loss) and math.isfinite(norm)):
+            raise TrainingDivergedError(
+                f"non-finite {'loss' if not math.isfinite(batch_loss) else 'gradient'} at step"
+                f" {schedule['global_step']} (epoch {epoch}); the last good checkpoint"
+                f" ({checkpoint_path}, epoch {schedule['epoch']}) is kept. Hint: lower --lr"
+                f" (now {schedule['lr']:g}) or --clip-norm, or look for corrupt input"
+            )
+        loss_total += batch_loss
+        tokens += valid
+        window_tokens += valid
+        if show and schedule["global_step"] % 20 == 0:
+            now = time.perf_counter()
+            bar.set_postfix(loss=f"{loss_total / max(tokens, 1):.3f}",
+                            words_per_s=f"{window_tokens / (now - window_start):.0f}")
+            window_start, window_tokens = now, 0
+    bar.close()
+    return loss_total / max(tokens, 1), tokens
+
+
+def _advance_schedule(schedule: dict[str, Any], config: TrainConfig, epoch: int, dev_ppl: float) -> None:
+    prev = schedule["prev_dev_ppl"]
+    improvement = (prev - dev_ppl) / prev if math.isfinite(prev) else math.inf
+    schedule["epoch"] = epoch
+    schedule["prev_dev_ppl"] = dev_ppl
+    schedule["best_dev_ppl"] = min(schedule["best_dev_ppl"], dev_ppl)
+    if not schedule["annealing"] and improvement < config.anneal_threshold:
+        schedule["annealing"] = True
+    if schedule["annealing"]:
+        if schedule["anneal_done"] >= config.anneal_epochs:
+            schedule["done"] = True
+        else:
+            schedule["lr"] /= 2
+            schedule["anneal_done"] += 1
+    if epoch >= config.max_epochs:
+        schedule["done"] = True
+
+
+def _prepare_data(
+    config: TrainConfig, run_dir: Path, context: DistributedContext, checkpoint: dict[str, Any] | None
+) -> tuple[Vocabulary, EncodedCorpus, EncodedCorpus]:
+    """Vocabulary and encoded corpora; the main rank builds them, the others reuse its files."""
+    words_path = run_dir / "words.txt"
+
+    def build() -> Vocabulary:
+        if words_path.exists() and (checkpoint is not None or not context.is_main):
+            return read_symbol_table(words_path, config.unk_symbol)
+        if config.vocab_path:
+            return read_symbol_table(config.vocab_path, config.unk_symbol)
+        counts = count_words([config.train_path])
+        return build_vocabulary(counts, config.vocab_size, config.min_count)
+
+    if not context.is_main:
+        context.barrier()
+    vocab = build()
+    if checkpoint is not None and checkpoint.get("vocab_sha256") != vocab.sha256:
+        raise ResumeError(f"{words_path}: vocabulary does not match the checkpoint's")
+    cache = run_dir / "cache"
+    if context.is_main:
+        write_text_atomic(words_path, vocab.to_text())
+    train_corpus = encode_corpus(config.train_path, vocab, cache)
+    dev_corpus = encode_corpus(config.dev_path, vocab, cache)
+    if context.is_main:
+        context.barrier()
+    return vocab, train_corpus, dev_corpus
+
+
+def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history) -> TrainResult:
+    model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    model.to("cpu")
+    final_dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens,
+                         num_oov=dev_corpus.num_oov).to_dict()
+    best_epoch = min(history, key=lambda r: r["dev_normalized_ppl"])["epoch"]
+    provenance = {
+        "loss": config.loss,
+        "noise_alpha": config.noise_alpha if config.loss == "nce" else None,
+        "noise_samples": config.noise_samples if config.loss == "nce" else None,
+        "train_data": config.train_path, "dev_data": config.dev_path,
+        "train_words": train_corpus.num_words, "train_sentences": train_corpus.num_sentences,
+        "epochs": len(history), "best_epoch": best_epoch,
+        "train_seconds": sum(r["train_seconds"] for r in history),
+        "final_dev": final_dev, "train_config": config.to_dict(),
+    }
+    path = save_artifact(Artifact(model, vocab, provenance), run_dir / "artifact")
+    return TrainResult(path, history, final_dev)
