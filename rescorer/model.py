@@ -72,10 +72,11 @@ class LstmLanguageModel(nn.Module):
         )
         self.projection = nn.Linear(H, config.projection_dim) if config.projection_dim else None
         self.dropout = nn.Dropout(config.dropout)
-        if not config.tie_weights:
-            self.output_weight = nn.Parameter(torch.empty(V, config.feature_dim))
-        # Stored as (V, 1) so that a row gather can give it a sparse gradient like U's.
-        self.output_bias = nn.Parameter(torch.zeros(V, 1))
+        # Output rows u_w and biases b_w are embedding tables: scoring gathers rows, and a
+        # module's `sparse` flag is how DistributedDataParallel learns that a parameter's
+        # gradient is sparse.
+        self.output_embedding = None if config.tie_weights else nn.Embedding(V, config.feature_dim)
+        self.output_bias = nn.Embedding(V, 1)
         if log_z is None:
             log_z = math.log(V) if config.output_kind == "self_normalized" else 0.0
         # A constant, not trained (paper 1, Eq. 14); re-centering moves it.
@@ -86,14 +87,19 @@ class LstmLanguageModel(nn.Module):
         # Small uniform init: N(0, 1) embeddings produce denormals in the LSTM backward,
         # which made CPU steps 4-13x slower (DESIGN.md section 6).
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        if not self.config.tie_weights:
-            nn.init.uniform_(self.output_weight, -0.1, 0.1)
-        nn.init.zeros_(self.output_bias)
+        if self.output_embedding is not None:
+            nn.init.uniform_(self.output_embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.output_bias.weight)
 
     @property
     def output_rows(self) -> torch.Tensor:
         """The output matrix U, (V, D): one row u_w per word."""
-        return self.embedding.weight if self.config.tie_weights else self.output_weight
+        return self.embedding.weight if self.output_embedding is None else self.output_embedding.weight
+
+    @property
+    def output_modules(self) -> list[nn.Embedding]:
+        """The tables gathered when words are scored: U (unless tied to the input) and b."""
+        return [m for m in (self.output_embedding, self.output_bias) if m is not None]
 
     @property
     def is_self_normalized(self) -> bool:
@@ -111,7 +117,7 @@ class LstmLanguageModel(nn.Module):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """o(h) over the whole vocabulary: (..., D) -> (..., V). O(D V) per position."""
-        return F.linear(features, self.output_rows, self.output_bias.squeeze(1))
+        return F.linear(features, self.output_rows, self.output_bias.weight.squeeze(1))
 
     def word_logits(
         self, features: torch.Tensor, word_ids: torch.Tensor, sparse: bool = False
@@ -122,7 +128,7 @@ class LstmLanguageModel(nn.Module):
         so that an optimizer step touches only those rows.
         """
         rows = F.embedding(word_ids, self.output_rows, sparse=sparse)  # (..., D)
-        bias = F.embedding(word_ids, self.output_bias, sparse=sparse).squeeze(-1)
+        bias = F.embedding(word_ids, self.output_bias.weight, sparse=sparse).squeeze(-1)
         return (features * rows).sum(-1) + bias
 
     def log_prob_of(self, features: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
@@ -139,6 +145,10 @@ class LstmLanguageModel(nn.Module):
         shape = (self.config.num_layers, batch_size, self.config.hidden_dim)
         weight = self.embedding.weight
         return (weight.new_zeros(shape), weight.new_zeros(shape))
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
 
 
 def detach_state(state: LSTMState) -> LSTMState:

@@ -64,7 +64,7 @@ def evaluate(
         raise ValueError("nothing to evaluate: no sentences")
     was_training = model.training
     model.eval()
-    device = model.output_bias.device
+    device = model.device
     log_z = float(model.log_z)
     norm_sum = self_sum = 0.0
     z_sum = z_sq_sum = z_abs_sum = 0.0

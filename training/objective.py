@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rescorer.model import LSTMState, LstmLanguageModel
+from rescorer.model import LstmLanguageModel, LSTMState
 from training.losses import cross_entropy_loss, nce_loss
 from training.noise import UnigramNoise
 
@@ -28,14 +28,21 @@ class TrainingObjective(nn.Module):
         self.loss = loss
         self.bos_id = bos_id
         self.noise = noise
-        self.sparse_grads = sparse_grads
+        # Sparse row gradients where only rows are touched: the input embedding always (unless
+        # it is tied to a softmax output layer, whose gradient is dense), the output tables
+        # under NCE. The modules' flags tell DistributedDataParallel which gradients are sparse.
+        self.sparse_output = sparse_grads and loss == "nce"
+        self.sparse_input = sparse_grads and (self.sparse_output or not model.config.tie_weights)
+        model.embedding.sparse = self.sparse_input
+        for module in model.output_modules:
+            module.sparse = self.sparse_output
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, state: LSTMState | None,
         samples: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """inputs, targets (B, T); samples (S,) noise words for NCE."""
-        features, state = self.model.features(inputs, state, sparse_embedding=self.sparse_grads)
+        features, state = self.model.features(inputs, state, sparse_embedding=self.sparse_input)
         features = features.reshape(-1, features.shape[-1])  # (N, D)
         targets = targets.reshape(-1)  # (N,)
         if self.loss == "ce":
@@ -45,9 +52,9 @@ class TrainingObjective(nn.Module):
     def _nce(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         # Cost O(N (S+1) D): only the rows of the targets and of the S samples are gathered.
         model, log_z = self.model, self.model.log_z
-        target_scores = model.word_logits(features, targets, sparse=self.sparse_grads) - log_z  # (N,)
-        rows = F.embedding(samples, model.output_rows, sparse=self.sparse_grads)  # (S, D)
-        bias = F.embedding(samples, model.output_bias, sparse=self.sparse_grads)  # (S, 1)
+        target_scores = model.word_logits(features, targets, sparse=self.sparse_output) - log_z  # (N,)
+        rows = F.embedding(samples, model.output_rows, sparse=self.sparse_output)  # (S, D)
+        bias = F.embedding(samples, model.output_bias.weight, sparse=self.sparse_output)  # (S, 1)
         sample_scores = features @ rows.T + bias.T - log_z  # (N, S)
         return nce_loss(
             target_scores, sample_scores,

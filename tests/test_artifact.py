@@ -1,0 +1,86 @@
+import json
+
+import pytest
+import torch
+
+from rescorer.artifact import Artifact, ArtifactError, load_artifact, save_artifact, set_log_z
+from rescorer.model import LstmLanguageModel, ModelConfig
+from rescorer.vocab import build_vocabulary
+
+
+def _artifact(output_kind: str = "self_normalized") -> Artifact:
+    torch.manual_seed(0)
+    vocab = build_vocabulary(dict.fromkeys("abcdefg", 1))
+    model = LstmLanguageModel(ModelConfig(vocab_size=len(vocab), embedding_dim=8, hidden_dim=8, num_layers=1,
+                                          output_kind=output_kind)).eval()
+    return Artifact(model, vocab, {"loss": "nce"})
+
+
+def _outputs(model: LstmLanguageModel) -> torch.Tensor:
+    features, _ = model.features(torch.tensor([[0, 3, 4, 5]]))
+    return model.log_prob_of(features, torch.tensor([[3, 4, 5, 1]]))
+
+
+@pytest.mark.parametrize("kind", ["self_normalized", "softmax"])
+def test_saved_artifact_loads_to_a_model_with_identical_scores(tmp_path, kind):
+    artifact = _artifact(kind)
+    save_artifact(artifact, tmp_path / "lm")
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["config.json", "model.safetensors", "words.txt"]
+    loaded = load_artifact(tmp_path / "lm")
+    assert torch.equal(_outputs(loaded.model), _outputs(artifact.model))
+    assert loaded.vocab.words == artifact.vocab.words
+    config = json.loads((tmp_path / "lm" / "config.json").read_text())
+    assert config["output_kind"] == kind and config["provenance"] == {"loss": "nce"}
+
+
+def test_saving_over_an_existing_artifact_replaces_it_whole(tmp_path):
+    save_artifact(_artifact(), tmp_path / "lm")
+    (tmp_path / "lm" / "stray.txt").write_text("old")
+    save_artifact(_artifact("softmax"), tmp_path / "lm")
+    assert not (tmp_path / "lm" / "stray.txt").exists()
+    assert load_artifact(tmp_path / "lm").model.config.output_kind == "softmax"
+    assert [p.name for p in tmp_path.iterdir()] == ["lm"]  # no temporary directories left
+
+
+def test_truncated_weights_are_reported_by_file_name(tmp_path):
+    save_artifact(_artifact(), tmp_path / "lm")
+    weights = tmp_path / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: sha256 does not match"):
+        load_artifact(tmp_path / "lm")
+
+
+def test_tampered_weights_without_a_recorded_hash_still_fail_cleanly(tmp_path):
+    save_artifact(_artifact(), tmp_path / "lm")
+    config_path = tmp_path / "lm" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["files"]["model.safetensors"]
+    config_path.write_text(json.dumps(config))
+    (tmp_path / "lm" / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: cannot read safetensors"):
+        load_artifact(tmp_path / "lm")
+
+
+def test_a_vocabulary_that_does_not_match_the_artifact_is_refused(tmp_path):
+    save_artifact(_artifact(), tmp_path / "lm")
+    words = tmp_path / "lm" / "words.txt"
+    words.write_text(words.read_text().replace("a ", "z "))
+    with pytest.raises(ArtifactError, match=r"words\.txt"):
+        load_artifact(tmp_path / "lm")
+
+
+def test_missing_config_and_non_directories_are_clear_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="not a directory"):
+        load_artifact(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match=r"config\.json: missing"):
+        load_artifact(tmp_path / "empty")
+
+
+def test_set_log_z_rewrites_only_the_constant_and_records_why(tmp_path):
+    save_artifact(_artifact(), tmp_path / "lm")
+    before = _outputs(load_artifact(tmp_path / "lm").model)
+    set_log_z(tmp_path / "lm", float(load_artifact(tmp_path / "lm").log_z) + 0.5, note={"shift": 0.5})
+    loaded = load_artifact(tmp_path / "lm")
+    assert torch.allclose(_outputs(loaded.model), before - 0.5, atol=1e-6)
+    assert loaded.provenance["recentering"] == [{"shift": 0.5}]

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+import training.train as train_module
+from rescorer.artifact import load_artifact
+from training.train import ResumeError, TrainingDivergedError, train
+
+
+@pytest.mark.parametrize("loss", ["nce", "ce"])
+def test_training_lowers_dev_perplexity_and_writes_a_loadable_artifact(demo_corpus, tmp_path, loss):
+    result = train(tiny_config(demo_corpus, tmp_path / "run", loss=loss, max_epochs=3), progress=False)
+    ppls = [r["dev_normalized_ppl"] for r in result.history]
+    vocab_size = len(load_artifact(result.artifact_path).vocab)
+    assert ppls[-1] < ppls[0] < vocab_size  # learns, and beats a uniform guess
+    artifact = load_artifact(result.artifact_path)
+    assert artifact.model.config.output_kind == ("self_normalized" if loss == "nce" else "softmax")
+    assert artifact.provenance["loss"] == loss and artifact.provenance["epochs"] == 3
+
+
+def test_resuming_from_a_checkpoint_reaches_the_same_model_as_an_uninterrupted_run(demo_corpus, tmp_path):
+    straight = train(tiny_config(demo_corpus, tmp_path / "a", max_epochs=3), progress=False)
+    train(tiny_config(demo_corpus, tmp_path / "b", max_epochs=1), progress=False)  # "killed" after epoch 1
+    resumed = train(tiny_config(demo_corpus, tmp_path / "b", max_epochs=3), resume=True, progress=False)
+    def untimed(history):
+        return [{k: v for k, v in r.items() if "second" not in k} for r in history]
+
+    assert untimed(resumed.history) == untimed(straight.history)
+    a = load_file(str(tmp_path / "a" / "artifact" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "artifact" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_second_run_into_the_same_directory_needs_resume(demo_corpus, tmp_path):
+    train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=1), progress=False)
+    with pytest.raises(ResumeError, match="--resume"):
+        train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=1), progress=False)
+    with pytest.raises(ResumeError, match="hidden_dim"):
+        train(tiny_config(demo_corpus, tmp_path / "run", hidden_dim=16), resume=True, progress=False)
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(demo_corpus, tmp_path, monkeypatch):
+    train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=1), progress=False)
+    checkpoint_before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    real_step, calls = train_module.sgd_step, []
+
+    def failing_step(*args, **kwargs):
+        calls.append(1)
+        return float("nan") if len(calls) == 3 else real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "sgd_step", failing_step)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite gradient at step \d+ \(epoch 2\).*--lr"):
+        train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=2), resume=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint_before
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 1
