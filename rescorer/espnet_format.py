@@ -1,0 +1,96 @@
+"""ESPnet decode directories: `{k}best_recog/{text,score,scores}` for k = 1..N.
+
+`text` is `utt-id words`, `score` is `utt-id tensor(x)` (the beam score), `scores` is
+`utt-id {"decoder": "tensor(x)", "ctc": ..., "lm": ...}`. The named scores become
+`am_score`/`lm_score` through a ScoreMapping (default: the LibriSpeech decode's
+`am=0.6*decoder+0.4*ctc,lm=lm`; ESPnet decode weights vary, so say yours).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
+from rescorer.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping
+from rescorer.text_files import open_text
+
+_TENSOR = re.compile(r"^tensor\((?P<v>[^,)]+)(?:,.*)?\)$")
+_KBEST = re.compile(r"^(\d+)best_recog$")
+
+
+def _number(text: str, where: str, name: str) -> float:
+    text = text.strip()
+    match = _TENSOR.match(text)
+    return parse_score(match.group("v") if match else text, name, where)
+
+
+def _read_keyed(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open_text(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            key, _, rest = line.rstrip("\n").partition(" ")
+            if key in out:
+                raise NbestError(f"{path}:{line_no}: utterance {key!r} appears twice")
+            out[key] = rest
+    return out
+
+
+def read_espnet_decode_dir(
+    path: str | Path, mapping: ScoreMapping = LIBRISPEECH_ESPNET, refs: dict[str, str] | None = None
+) -> list[Utterance]:
+    root = Path(path)
+    if (root / "raw_hypotheses").is_dir():
+        root = root / "raw_hypotheses"
+    if not root.is_dir():
+        raise NbestError(f"{path}: not a directory (expected an ESPnet decode dir with 1best_recog/ ...)")
+    ks = sorted(int(m.group(1)) for d in root.iterdir() if (m := _KBEST.match(d.name)))
+    if not ks:
+        raise NbestError(f"{root}: no {{k}}best_recog directories")
+    if ks != list(range(1, len(ks) + 1)):
+        raise NbestError(f"{root}: {{k}}best_recog directories must run 1..N, found {ks}")
+    hyps: dict[str, list[Hypothesis]] = {}
+    order: list[str] = []
+    for k in ks:
+        d = root / f"{k}best_recog"
+        texts, scores = _read_keyed(d / "text"), _read_keyed(d / "scores")
+        beam = _read_keyed(d / "score") if (d / "score").exists() else {}
+        if set(texts) != set(scores):
+            only = sorted(set(texts) ^ set(scores))[0]
+            raise NbestError(f"{d}: utterance {only!r} is in only one of text and scores")
+        for utt, text in texts.items():
+            where = f"{d}/scores: utterance {utt!r}"
+            try:
+                named_raw = json.loads(scores[utt])
+            except json.JSONDecodeError as e:
+                raise NbestError(f"{where}: not a JSON object of scores ({e.msg})") from None
+            if not isinstance(named_raw, dict):
+                raise NbestError(f"{where}: expected a JSON object of scores, found {named_raw!r}")
+            named = {name: _number(str(v), where, name) for name, v in named_raw.items()}
+            if utt in beam:
+                named["score"] = _number(beam[utt], f"{d}/score: utterance {utt!r}", "score")
+            missing = sorted(mapping.names - set(named))
+            if missing:
+                raise NbestError(f"{where}: score mapping {mapping.to_text()!r} needs {missing}, found {sorted(named)}")
+            am = sum(w * named[n] for n, w in mapping.am)
+            lm = sum(w * named[n] for n, w in mapping.lm) if mapping.lm else None
+            if utt not in hyps:
+                if k != 1:
+                    raise NbestError(f"{d}: utterance {utt!r} has a {k}-best but no 1-best")
+                hyps[utt] = []
+                order.append(utt)
+            elif len(hyps[utt]) != k - 1:
+                raise NbestError(f"{d}: utterance {utt!r} has a {k}-best but no {k - 1}-best")
+            hyps[utt].append(Hypothesis(normalize_text(text), am, lm, named))
+    utterances = []
+    for utt in order:
+        ref = None
+        if refs is not None:
+            if utt not in refs:
+                raise NbestError(f"{root}: no reference for utterance {utt!r}")
+            ref = refs[utt]
+        utterances.append(check_utterance(Utterance(utt, hyps[utt], ref), str(root)))
+    return utterances

@@ -1,0 +1,40 @@
+"""Opening text inputs: plain or gzip (by magic bytes), UTF-8, with errors that name the file."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+from typing import TextIO
+
+from rescorer.nbest import NbestError
+
+
+class _NamedDecodeErrors(io.TextIOWrapper):
+    """A text stream whose decoding errors name the file and line."""
+
+    def __init__(self, buffer, path: str) -> None:
+        super().__init__(buffer, encoding="utf-8", newline=None)
+        self._path, self._line = path, 0
+
+    def __next__(self) -> str:
+        try:
+            line = super().__next__()
+        except UnicodeDecodeError as e:
+            raise NbestError(f"{self._path}:{self._line + 1}: not UTF-8 ({e.reason})") from None
+        self._line += 1
+        return line
+
+
+def open_text(path: str | Path) -> TextIO:
+    path = Path(path)
+    try:
+        raw = path.open("rb")
+    except FileNotFoundError:
+        raise NbestError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise NbestError(f"{path}: is a directory, expected a file") from None
+    magic = raw.read(2)
+    raw.seek(0)
+    buffer = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+    return _NamedDecodeErrors(buffer, str(path))

@@ -1,0 +1,33 @@
+"""sclite `trn` transcripts: `word word ... (utt-id)` per line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from rescorer.nbest import NbestError, normalize_text
+from rescorer.text_files import open_text
+
+_TRN = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()\s]+)\)\s*$")
+
+
+def write_trn(texts: Iterable[tuple[str, str]], out: TextIO) -> None:
+    for utt_id, text in texts:
+        out.write(f"{text} ({utt_id})\n")
+
+
+def read_trn(path: str | Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open_text(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            match = _TRN.match(line.rstrip("\n"))
+            if not match:
+                raise NbestError(f"{path}:{line_no}: expected 'words (utt-id)', found {line.strip()!r}")
+            if match.group("id") in out:
+                raise NbestError(f"{path}:{line_no}: id {match.group('id')!r} appears twice")
+            out[match.group("id")] = normalize_text(match.group("text"))
+    return out
