@@ -1,12 +1,47 @@
-"""`rescorer`: inspect LM artifacts (N-best scoring and rescoring commands build on this)."""
+"""`rescorer`: score sentences, rescore N-best lists, run WER evaluations, convert formats.
+
+    rescorer score LM_DIR text costs            Kaldi sentence scoring: `key w w ..` in, `key cost` out
+    rescorer rescore LM_DIR nbest.jsonl --weights report/report.json --out-jsonl out.jsonl
+    rescorer eval LM_DIR --dev dev.jsonl.gz --test test.jsonl.gz --out report/
+    rescorer convert nbest_dir --format kaldi --to jsonl out.jsonl
+    rescorer info LM_DIR
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 from rescorer.artifact import ArtifactError, load_artifact
+from rescorer.combination import Weights
+from rescorer.eval_job import run_evaluation
+from rescorer.evaluation import error_table, evaluate_set
+from rescorer.jsonl_format import write_jsonl
+from rescorer.kaldi_format import write_cost_archive, write_kaldi_text
+from rescorer.nbest import NbestError
+from rescorer.nbest_reader import FORMATS, NbestSource, read_nbest
+from rescorer.rescoring import best_texts, rerank, score_nbest
+from rescorer.scoring import score_sentences
+from rescorer.text_files import open_text
+from rescorer.trn_format import write_trn
+from rescorer.vocab import VocabularyError
+
+EXIT_BAD_INPUT = 2
+
+
+@contextmanager
+def _output(path: str):
+    if path == "-":
+        yield sys.stdout
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        yield f
+    tmp.replace(path)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -22,21 +57,172 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    """Kaldi's contract: same keys, same order; cost = -ln p(words </s>)."""
+    artifact = load_artifact(args.lm_dir, device=args.device)
+    keys, sentences = [], []
+    source = sys.stdin if args.text == "-" else open_text(args.text)
+    with source:
+        for line_no, line in enumerate(source, start=1):
+            fields = line.split()
+            if not fields:
+                raise NbestError(f"{args.text}:{line_no}: empty line (expected 'key word word ...')")
+            keys.append(fields[0])
+            sentences.append(fields[1:])
+    scores = score_sentences(artifact, sentences, max_tokens=args.max_tokens)
+    with _output(args.out) as out:
+        write_cost_archive(zip(keys, (-scores.log_probs).tolist(), strict=True), out)
+    if args.oov_report:
+        print(f"{int(scores.num_oov.sum())} of {sum(map(len, sentences))} words scored as"
+              f" {artifact.vocab.unk_symbol}", file=sys.stderr)
+    return 0
+
+
+def _source(args: argparse.Namespace, path: str, ref: str | None = None) -> NbestSource:
+    return NbestSource(path, args.format, ref, args.score_mapping, args.symbols)
+
+
+def _weights(args: argparse.Namespace) -> Weights:
+    base = Weights()
+    if args.weights:
+        document = json.loads(Path(args.weights).read_text(encoding="utf-8"))
+        base = Weights(**document.get("weights", document))
+    overrides = {k: getattr(args, k) for k in Weights.__dataclass_fields__ if getattr(args, k) is not None}
+    return Weights(**{**base.to_dict(), **overrides})
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    artifact = load_artifact(args.lm_dir, device=args.device)
+    utterances = read_nbest(_source(args, args.input, args.ref))
+    arrays = score_nbest(artifact, utterances, args.max_tokens)
+    weights = _weights(args)
+    reranked = rerank(utterances, arrays, weights)
+    if args.out_jsonl:
+        with _output(args.out_jsonl) as out:
+            write_jsonl(reranked, out)
+    if args.out_text:
+        with _output(args.out_text) as out:
+            write_kaldi_text(best_texts(reranked), out)
+    if args.out_trn:
+        with _output(args.out_trn) as out:
+            write_trn(best_texts(reranked), out)
+    if args.out_lm_costs:  # keyed like the input: utt-1 .. utt-N in first-pass order
+        mixed = weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
+        keys = [f"{u.utt_id}-{n}" for u in utterances for n in range(1, len(u.hyps) + 1)]
+        with _output(args.out_lm_costs) as out:
+            write_cost_archive(zip(keys, (-mixed).tolist(), strict=True), out)
+    if all(u.ref is not None for u in utterances):
+        evaluation = evaluate_set(utterances, arrays, error_table(utterances), weights)
+        print(f"WER first pass {100 * evaluation.first_pass.wer:.2f} % -> rescored {100 * evaluation.rescored.wer:.2f} %"
+              f" (oracle {100 * evaluation.oracle.wer:.2f} %)", file=sys.stderr)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    artifact = load_artifact(args.lm_dir, device=args.device)
+    if args.test_ref and len(args.test_ref) != len(args.test):
+        raise NbestError(f"{len(args.test_ref)} --test-ref for {len(args.test)} --test sets (give one per set, or none)")
+    tests = [_source(args, t, args.test_ref[i] if args.test_ref else None) for i, t in enumerate(args.test)]
+    document = run_evaluation(artifact, _source(args, args.dev, args.dev_ref), tests, Path(args.out),
+                              max_tokens=args.max_tokens, progress=not args.no_progress)
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    return 0 if document else 1
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    utterances = read_nbest(_source(args, args.input, args.ref))
+    if args.to == "jsonl":
+        with _output(args.output) as out:
+            write_jsonl(utterances, out)
+    elif args.to == "trn":  # the first (first-pass 1-best) hypothesis of each list
+        with _output(args.output) as out:
+            write_trn([(u.utt_id, u.hyps[0].text) for u in utterances], out)
+    else:  # kaldi: a directory as steps/rnnlmrescore.sh lays out nbest-to-linear's outputs
+        root = Path(args.output)
+        keyed = [(f"{u.utt_id}-{n}", h) for u in utterances for n, h in enumerate(u.hyps, start=1)]
+        with _output(str(root / "words_text")) as out:
+            write_kaldi_text([(k, h.text) for k, h in keyed], out)
+        with _output(str(root / "acwt")) as out:
+            write_cost_archive([(k, -h.am_score) for k, h in keyed], out)
+        if all(h.lm_score is not None for _, h in keyed):
+            with _output(str(root / "lmwt.withlm")) as out:
+                write_cost_archive([(k, -h.lm_score) for k, h in keyed], out)
+        if all(u.ref is not None for u in utterances):
+            with _output(str(root / "text")) as out:
+                write_kaldi_text([(u.utt_id, u.ref) for u in utterances], out)
+    return 0
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, help="input format (inferred from the path when omitted)")
+    p.add_argument("--score-mapping", help="named scores to am/lm, e.g. 'am=0.6*decoder+0.4*ctc,lm=lm'")
+    p.add_argument("--symbols", help="words.txt for inputs with integer word ids")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per scoring batch")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rescorer", description="Self-normalized LSTM LM rescoring.")
+    parser = argparse.ArgumentParser(prog="rescorer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="verify an artifact and print its config and provenance")
-    info.add_argument("lm_dir")
+
+    p = sub.add_parser("info", help="verify an artifact and print its config and provenance")
+    p.add_argument("lm_dir")
+
+    p = sub.add_parser("score", help="Kaldi sentence scoring: 'key word ...' lines in, 'key cost' lines out")
+    p.add_argument("lm_dir")
+    p.add_argument("text", help="'key word word ...' per line ('-' for stdin)")
+    p.add_argument("out", help="'key cost' per line, cost = -ln p ('-' for stdout)")
+    p.add_argument("--oov-report", action="store_true", help="print the number of <unk>-scored words to stderr")
+    _add_model_options(p)
+
+    p = sub.add_parser("rescore", help="rescore N-best lists with fixed weights")
+    p.add_argument("lm_dir")
+    p.add_argument("input")
+    p.add_argument("--ref", help="references (Kaldi text or .trn); WER is printed when every utterance has one")
+    p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
+    for name, default in Weights().to_dict().items():
+        p.add_argument("--" + name.replace("_", "-"), type=float, help=f"(default {default}, or from --weights)")
+    p.add_argument("--out-jsonl", help="re-ranked lists with nnlm_score, total and rank")
+    p.add_argument("--out-text", help="1-best as a Kaldi text file")
+    p.add_argument("--out-trn", help="1-best as an sclite trn file")
+    p.add_argument("--out-lm-costs", help="new LM-cost archive (-(interpolated LM score)), keyed utt-1..utt-N")
+    _add_input_options(p)
+    _add_model_options(p)
+
+    p = sub.add_parser("eval", help="tune weights on dev, report WER on test sets (Markdown, JSON, PNG)")
+    p.add_argument("lm_dir")
+    p.add_argument("--dev", required=True)
+    p.add_argument("--dev-ref")
+    p.add_argument("--test", action="append", required=True, help="repeat for several test sets")
+    p.add_argument("--test-ref", action="append")
+    p.add_argument("--out", required=True, help="directory for report.md, report.json, wer_vs_weights.png")
+    p.add_argument("--no-progress", action="store_true")
+    _add_input_options(p)
+    _add_model_options(p)
+
+    p = sub.add_parser("convert", help="convert N-best lists between formats")
+    p.add_argument("input")
+    p.add_argument("--to", choices=("jsonl", "kaldi", "trn"), required=True)
+    p.add_argument("output", help="file (jsonl, trn) or directory (kaldi)")
+    p.add_argument("--ref")
+    _add_input_options(p)
     return parser
+
+
+COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval, "convert": _cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _cmd_info(args)
-    except ArtifactError as e:
+        return COMMANDS[args.command](args)
+    except (ArtifactError, NbestError, VocabularyError, ValueError) as e:
         print(f"rescorer: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

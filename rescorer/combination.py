@@ -1,0 +1,94 @@
+"""Combining scores and picking the best hypothesis (DESIGN.md section 4).
+
+    total = am_weight * am_score
+          + lm_weight * (interp_weight * nnlm_score + (1 - interp_weight) * lm_score)
+          + word_penalty * n_words - oov_penalty * n_oov
+
+the Kaldi N-best recipe's form. A list without first-pass LM scores has lm_score = 0 for every
+hypothesis (then only interp_weight = 1 is meaningful, and tuning keeps it there).
+Ties go to the earlier hypothesis, i.e. the first pass's preference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rescorer.nbest import Utterance
+
+
+@dataclass(frozen=True)
+class Weights:
+    am_weight: float = 1.0  # scale of am_score
+    lm_weight: float = 1.0  # scale of the (interpolated) LM score
+    interp_weight: float = 0.5  # lambda: share of our LM vs the first-pass LM
+    word_penalty: float = 0.0  # added per word (positive favours longer hypotheses)
+    oov_penalty: float = 0.0  # subtracted per word our LM scored as <unk>
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class NbestArrays:
+    """The numbers of a set of N-best lists, flat over hypotheses, with a padded index."""
+
+    utt_ids: list[str]
+    offsets: np.ndarray  # (U+1,) start of each utterance's hypotheses
+    am: np.ndarray  # (H,)
+    lm: np.ndarray  # (H,) first-pass LM, 0 where absent
+    nnlm: np.ndarray  # (H,) our LM
+    num_words: np.ndarray  # (H,)
+    num_oov: np.ndarray  # (H,)
+    has_lm: bool  # every hypothesis had a first-pass LM score
+
+    @property
+    def index(self) -> np.ndarray:
+        """(U, N_max) hypothesis indices, -1 where a list is shorter."""
+        if not hasattr(self, "_index"):
+            counts = np.diff(self.offsets)
+            index = np.full((len(counts), counts.max()), -1, dtype=np.int64)
+            columns = np.arange(counts.max())
+            valid = columns[None, :] < counts[:, None]
+            index[valid] = np.arange(self.offsets[-1])
+            self._index = index
+        return self._index
+
+
+def build_arrays(utterances: Sequence[Utterance], nnlm: np.ndarray, num_oov: np.ndarray) -> NbestArrays:
+    hyps = [h for u in utterances for h in u.hyps]
+    if len(hyps) != len(nnlm):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(nnlm)} LM scores")
+    offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
+    return NbestArrays(
+        utt_ids=[u.utt_id for u in utterances], offsets=offsets,
+        am=np.array([h.am_score for h in hyps], dtype=np.float64),
+        lm=np.array([h.lm_score or 0.0 for h in hyps], dtype=np.float64),
+        nnlm=np.asarray(nnlm, dtype=np.float64), num_words=np.array([len(h.words) for h in hyps], dtype=np.float64),
+        num_oov=np.asarray(num_oov, dtype=np.float64), has_lm=all(h.lm_score is not None for h in hyps),
+    )
+
+
+def total_scores(arrays: NbestArrays, weights: Weights) -> np.ndarray:
+    lm_mix = weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
+    return (weights.am_weight * arrays.am + weights.lm_weight * lm_mix
+            + weights.word_penalty * arrays.num_words - weights.oov_penalty * arrays.num_oov)
+
+
+def best_hypotheses(arrays: NbestArrays, totals: np.ndarray) -> np.ndarray:
+    """Index (into the flat hypotheses) of the highest total in each utterance: (U,)."""
+    index = arrays.index
+    padded = np.where(index >= 0, totals[np.maximum(index, 0)], -np.inf)  # (U, N_max)
+    return index[np.arange(len(index)), padded.argmax(1)]
+
+
+def ranks(arrays: NbestArrays, totals: np.ndarray) -> np.ndarray:
+    """1-based rank of every hypothesis within its list by total (ties: earlier first): (H,)."""
+    out = np.empty(len(totals), dtype=np.int64)
+    for u in range(len(arrays.offsets) - 1):
+        start, stop = arrays.offsets[u], arrays.offsets[u + 1]
+        order = np.argsort(-totals[start:stop], kind="stable")
+        out[start + order] = np.arange(1, stop - start + 1)
+    return out

@@ -1,0 +1,71 @@
+"""The WER evaluation job: tune the weights on a dev N-best set, freeze them, report the test sets.
+
+    rescorer eval LM_DIR --dev dev.jsonl.gz --test test_a.jsonl.gz --test test_b.jsonl.gz --out report/
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rescorer.artifact import Artifact
+from rescorer.evaluation import error_table, evaluate_set
+from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.report import plot_surface, write_reports
+from rescorer.rescoring import count_oov, score_nbest
+from rescorer.tuning import DEFAULT_GRID, Grid, tune_weights
+
+
+def _name(source: NbestSource) -> str:
+    name = Path(source.path).name
+    for suffix in (".gz", ".jsonl", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource], out_dir: Path,
+                   grid: Grid = DEFAULT_GRID, max_tokens: int = 4096, progress: bool = True) -> dict[str, Any]:
+    started = time.perf_counter()
+    sets = []
+    for role, source in [("dev", dev)] + [("test", t) for t in tests]:
+        utterances = read_nbest(source)
+        t0 = time.perf_counter()
+        arrays = score_nbest(artifact, utterances, max_tokens)
+        seconds = time.perf_counter() - t0
+        sets.append((role, source, utterances, arrays, error_table(utterances), seconds))
+        if progress:
+            tqdm.write(f"scored {_name(source)}: {len(utterances)} utterances, {len(arrays.nnlm)} hypotheses"
+                       f" in {seconds:.1f} s")
+
+    _, dev_source, dev_utts, dev_arrays, dev_table, _ = sets[0]
+    with tqdm(total=grid.size if dev_arrays.has_lm else len(grid.lm_weights) * len(grid.word_penalties),
+              desc="tuning on dev", disable=not progress, unit="point") as bar:
+        tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid, bar)
+
+    plot_path = out_dir / "wer_vs_weights.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_surface(tuning, plot_path, f"dev WER, {_name(dev_source)}")
+    reports = []
+    for role, source, utterances, arrays, table, seconds in sets:
+        evaluation = evaluate_set(utterances, arrays, table, tuning.weights)
+        oov, words = count_oov(arrays)
+        reports.append({"name": _name(source), "role": role, "source": asdict(source),
+                        "evaluation": evaluation.to_dict(), "oov_words": oov, "words": words,
+                        "scoring_seconds": seconds, "hypotheses": len(arrays.nnlm)})
+    document = {
+        "model": str(artifact.path), "output_kind": artifact.model.config.output_kind, "log_z": artifact.log_z,
+        "weights": tuning.weights.to_dict(),
+        "tuning": {"method": "grid search", "grid_points": grid.size, "dev_wer": tuning.wer,
+                   "lm_weights": list(tuning.grid.lm_weights), "interp_weights": list(tuning.grid.interp_weights),
+                   "word_penalties": list(grid.word_penalties), "surface": tuning.surface.tolist()},
+        "dev": {"name": _name(dev_source)},
+        "sets": [r for r in reports if r["role"] == "test"] or reports,
+        "dev_set": reports[0],
+        "plot": plot_path.name, "seconds": time.perf_counter() - started,
+    }
+    write_reports(document, out_dir)
+    return document

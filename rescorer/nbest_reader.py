@@ -1,0 +1,85 @@
+"""One entry point for every N-best input format, used by the CLI and the evaluation jobs.
+
+Formats (`--format`, inferred when omitted):
+- `jsonl`       FILE.jsonl[.gz]                         (inferred from the name)
+- `espnet`      DECODE_DIR with {k}best_recog/           (inferred from the layout)
+- `hyporadise`  FILE.json[.gz]                          (inferred from the name)
+- `kaldi`       DIR with `words_text` (or `words` + --symbols), `acwt`, and `lmwt.withlm`
+                (the names steps/rnnlmrescore.sh gives nbest-to-linear's outputs), text or binary
+- `kaldi-lattice` FILE: the CompactLattice text archive of lattice-to-nbest
+References (`ref`): a Kaldi `text` file or an sclite `.trn` file; they replace references in
+the input where both exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescorer.espnet_format import read_espnet_decode_dir
+from rescorer.hyporadise_format import read_hyporadise
+from rescorer.jsonl_format import read_jsonl
+from rescorer.kaldi_format import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
+from rescorer.nbest import NbestError, Utterance
+from rescorer.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping, parse_score_mapping
+from rescorer.trn_format import read_trn
+from rescorer.vocab import read_symbol_table
+
+FORMATS = ("jsonl", "espnet", "hyporadise", "kaldi", "kaldi-lattice")
+
+
+@dataclass(frozen=True)
+class NbestSource:
+    path: str
+    format: str | None = None  # None: infer
+    ref: str | None = None
+    score_mapping: str | None = None  # e.g. "am=0.6*decoder+0.4*ctc,lm=lm"
+    symbols: str | None = None  # words.txt for integer word ids
+
+
+def infer_format(path: str | Path) -> str:
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        if (path / "1best_recog").is_dir() or (path / "raw_hypotheses").is_dir():
+            return "espnet"
+        if (path / "acwt").exists():
+            return "kaldi"
+        raise NbestError(f"{path}: cannot tell the format of this directory; give --format")
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return "jsonl"
+    if name.endswith((".json", ".json.gz")):
+        return "hyporadise"
+    raise NbestError(f"{path}: cannot tell the format from the name; give --format (one of {', '.join(FORMATS)})")
+
+
+def read_references(path: str | Path) -> dict[str, str]:
+    return read_trn(path) if str(path).endswith(".trn") else read_kaldi_text(path)
+
+
+def read_nbest(source: NbestSource) -> list[Utterance]:
+    fmt = source.format or infer_format(source.path)
+    if fmt not in FORMATS:
+        raise NbestError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    refs = read_references(source.ref) if source.ref else None
+    mapping: ScoreMapping | None = parse_score_mapping(source.score_mapping) if source.score_mapping else None
+    symbols = read_symbol_table(source.symbols) if source.symbols else None
+    if fmt == "jsonl":
+        utterances = read_jsonl(source.path, mapping)
+    elif fmt == "espnet":
+        return read_espnet_decode_dir(source.path, mapping or LIBRISPEECH_ESPNET, refs)
+    elif fmt == "hyporadise":
+        utterances = read_hyporadise(source.path)
+    elif fmt == "kaldi-lattice":
+        return read_compact_lattice_nbest(source.path, symbols, refs)
+    else:
+        root = Path(source.path)
+        words = root / "words_text" if (root / "words_text").exists() else root / "words"
+        lm = root / "lmwt.withlm"
+        return read_kaldi_nbest(words, root / "acwt", lm if lm.exists() else None, symbols, refs)
+    if refs is not None:
+        for utt in utterances:
+            if utt.utt_id not in refs:
+                raise NbestError(f"{source.ref}: no reference for utterance {utt.utt_id!r}")
+            utt.ref = refs[utt.utt_id]
+    return utterances

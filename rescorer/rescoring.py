@@ -1,0 +1,51 @@
+"""Rescoring N-best lists end to end: score every hypothesis with our LM, combine, re-rank."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from rescorer.artifact import Artifact
+from rescorer.combination import NbestArrays, Weights, build_arrays, ranks, total_scores
+from rescorer.nbest import Utterance
+from rescorer.scoring import score_sentences
+
+
+def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens: int = 4096,
+                prefix_sharing: bool = False) -> NbestArrays:
+    """Our LM's score for every hypothesis, in the arrays the combination works on."""
+    sentences = [h.words for u in utterances for h in u.hyps]
+    scores = score_sentences(artifact, sentences, max_tokens=max_tokens, prefix_sharing=prefix_sharing)
+    return build_arrays(utterances, scores.log_probs, scores.num_oov)
+
+
+def rerank(utterances: Sequence[Utterance], arrays: NbestArrays, weights: Weights) -> list[Utterance]:
+    """Copies of the utterances with hypotheses sorted by total (best first), each carrying
+    `nnlm_score` (a score) and `total`, `rank`, `first_pass_rank`, `oov` (extra fields)."""
+    totals = total_scores(arrays, weights)
+    rank = ranks(arrays, totals)
+    out = []
+    for u, utt in enumerate(utterances):
+        start = arrays.offsets[u]
+        hyps = []
+        for n, hyp in enumerate(utt.hyps):
+            i = start + n
+            hyps.append(replace(
+                hyp, scores={**hyp.scores, "nnlm_score": float(arrays.nnlm[i])},
+                extra={**hyp.extra, "total": float(totals[i]), "rank": int(rank[i]),
+                       "first_pass_rank": n + 1, "oov": int(arrays.num_oov[i])},
+            ))
+        hyps.sort(key=lambda h: h.extra["rank"])
+        out.append(replace(utt, hyps=hyps))
+    return out
+
+
+def best_texts(reranked: Sequence[Utterance]) -> list[tuple[str, str]]:
+    return [(u.utt_id, u.hyps[0].text) for u in reranked]
+
+
+def count_oov(arrays: NbestArrays) -> tuple[int, int]:
+    """(words scored as <unk>, all words) over every hypothesis."""
+    return int(np.sum(arrays.num_oov)), int(np.sum(arrays.num_words))

@@ -1,0 +1,90 @@
+"""Sentence log-probabilities for many hypotheses at once, without a softmax when the model is
+self-normalized.
+
+    log p(sentence) = sum over w_1 .. w_n, </s> of log p(w_i | <s> w_1 .. w_{i-1})   (natural log)
+
+Sentences are sorted by length and packed into padded batches under a token budget
+(`rescorer.sentence_batches`); for a self-normalized artifact only the output rows of the
+words being scored are gathered (O(D) per token), for a softmax artifact a full log-softmax
+is computed in chunks. Words outside the vocabulary are scored as `<unk>` and counted.
+`prefix_sharing=True` runs the LSTM once per distinct prefix instead (`rescorer.prefix_scoring`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rescorer.artifact import Artifact
+from rescorer.model import LstmLanguageModel
+from rescorer.sentence_batches import make_sentence_batches
+
+LOGIT_CHUNK = 2048  # positions per full-vocabulary block for softmax artifacts
+
+
+@dataclass
+class SentenceScores:
+    log_probs: np.ndarray  # (n,) float64: natural-log probability of each sentence, </s> included
+    num_tokens: np.ndarray  # (n,) int64: words + 1 (</s>)
+    num_oov: np.ndarray  # (n,) int64: words scored as <unk> because they are not in the vocabulary
+    token_log_probs: list[np.ndarray] | None = None  # per sentence (words + </s>,), if asked for
+
+
+def encode_sentences(artifact: Artifact, sentences: Sequence[Sequence[str]]) -> tuple[list[list[int]], np.ndarray]:
+    vocab = artifact.vocab
+    ids = [vocab.encode(words) for words in sentences]
+    oov = np.array([sum(1 for w in words if w not in vocab) for words in sentences], dtype=np.int64)
+    return ids, oov
+
+
+def token_log_probs(model: LstmLanguageModel, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target | h) for N positions: features (N, D), targets (N,) -> (N,).
+
+    Self-normalized: one gathered row per position. Softmax: full log-softmax, in chunks.
+    """
+    if model.is_self_normalized:
+        return model.log_prob_of(features, targets)
+    out = torch.empty(len(targets), dtype=features.dtype, device=features.device)
+    for start in range(0, len(targets), LOGIT_CHUNK):
+        stop = start + LOGIT_CHUNK
+        out[start:stop] = model.log_prob_of(features[start:stop], targets[start:stop])
+    return out
+
+
+@torch.inference_mode()
+def score_sentences(
+    artifact: Artifact, sentences: Sequence[Sequence[str]], max_tokens: int = 4096,
+    per_token: bool = False, prefix_sharing: bool = False,
+) -> SentenceScores:
+    """Score word sequences (each a list of words; [] is the empty sentence, scoring `</s>` only)."""
+    ids, oov = encode_sentences(artifact, sentences)
+    if prefix_sharing:
+        from rescorer.prefix_scoring import score_with_prefix_sharing
+
+        totals, tokens = score_with_prefix_sharing(artifact, ids, max_tokens)
+    else:
+        totals, tokens = _score_padded(artifact, ids, max_tokens)
+    lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)
+    return SentenceScores(totals, lengths, oov, tokens if per_token else None)
+
+
+def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    model, vocab = artifact.model, artifact.vocab
+    model.eval()
+    device = model.device
+    totals = np.zeros(len(ids), dtype=np.float64)
+    per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
+    for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens):
+        features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
+        mask = batch.mask.to(device)  # (B, T)
+        scores = torch.zeros(mask.shape, dtype=torch.float64, device=device)  # (B, T)
+        scores[mask] = token_log_probs(model, features[mask], batch.targets.to(device)[mask]).double()
+        sums = scores.sum(1).cpu().numpy()
+        scores_cpu = scores.cpu().numpy()
+        for row, index in enumerate(batch.indices):
+            totals[index] = sums[row]
+            per_token[index] = scores_cpu[row, : int(batch.lengths[row])]
+    return totals, per_token

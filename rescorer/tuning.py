@@ -1,0 +1,68 @@
+"""Tuning the combination weights on a dev set: an exhaustive grid search.
+
+am_weight stays 1 (only ratios matter for the argmax); the grid covers lm_weight,
+interp_weight and word_penalty. Every hypothesis's error count against its reference is
+computed once (jiwer), so each grid point costs one weighted sum and one argmax per list.
+The chosen weights are then frozen and applied to the test set: never tune on what you report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
+
+
+@dataclass(frozen=True)
+class Grid:
+    lm_weights: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(0, 31))  # 0 .. 1.5
+    interp_weights: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(0, 11))  # 0 .. 1
+    word_penalties: tuple[float, ...] = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+    oov_penalty: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return len(self.lm_weights) * len(self.interp_weights) * len(self.word_penalties)
+
+
+DEFAULT_GRID = Grid()
+
+
+@dataclass
+class TuningResult:
+    weights: Weights
+    errors: int  # dev errors at the chosen weights
+    ref_words: int
+    # WER (fraction) over the (lm_weight, interp_weight) plane at the chosen word penalty
+    surface: np.ndarray = field(repr=False)
+    grid: Grid = field(repr=False)
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.ref_words
+
+
+def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray,
+                 grid: Grid = DEFAULT_GRID, progress=None) -> TuningResult:
+    """Grid search for the weights with the fewest dev errors (ties: the earlier grid point)."""
+    interp_weights: Sequence[float] = grid.interp_weights if arrays.has_lm else (1.0,)
+    total_words = int(ref_words.sum())
+    best: tuple[int, Weights] | None = None
+    errors = np.zeros((len(grid.word_penalties), len(grid.lm_weights), len(interp_weights)), dtype=np.int64)
+    for p, penalty in enumerate(grid.word_penalties):
+        for i, lm_weight in enumerate(grid.lm_weights):
+            for j, interp in enumerate(interp_weights):
+                weights = Weights(1.0, lm_weight, interp, penalty, grid.oov_penalty)
+                chosen = best_hypotheses(arrays, total_scores(arrays, weights))
+                errors[p, i, j] = hyp_errors[chosen].sum()
+                if best is None or errors[p, i, j] < best[0]:
+                    best = (int(errors[p, i, j]), weights)
+            if progress is not None:
+                progress.update(len(interp_weights))
+    assert best is not None
+    p_best = grid.word_penalties.index(best[1].word_penalty)
+    return TuningResult(best[1], best[0], total_words, errors[p_best] / total_words,
+                        Grid(grid.lm_weights, tuple(interp_weights), grid.word_penalties, grid.oov_penalty))

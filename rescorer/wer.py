@@ -1,0 +1,97 @@
+"""Word error rates through jiwer: corpus WER with its parts, per-hypothesis error counts (for
+choosing, tuning and the oracle), and a paired bootstrap confidence interval for a change.
+
+WER = (substitutions + deletions + insertions) / reference words, over the whole corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import jiwer
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WerResult:
+    wer: float  # a fraction; reports print it as a percentage
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    ref_words: int
+    sentences: int
+    sentence_errors: int  # utterances with at least one error
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "errors": self.errors, "wer_percent": 100 * self.wer}
+
+
+def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
+    """Corpus WER of hypotheses against references (lists of the same length, same order)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    if not references:
+        raise ValueError("no utterances to score")
+    out = jiwer.process_words(list(references), list(hypotheses))
+    per_sentence = _errors_from_alignments(out)
+    ref_words = sum(len(r) for r in out.references)
+    errors = out.substitutions + out.deletions + out.insertions
+    return WerResult(
+        wer=errors / ref_words if ref_words else float(errors > 0), substitutions=out.substitutions,
+        deletions=out.deletions, insertions=out.insertions, hits=out.hits, ref_words=ref_words,
+        sentences=len(references), sentence_errors=int((per_sentence > 0).sum()),
+    )
+
+
+def _errors_from_alignments(out) -> np.ndarray:
+    errors = np.zeros(len(out.alignments), dtype=np.int64)
+    for i, chunks in enumerate(out.alignments):
+        for c in chunks:
+            if c.type == "substitute" or c.type == "delete":
+                errors[i] += c.ref_end_idx - c.ref_start_idx
+            elif c.type == "insert":
+                errors[i] += c.hyp_end_idx - c.hyp_start_idx
+    return errors
+
+
+def pairwise_errors(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+    """Edit errors (S + D + I) of each hypothesis against its reference: (n,) int64."""
+    if not references:
+        return np.zeros(0, dtype=np.int64)
+    return _errors_from_alignments(jiwer.process_words(list(references), list(hypotheses)))
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    delta: float  # WER(new) - WER(base), a fraction; negative is an improvement
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    share_improved: float  # share of resamples in which the new system has fewer errors
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_bootstrap(errors_base: np.ndarray, errors_new: np.ndarray, ref_words: np.ndarray,
+                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> BootstrapInterval:
+    """Resample utterances with replacement; the interval of the WER difference (Koehn-style
+    paired bootstrap on utterances)."""
+    n = len(ref_words)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(resamples, n))
+    words = ref_words[picks].sum(1)
+    deltas = (errors_new[picks].sum(1) - errors_base[picks].sum(1)) / np.maximum(words, 1)
+    alpha = (1 - confidence) / 2
+    return BootstrapInterval(
+        delta=float((errors_new.sum() - errors_base.sum()) / max(ref_words.sum(), 1)),
+        low=float(np.quantile(deltas, alpha)), high=float(np.quantile(deltas, 1 - alpha)),
+        confidence=confidence, resamples=resamples, share_improved=float((deltas < 0).mean()),
+    )
