@@ -1,7 +1,10 @@
-"""Word error rates through jiwer: corpus WER with its parts, per-hypothesis error counts (for
-choosing, tuning and the oracle), and a paired bootstrap confidence interval for a change.
+"""Word error rates: corpus WER with its parts, per-hypothesis error counts (for choosing,
+tuning and the oracle), and a paired bootstrap confidence interval for a change.
 
 WER = (substitutions + deletions + insertions) / reference words, over the whole corpus.
+Texts are split into words by jiwer; per-hypothesis error counts are jiwer's (minimum edit
+count). The corpus figures that reports print use sclite's alignment costs
+(`rescorer.alignment`) so that they agree with NIST sclite to the last printed digit.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import jiwer
 import numpy as np
+
+from rescorer.alignment import sclite_counts
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,19 @@ def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResu
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
         raise ValueError("no utterances to score")
-    out = jiwer.process_words(list(references), list(hypotheses))
-    per_sentence = _errors_from_alignments(out)
-    ref_words = sum(len(r) for r in out.references)
-    errors = out.substitutions + out.deletions + out.insertions
+    out = jiwer.process_words(list(references), list(hypotheses))  # jiwer's word splitting
+    totals = np.zeros(4, dtype=np.int64)
+    sentence_errors = 0
+    for ref, hyp in zip(out.references, out.hypotheses, strict=True):
+        counts = sclite_counts(ref, hyp)
+        totals += counts
+        sentence_errors += sum(counts[1:]) > 0
+    hits, subs, dels, ins = (int(x) for x in totals)
+    ref_words = hits + subs + dels
+    errors = subs + dels + ins
     return WerResult(
-        wer=errors / ref_words if ref_words else float(errors > 0), substitutions=out.substitutions,
-        deletions=out.deletions, insertions=out.insertions, hits=out.hits, ref_words=ref_words,
-        sentences=len(references), sentence_errors=int((per_sentence > 0).sum()),
+        wer=errors / ref_words if ref_words else float(errors > 0), substitutions=subs, deletions=dels,
+        insertions=ins, hits=hits, ref_words=ref_words, sentences=len(references), sentence_errors=sentence_errors,
     )
 
 

@@ -1,0 +1,56 @@
+"""Word alignment with NIST sclite's costs, so that S/D/I breakdowns match sclite's reports.
+
+A minimum-edit-count alignment (what jiwer computes, all edits cost 1) and sclite's alignment
+(correct 0, insertion 3, deletion 3, substitution 4) always agree on nothing weaker than the
+number of reference words, but may split the errors differently: sclite prefers a deletion
+plus an insertion that keep a later word correct over two substitutions. The reported
+corpus figures use this alignment; per-hypothesis error counts for tuning and the oracle use
+jiwer's (tests check both against sclite where it is installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+INSERTION, DELETION, SUBSTITUTION = 3, 3, 4
+
+
+def sclite_counts(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int, int, int]:
+    """(hits, substitutions, deletions, insertions) of the cheapest alignment under sclite's costs."""
+    n, m = len(ref), len(hyp)
+    # cost[i][j]: cheapest alignment of ref[:i] and hyp[:j]; move[i][j]: 0 diagonal, 1 deletion, 2 insertion
+    previous = [j * INSERTION for j in range(m + 1)]
+    moves = [[2] * (m + 1)]
+    for i in range(1, n + 1):
+        current = [i * DELETION] + [0] * m
+        row = [1] + [0] * m
+        r = ref[i - 1]
+        for j in range(1, m + 1):
+            diagonal = previous[j - 1] + (0 if r == hyp[j - 1] else SUBSTITUTION)
+            deletion = previous[j] + DELETION
+            insertion = current[j - 1] + INSERTION
+            if diagonal <= deletion and diagonal <= insertion:
+                current[j], row[j] = diagonal, 0
+            elif deletion <= insertion:
+                current[j], row[j] = deletion, 1
+            else:
+                current[j], row[j] = insertion, 2
+        moves.append(row)
+        previous = current
+    hits = subs = dels = ins = 0
+    i, j = n, m
+    while i > 0 or j > 0:
+        move = moves[i][j] if i > 0 else 2
+        if move == 0 and i > 0 and j > 0:
+            if ref[i - 1] == hyp[j - 1]:
+                hits += 1
+            else:
+                subs += 1
+            i, j = i - 1, j - 1
+        elif move == 1 or j == 0:
+            dels += 1
+            i -= 1
+        else:
+            ins += 1
+            j -= 1
+    return hits, subs, dels, ins

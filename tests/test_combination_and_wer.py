@@ -1,0 +1,102 @@
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
+from rescorer.evaluation import error_table, evaluate_set
+from rescorer.tuning import Grid, tune_weights
+from rescorer.wer import compute_wer, paired_bootstrap, pairwise_errors
+from tests.nbest_fixtures import tiny_utterances
+
+
+def _arrays(nnlm):
+    utts = tiny_utterances()
+    return utts, build_arrays(utts, np.asarray(nnlm, dtype=float), np.zeros(len(nnlm)))
+
+
+def test_total_follows_the_kaldi_recipe_formula():
+    _, arrays = _arrays([-30, -31, -20, -25, -24, -3])
+    w = Weights(am_weight=0.5, lm_weight=0.8, interp_weight=0.25, word_penalty=0.1, oov_penalty=2.0)
+    arrays.num_oov[1] = 1
+    expected = 0.5 * arrays.am + 0.8 * (0.25 * arrays.nnlm + 0.75 * arrays.lm) + 0.1 * arrays.num_words - 2.0 * arrays.num_oov
+    np.testing.assert_allclose(total_scores(arrays, w), expected)
+
+
+def test_ties_go_to_the_earlier_hypothesis_and_ranks_follow_totals():
+    _, arrays = _arrays([0, 0, 0, 0, 0, 0])
+    totals = np.array([1.0, 1.0, 0.0, -1.0, 2.0, 2.0])
+    assert best_hypotheses(arrays, totals).tolist() == [0, 4]
+    assert ranks(arrays, totals).tolist() == [1, 2, 3, 3, 1, 2]
+
+
+def test_wer_parts_first_pass_oracle_and_gain_share():
+    utts, arrays = _arrays([-30, -10, -20, -25, -40, -3])
+    table = error_table(utts)
+    assert table.hyp_errors.tolist() == [0, 1, 3, 0, 1, 5]
+    evaluation = evaluate_set(utts, arrays, table, Weights(1.0, 1.0, 1.0, 0.0))
+    assert evaluation.first_pass.errors == 0 and evaluation.oracle.errors == 0
+    # nnlm prefers hyp 2 of u1 ("a mat": 1 substitution) and u2's first hypothesis
+    assert evaluation.rescored.substitutions == 1 and evaluation.rescored.ref_words == 11
+    assert [c["utt_id"] for c in evaluation.changed] == ["u1"]
+
+
+def test_compute_wer_counts_match_a_hand_alignment():
+    result = compute_wer(["a b c d", "x y"], ["a c d e", "x y z"])
+    assert (result.substitutions + result.deletions + result.insertions) == 3
+    assert result.ref_words == 6 and result.wer == pytest.approx(0.5) and result.sentence_errors == 2
+    assert pairwise_errors(["a b", "c"], ["a b", ""]).tolist() == [0, 1]
+
+
+def test_bootstrap_interval_brackets_the_observed_change():
+    rng = np.random.default_rng(1)
+    words = rng.integers(5, 20, size=400)
+    base = rng.integers(0, 3, size=400)
+    better = np.maximum(base - (rng.random(400) < 0.3), 0)
+    interval = paired_bootstrap(base, better, words, resamples=500)
+    assert interval.low <= interval.delta <= interval.high < 0
+    assert interval.share_improved > 0.99
+    same = paired_bootstrap(base, base, words, resamples=200)
+    assert same.low == same.high == same.delta == 0.0
+
+
+def test_tuning_recovers_weights_that_fix_the_errors_on_a_planted_set():
+    utts, arrays = _arrays([-5, -50, -50, -10, -60, -60])  # our LM knows the answers
+    table = error_table(utts)
+    arrays.lm[:] = [-50, -5, -5, -60, -5, -5]  # the first-pass LM prefers the wrong ones
+    arrays.am[:] = 0.0
+    result = tune_weights(arrays, table.hyp_errors, table.ref_words, Grid(lm_weights=(0.5, 1.0), interp_weights=(0.0, 0.5, 1.0), word_penalties=(0.0,)))
+    assert result.errors == 0 and result.weights.interp_weight == 1.0
+    assert result.surface.shape == (2, 3)
+
+
+@pytest.mark.skipif(shutil.which("sctk") is None and shutil.which("sclite") is None, reason="NIST sclite (Debian sctk) not installed")
+@pytest.mark.parametrize("seed", [7, 8, 9, 10, 11])
+def test_wer_agrees_with_nist_sclite_to_the_printed_digit(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(30)]
+    refs, hyps = [], []
+    for _ in range(60):
+        ref = list(rng.choice(vocab, size=rng.integers(1, 15)))
+        hyp = [w for w in ref if rng.random() > 0.1]
+        hyp = [w if rng.random() > 0.15 else str(rng.choice(vocab)) for w in hyp]
+        if rng.random() < 0.3:
+            hyp.insert(int(rng.integers(0, len(hyp) + 1)), str(rng.choice(vocab)))
+        refs.append(" ".join(ref))
+        hyps.append(" ".join(hyp))
+    for name, texts in (("ref.trn", refs), ("hyp.trn", hyps)):
+        (tmp_path / name).write_text("".join(f"{t} (spk-{i:03d})\n" for i, t in enumerate(texts)))
+    command = [shutil.which("sctk"), "sclite"] if shutil.which("sctk") else [shutil.which("sclite")]
+    out = subprocess.run([*command, "-r", str(tmp_path / "ref.trn"), "trn", "-h", str(tmp_path / "hyp.trn"), "trn",
+                          "-i", "rm", "-o", "sum", "stdout"], capture_output=True, text=True, timeout=60, check=True).stdout
+    row = next(line for line in out.splitlines() if "Sum/Avg" in line)
+    fields = row.replace("|", " ").split()
+    n_words, corr, sub, dele, ins, err = int(fields[2]), *map(float, fields[3:8])
+    ours = compute_wer(refs, hyps)
+    assert n_words == ours.ref_words
+    assert f"{100 * ours.wer:.1f}" == f"{err:.1f}"
+    assert f"{100 * ours.hits / ours.ref_words:.1f}" == f"{corr:.1f}"
+    assert f"{100 * ours.insertions / ours.ref_words:.1f}" == f"{ins:.1f}"
+    assert f"{100 * ours.substitutions / ours.ref_words:.1f}" == f"{sub:.1f}"
+    assert f"{100 * ours.deletions / ours.ref_words:.1f}" == f"{dele:.1f}"
