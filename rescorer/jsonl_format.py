@@ -21,7 +21,7 @@ from rescorer.score_mapping import ScoreMapping
 from rescorer.text_files import open_text
 
 HYP_FIELDS = ("text", "am_score", "lm_score")
-NOT_SCORES = ("rank",)  # numeric fields that are not log-probabilities
+NOT_SCORES = ("rank", "first_pass_rank", "oov")  # numeric fields that are not log-domain scores
 
 
 def parse_utterance(record: Any, where: str, mapping: ScoreMapping | None = None) -> Utterance:

@@ -22,8 +22,8 @@ def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens:
 
 
 def rerank(utterances: Sequence[Utterance], arrays: NbestArrays, weights: Weights) -> list[Utterance]:
-    """Copies of the utterances with hypotheses sorted by total (best first), each carrying
-    `nnlm_score` (a score) and `total`, `rank`, `first_pass_rank`, `oov` (extra fields)."""
+    """Copies of the utterances with hypotheses sorted by total (best first), each carrying the
+    scores `nnlm_score` and `total` and the fields `rank`, `first_pass_rank`, `oov`."""
     totals = total_scores(arrays, weights)
     rank = ranks(arrays, totals)
     out = []
@@ -33,8 +33,8 @@ def rerank(utterances: Sequence[Utterance], arrays: NbestArrays, weights: Weight
         for n, hyp in enumerate(utt.hyps):
             i = start + n
             hyps.append(replace(
-                hyp, scores={**hyp.scores, "nnlm_score": float(arrays.nnlm[i])},
-                extra={**hyp.extra, "total": float(totals[i]), "rank": int(rank[i]),
+                hyp, scores={**hyp.scores, "nnlm_score": float(arrays.nnlm[i]), "total": float(totals[i])},
+                extra={**hyp.extra, "rank": int(rank[i]),
                        "first_pass_rank": n + 1, "oov": int(arrays.num_oov[i])},
             ))
         hyps.sort(key=lambda h: h.extra["rank"])

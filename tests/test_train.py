@@ -1,11 +1,11 @@
 import json
 
 import pytest
-from conftest import tiny_config
 from safetensors.torch import load_file
 
 import training.train as train_module
 from rescorer.artifact import load_artifact
+from tests.conftest import tiny_config
 from training.train import ResumeError, TrainingDivergedError, train
 
 
