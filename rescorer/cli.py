@@ -4,6 +4,7 @@
     rescorer rescore LM_DIR nbest.jsonl --weights report/report.json --out-jsonl out.jsonl
     rescorer eval LM_DIR --dev dev.jsonl.gz --test test.jsonl.gz --out report/
     rescorer convert nbest_dir --format kaldi --to jsonl out.jsonl
+    rescorer wer ref_text hyp_text              Kaldi compute-wer style, sclite-compatible counts
     rescorer info LM_DIR
 """
 
@@ -22,12 +23,13 @@ from rescorer.evaluation import error_table, evaluate_set
 from rescorer.jsonl_format import write_jsonl
 from rescorer.kaldi_format import write_cost_archive, write_kaldi_text
 from rescorer.nbest import NbestError
-from rescorer.nbest_reader import FORMATS, NbestSource, read_nbest
+from rescorer.nbest_reader import FORMATS, NbestSource, read_nbest, read_references
 from rescorer.rescoring import best_texts, rerank, score_nbest
 from rescorer.scoring import score_sentences
 from rescorer.text_files import open_text
 from rescorer.trn_format import write_trn
 from rescorer.vocab import VocabularyError
+from rescorer.wer import compute_wer
 
 EXIT_BAD_INPUT = 2
 
@@ -153,6 +155,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_wer(args: argparse.Namespace) -> int:
+    """Kaldi compute-wer's report line, from sclite-compatible counts."""
+    refs, hyps = read_references(args.ref), read_references(args.hyp)
+    if set(refs) != set(hyps):
+        only = sorted(set(refs) ^ set(hyps))[0]
+        raise NbestError(f"utterance {only!r} is in only one of {args.ref} and {args.hyp} (both must hold the same ids)")
+    keys = sorted(refs)
+    result = compute_wer([refs[k] for k in keys], [hyps[k] for k in keys])
+    print(f"%WER {100 * result.wer:.2f} [ {result.errors} / {result.ref_words}, {result.insertions} ins,"
+          f" {result.deletions} del, {result.substitutions} sub ]")
+    print(f"%SER {100 * result.sentence_errors / result.sentences:.2f} [ {result.sentence_errors} / {result.sentences} ]")
+    return 0
+
+
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, help="input format (inferred from the path when omitted)")
     p.add_argument("--score-mapping", help="named scores to am/lm, e.g. 'am=0.6*decoder+0.4*ctc,lm=lm'")
@@ -204,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(p)
     _add_model_options(p)
 
+    p = sub.add_parser("wer", help="WER of a hypothesis text against a reference text (Kaldi text or .trn)")
+    p.add_argument("ref")
+    p.add_argument("hyp")
+
     p = sub.add_parser("convert", help="convert N-best lists between formats")
     p.add_argument("input")
     p.add_argument("--to", choices=("jsonl", "kaldi", "trn"), required=True)
@@ -213,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval, "convert": _cmd_convert}
+COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval,
+            "convert": _cmd_convert, "wer": _cmd_wer}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
     for role, source in [("dev", dev)] + [("test", t) for t in tests]:
         utterances = read_nbest(source)
         t0 = time.perf_counter()
-        arrays = score_nbest(artifact, utterances, max_tokens)
+        arrays = score_nbest(artifact, utterances, max_tokens, progress=progress)
         seconds = time.perf_counter() - t0
         sets.append((role, source, utterances, arrays, error_table(utterances), seconds))
         if progress:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from rescorer.artifact import Artifact
 from rescorer.model import LstmLanguageModel
@@ -57,7 +58,7 @@ def token_log_probs(model: LstmLanguageModel, features: torch.Tensor, targets: t
 @torch.inference_mode()
 def score_sentences(
     artifact: Artifact, sentences: Sequence[Sequence[str]], max_tokens: int = 4096,
-    per_token: bool = False, prefix_sharing: bool = False,
+    per_token: bool = False, prefix_sharing: bool = False, progress: bool = False,
 ) -> SentenceScores:
     """Score word sequences (each a list of words; [] is the empty sentence, scoring `</s>` only)."""
     ids, oov = encode_sentences(artifact, sentences)
@@ -66,17 +67,19 @@ def score_sentences(
 
         totals, tokens = score_with_prefix_sharing(artifact, ids, max_tokens)
     else:
-        totals, tokens = _score_padded(artifact, ids, max_tokens)
+        totals, tokens = _score_padded(artifact, ids, max_tokens, progress)
     lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)
     return SentenceScores(totals, lengths, oov, tokens if per_token else None)
 
 
-def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int,
+                  progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     model, vocab = artifact.model, artifact.vocab
     model.eval()
     device = model.device
     totals = np.zeros(len(ids), dtype=np.float64)
     per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
+    bar = tqdm(total=len(ids), desc="scoring", unit="sent", disable=not progress, leave=False)
     for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens):
         features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
         mask = batch.mask.to(device)  # (B, T)
@@ -87,4 +90,6 @@ def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int) -> 
         for row, index in enumerate(batch.indices):
             totals[index] = sums[row]
             per_token[index] = scores_cpu[row, : int(batch.lengths[row])]
+        bar.update(len(batch.indices))
+    bar.close()
     return totals, per_token
