@@ -43,7 +43,8 @@ def normalize_text(text: str) -> str:
 
 
 def check_utterance(utt: Utterance, where: str) -> Utterance:
-    """Reject what no rescoring can use: no hypotheses, non-finite scores."""
+    """Reject what no rescoring can use: no hypotheses, non-finite scores, and first-pass LM
+    "log-probabilities" above zero, which are costs or log10 values given in the wrong field."""
     if not utt.hyps:
         raise NbestError(f"{where}: utterance {utt.utt_id!r} has no hypotheses (expected at least one)")
     for n, hyp in enumerate(utt.hyps, start=1):
@@ -54,6 +55,11 @@ def check_utterance(utt: Utterance, where: str) -> Utterance:
                     f"{where}: utterance {utt.utt_id!r} hypothesis {n}: {name} is {value}"
                     " (expected a finite natural-log score)"
                 )
+        if hyp.lm_score is not None and hyp.lm_score > 1e-6:
+            raise NbestError(
+                f"{where}: utterance {utt.utt_id!r} hypothesis {n}: lm_score {hyp.lm_score} is positive, but a"
+                " log-probability is at most 0 (a cost? negate it; Kaldi archives are read as costs by --format kaldi)"
+            )
     return utt
 
 

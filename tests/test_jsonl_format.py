@@ -50,6 +50,7 @@ def test_an_empty_hypothesis_is_allowed(tmp_path):
     ('{"hyps": []}', "'utt_id' must be a non-empty string"),
     ('{"utt_id": "u", "hyps": [', "n.jsonl:1: not valid JSON"),
     ('[1, 2]', "expected a JSON object"),
+    ('{"utt_id": "u", "hyps": [{"text": "a", "am_score": -1, "lm_score": 12.5}]}', "lm_score 12.5 is positive.*a cost"),
 ])
 def test_malformed_lines_are_errors_naming_file_line_and_expectation(tmp_path, line, message):
     with pytest.raises(NbestError, match=message):
