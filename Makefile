@@ -25,7 +25,8 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 # The main job on an embedded default: a generated toy corpus, an NCE LM trained on it,
-# evaluated (both perplexities, self-normalization) and re-centered on dev, then on test.
+# evaluated (both perplexities, self-normalization) and re-centered on dev, then used to
+# rescore synthetic N-best lists (weights tuned on dev, WER reported on test).
 demo: install
 	$(PY) -m training.cli demo-corpus $(DEMO_DIR)/data
 	rm -rf $(DEMO_DIR)/run
@@ -35,6 +36,8 @@ demo: install
 	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/dev.txt --recenter
 	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/test.txt --json $(DEMO_DIR)/test_eval.json
 	$(PY) -m rescorer.cli info $(DEMO_DIR)/run/artifact
+	$(PY) -m rescorer.cli eval $(DEMO_DIR)/run/artifact --dev $(DEMO_DIR)/data/nbest/dev.jsonl \
+		--test $(DEMO_DIR)/data/nbest/test.jsonl --out $(DEMO_DIR)/report
 
 bench: install
 	$(PY) bench/train_throughput.py --out docs/bench/train_throughput.json

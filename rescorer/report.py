@@ -55,20 +55,24 @@ def plot_surface(tuning: TuningResult, path: Path, title: str) -> None:
 
     grid = tuning.grid
     surface = 100 * tuning.surface  # (lm_weights, interp_weights)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    image = axes[0].imshow(surface.T, origin="lower", aspect="auto", cmap="viridis",
-                           extent=(grid.lm_weights[0], grid.lm_weights[-1], grid.interp_weights[0], grid.interp_weights[-1]))
-    axes[0].plot(tuning.weights.lm_weight, tuning.weights.interp_weight, "r*", markersize=12)
-    axes[0].set_xlabel("lm_weight")
-    axes[0].set_ylabel("interp_weight (share of the neural LM)")
-    fig.colorbar(image, ax=axes[0], label="dev WER (%)")
+    surface_plot = len(grid.interp_weights) > 1  # without first-pass LM scores only interp 1 exists
+    fig, axes = plt.subplots(1, 2 if surface_plot else 1, figsize=(11 if surface_plot else 6, 4.2), squeeze=False)
+    axes = axes[0]
+    if surface_plot:
+        image = axes[0].imshow(surface.T, origin="lower", aspect="auto", cmap="viridis",
+                               extent=(grid.lm_weights[0], grid.lm_weights[-1], grid.interp_weights[0], grid.interp_weights[-1]))
+        axes[0].plot(tuning.weights.lm_weight, tuning.weights.interp_weight, "r*", markersize=12)
+        axes[0].set_xlabel("lm_weight")
+        axes[0].set_ylabel("interp_weight (share of the neural LM)")
+        fig.colorbar(image, ax=axes[0], label="dev WER (%)")
+    lines = axes[-1]
     for j, interp in enumerate(grid.interp_weights):
         if len(grid.interp_weights) > 6 and j % 2:
             continue
-        axes[1].plot(grid.lm_weights, surface[:, j], label=f"interp {interp:g}")
-    axes[1].set_xlabel("lm_weight")
-    axes[1].set_ylabel("dev WER (%)")
-    axes[1].legend(fontsize=7)
+        lines.plot(grid.lm_weights, surface[:, j], label=f"interp {interp:g}")
+    lines.set_xlabel("lm_weight")
+    lines.set_ylabel("dev WER (%)")
+    lines.legend(fontsize=7)
     fig.suptitle(f"{title} (word_penalty {tuning.weights.word_penalty:g})")
     fig.tight_layout()
     with atomic_file(path) as tmp:

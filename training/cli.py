@@ -21,6 +21,7 @@ from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus
+from training.demo_nbest import write_demo_nbest
 from training.evaluate import EvaluationResult, evaluate
 from training.train import ResumeError, TrainingDivergedError, train
 
@@ -155,7 +156,8 @@ def _print_evaluation(result: EvaluationResult, text: str) -> None:
 
 
 def _add_demo_corpus_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt)")
+    p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt) and"
+                       " synthetic N-best lists (nbest/dev.jsonl, nbest/test.jsonl)")
     p.add_argument("out_dir")
 
 
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
-        paths = write_demo_corpus(args.out_dir)
+        paths = {**write_demo_corpus(args.out_dir), **{f"nbest-{k}": v for k, v in
+                                                        write_demo_nbest(Path(args.out_dir) / "nbest").items()}}
         print("\n".join(str(p) for p in paths.values()))
         return 0
     except TrainingDivergedError as e:
