@@ -1,0 +1,1 @@
+"""The rescoring service: FastAPI over the `rescorer` library, batching across requests."""

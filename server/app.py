@@ -1,0 +1,123 @@
+"""The FastAPI application: `create_app(settings)`; models load in the lifespan.
+
+    uvicorn --factory server.app:create_app      (settings from RESCORER_* variables)
+    rescorer-server --model-dir DIR               (flags, see server/cli.py)
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
+from server.metrics import create_metrics
+from server.registry import UnknownModel, load_registry, pick_device
+from server.routes import health, models, rescore, score
+from server.settings import Settings
+
+RETRY_AFTER_S = "1"
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        device = pick_device(settings.device)
+        registry = load_registry(settings.model_dir, device, settings.half_precision)
+        batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, settings.max_delay_ms,
+                                 settings.queue_tokens, settings.max_batch_requests, settings.telemetry_sample_rate)
+        batcher.start()
+        app.state.registry, app.state.batcher, app.state.ready = registry, batcher, True
+        yield
+        app.state.ready = False
+        batcher.stop()
+
+    app = FastAPI(title="rescorer", version="1", lifespan=lifespan,
+                  description="Rescore ASR N-best lists with self-normalized LSTM language models.")
+    app.state.settings, app.state.metrics, app.state.ready = settings, create_metrics(), False
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        path = request.url.path if request.scope.get("route") is not None else "unmatched"  # fixed paths only
+        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
+        app.state.metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        return JSONResponse({"detail": f"overloaded: {exc}"}, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def deadline(request: Request, exc: DeadlineExceeded):
+        return JSONResponse({"detail": f"deadline exceeded: {exc}"}, status_code=504)
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, exc: UnknownModel):
+        return JSONResponse({"detail": exc.args[0]}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    def authorize(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    secured = [Depends(authorize)]
+    app.include_router(rescore.router, prefix="/v1", dependencies=secured)
+    app.include_router(score.router, prefix="/v1", dependencies=secured)
+    app.include_router(models.router, prefix="/v1", dependencies=secured)
+    app.include_router(health.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

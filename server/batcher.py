@@ -1,0 +1,191 @@
+"""Dynamic batching: hypotheses of concurrent requests scored together in one device call.
+
+Requests put work items (a model name and its sentences; an utterance's hypotheses stay in
+one item) on a bounded queue. One worker thread takes the oldest item and keeps adding
+items for the same model until the batch holds `batch_tokens` tokens, or the oldest item
+has waited `max_delay_ms`, or `max_batch_requests` items are in; it scores the batch in one
+`score_sentences` call (inference mode, off the event loop) and hands each item its share.
+If a batch fails, its items are retried one by one, so a bad item fails alone.
+
+Overload: when the queued tokens would exceed `queue_tokens`, `submit` raises Overloaded
+(the app answers 503 with Retry-After). Deadline: an item not answered within the request
+timeout raises DeadlineExceeded (504) and is skipped if it has not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rescorer.scoring import SentenceScores, score_sentences
+from rescorer.self_normalization import log_z_of_sentence
+from server.metrics import Metrics
+from server.registry import Registry
+
+log = logging.getLogger("rescorer.server")
+
+
+class Overloaded(RuntimeError):
+    pass
+
+
+class DeadlineExceeded(TimeoutError):
+    pass
+
+
+@dataclass
+class WorkItem:
+    model: str
+    sentences: list[list[str]]
+    tokens: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+
+class DynamicBatcher:
+    def __init__(self, registry: Registry, metrics: Metrics, batch_tokens: int, max_delay_ms: float,
+                 queue_tokens: int, max_batch_requests: int | None = None, telemetry_sample_rate: float = 0.0,
+                 seed: int = 0) -> None:
+        self.registry, self.metrics = registry, metrics
+        self.batch_tokens, self.max_delay = batch_tokens, max_delay_ms / 1000.0
+        self.queue_limit, self.max_batch_requests = queue_tokens, max_batch_requests
+        self.telemetry_rate = telemetry_sample_rate
+        self._random = random.Random(seed)
+        self._queue: deque[WorkItem] = deque()
+        self._queued_tokens = 0
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._log_z_stats: dict[str, list[float]] = {}
+        self._thread = threading.Thread(target=self._run, name="rescorer-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then end the worker."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        self._thread.join(timeout)
+
+    async def submit(self, model: str, sentences: list[list[str]], timeout: float) -> SentenceScores:
+        tokens = sum(len(s) + 1 for s in sentences)
+        loop = asyncio.get_running_loop()
+        item = WorkItem(model, sentences, tokens, loop, loop.create_future())
+        with self._condition:
+            if self._stopping:
+                raise Overloaded("the service is shutting down")
+            if self._queue and self._queued_tokens + tokens > self.queue_limit:
+                raise Overloaded(f"{self._queued_tokens} tokens are queued (limit {self.queue_limit})")
+            self._queue.append(item)
+            self._queued_tokens += tokens
+            self._update_queue_metrics()
+            self._condition.notify()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout)
+        except TimeoutError:
+            item.cancelled = True
+            raise DeadlineExceeded(f"not answered within {timeout:g} s") from None
+
+    def _update_queue_metrics(self) -> None:
+        self.metrics.queue_tokens.set(self._queued_tokens)
+        self.metrics.queue_requests.set(len(self._queue))
+
+    def _take_batch(self) -> list[WorkItem] | None:
+        with self._condition:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._condition.wait()
+            first = self._queue[0]
+            while True:  # wait for company until the budget or the delay is reached
+                same = [i for i in self._queue if i.model == first.model]
+                tokens = sum(i.tokens for i in same)
+                full = tokens >= self.batch_tokens or (self.max_batch_requests is not None
+                                                       and len(same) >= self.max_batch_requests)
+                remaining = self.max_delay - (time.monotonic() - first.enqueued)
+                if full or remaining <= 0 or self._stopping:
+                    break
+                self._condition.wait(remaining)
+            batch, tokens = [], 0
+            for item in list(self._queue):
+                if item.model != first.model:
+                    continue
+                if batch and (tokens + item.tokens > self.batch_tokens
+                              or (self.max_batch_requests is not None and len(batch) >= self.max_batch_requests)):
+                    break
+                batch.append(item)
+                tokens += item.tokens
+            for item in batch:
+                self._queue.remove(item)
+                self._queued_tokens -= item.tokens
+            self._update_queue_metrics()
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            live = [i for i in batch if not i.cancelled and not i.future.done()]
+            if live:
+                self._score(live)
+
+    def _score(self, batch: list[WorkItem]) -> None:
+        name = batch[0].model
+        artifact = self.registry.models[name]
+        sentences = [s for item in batch for s in item.sentences]
+        try:
+            scores = score_sentences(artifact, sentences, max_tokens=max(self.batch_tokens, 1), per_token=True)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("scoring failed for one request")
+                self._resolve(batch[0], error=RuntimeError("scoring failed"))
+                return
+            for item in batch:
+                self._score([item])
+            return
+        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.batch_hypotheses.observe(len(sentences))
+        self.metrics.batch_tokens.observe(int(scores.num_tokens.sum()))
+        self.metrics.tokens_scored.labels(name).inc(int(scores.num_tokens.sum()))
+        start = 0
+        for item in batch:
+            stop = start + len(item.sentences)
+            part = SentenceScores(scores.log_probs[start:stop], scores.num_tokens[start:stop],
+                                  scores.num_oov[start:stop], scores.token_log_probs[start:stop])
+            self._resolve(item, result=part)
+            start = stop
+        self._telemetry(name, artifact, sentences)
+
+    def _resolve(self, item: WorkItem, result: SentenceScores | None = None, error: Exception | None = None) -> None:
+        def settle() -> None:
+            if item.future.done():
+                return
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(result)
+
+        item.loop.call_soon_threadsafe(settle)
+
+    def _telemetry(self, name: str, artifact, sentences: list[list[str]]) -> None:
+        """Exact log Z(h) on a small random sample of the sentences just scored."""
+        if self.telemetry_rate <= 0 or not artifact.model.is_self_normalized:
+            return
+        sample = [s for s in sentences if self._random.random() < self.telemetry_rate][:2]
+        for words in sample:
+            values = log_z_of_sentence(artifact, words)
+            histogram = self.metrics.log_z.labels(name)
+            for v in values:
+                histogram.observe(float(v))
+            stats = self._log_z_stats.setdefault(name, [0.0, 0.0])
+            stats[0] += float(np.sum(values))
+            stats[1] += len(values)
+            self.metrics.log_z_mean.labels(name).set(stats[0] / stats[1])

@@ -1,0 +1,40 @@
+"""`rescorer-server`: serve the artifacts under --model-dir over HTTP (127.0.0.1 by default)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from server.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rescorer-server", description=__doc__)
+    fields = Settings.model_fields
+    parser.add_argument("--model-dir", required=True, help=fields["model_dir"].description)
+    for name, info in fields.items():
+        if name == "model_dir":
+            continue
+        kind = info.annotation
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            base = {int: int, float: float, str: str}.get(kind)
+            if base is None:  # optional fields: int | None, str | None
+                base = int if "int" in str(kind) else str
+            parser.add_argument(flag, type=base, default=None, help=f"(default {info.default!r})")
+    args = parser.parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**values)
+    from server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The models a service serves: loaded once at start-up, looked up by name, never by path.
+
+`--model-dir DIR`: if DIR is itself an artifact (has config.json) it is served as one model
+named after DIR; otherwise every subdirectory of DIR holding a config.json is a model named
+after the subdirectory. A request names a model by that name only, so no request can make
+the service open a path of its choosing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
+from rescorer.scoring import score_sentences
+
+SELF_TEST = [["<s>"], []]  # an odd word and the empty sentence: both must score finitely
+
+
+class UnknownModel(KeyError):
+    pass
+
+
+@dataclass
+class Registry:
+    models: dict[str, Artifact]
+    device: torch.device
+
+    def get(self, name: str | None) -> tuple[str, Artifact]:
+        if name is None:
+            if len(self.models) != 1:
+                raise UnknownModel(f"several models are loaded ({', '.join(sorted(self.models))}); name one")
+            name = next(iter(self.models))
+        if name not in self.models:
+            raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(sorted(self.models))}")
+        return name, self.models[name]
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+    return torch.device(requested)
+
+
+def load_registry(model_dir: Path, device: torch.device, half_precision: bool = False) -> Registry:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactError(f"{model_dir}: model directory not found")
+    if (model_dir / CONFIG_FILE).exists():
+        paths = {model_dir.resolve().name: model_dir}
+    else:
+        paths = {p.name: p for p in sorted(model_dir.iterdir()) if (p / CONFIG_FILE).is_file()}
+    if not paths:
+        raise ArtifactError(f"{model_dir}: no artifact (config.json) in it or in its subdirectories")
+    models = {}
+    for name, path in paths.items():
+        artifact = load_artifact(path, device=device)
+        if half_precision and device.type == "cuda":
+            artifact.model.half()
+        self_test(name, artifact)
+        models[name] = artifact
+    return Registry(models, device)
+
+
+def self_test(name: str, artifact: Artifact) -> None:
+    scores = score_sentences(artifact, SELF_TEST)
+    if not all(math.isfinite(x) and x < 0 for x in scores.log_probs):
+        raise ArtifactError(f"model {name!r} failed its self-test: sentence scores {scores.log_probs.tolist()}")

@@ -1,0 +1,18 @@
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """The process is alive."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz")
+def readyz(request: Request):
+    """Models loaded and self-tested; 503 before that and while shutting down."""
+    if not request.app.state.ready:
+        return JSONResponse({"status": "not ready"}, status_code=503)
+    return {"status": "ready", "models": sorted(request.app.state.registry.models)}

@@ -1,0 +1,16 @@
+from fastapi import APIRouter, Request
+
+from server.schemas import ModelInfo
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=list[ModelInfo])
+def list_models(request: Request) -> list[ModelInfo]:
+    """Config and provenance of every loaded artifact."""
+    return [
+        ModelInfo(name=name, output_kind=a.model.config.output_kind, log_z=a.log_z, vocab_size=len(a.vocab),
+                  parameters=sum(p.numel() for p in a.model.parameters()), config=a.model.config.to_dict(),
+                  provenance=a.provenance)
+        for name, a in sorted(request.app.state.registry.models.items())
+    ]

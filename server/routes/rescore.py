@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
+from rescorer.nbest import Hypothesis, Utterance
+from rescorer.wer import compute_wer, pairwise_errors
+from server.routes.limits import check_count
+from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut
+
+router = APIRouter(tags=["rescoring"])
+
+
+def _to_utterances(body: RescoreRequest) -> list[Utterance]:
+    return [Utterance(u.utt_id, [Hypothesis(" ".join(h.text.split()), h.am_score, h.lm_score) for h in u.hyps],
+                      None if u.ref is None else " ".join(u.ref.split()))
+            for u in body.utterances]
+
+
+def check_rescore_limits(body: RescoreRequest, settings) -> None:
+    check_count(["utterances"], len(body.utterances), settings.max_utterances, "utterances")
+    for i, u in enumerate(body.utterances):
+        check_count(["utterances", i, "hyps"], len(u.hyps), settings.max_hyps_per_utterance, "hypotheses")
+        for j, h in enumerate(u.hyps):
+            check_count(["utterances", i, "hyps", j, "text"], len(h.text.split()), settings.max_words_per_hyp, "words")
+
+
+def _wer(refs: list[str], before: list[str], after: list[str], oracle: list[str]) -> WerOut:
+    b, a, o = compute_wer(refs, before), compute_wer(refs, after), compute_wer(refs, oracle)
+    return WerOut(before=b.wer, after=a.wer, oracle=o.wer, ref_words=b.ref_words)
+
+
+def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov: np.ndarray, weights: Weights) -> RescoreResponse:
+    arrays = build_arrays(utterances, log_probs, oov)
+    totals = total_scores(arrays, weights)
+    rank = ranks(arrays, totals)
+    best = best_hypotheses(arrays, totals)
+    texts = [h.text for u in utterances for h in u.hyps]
+    with_refs = all(u.ref is not None for u in utterances)
+    errors = pairwise_errors([u.ref for u in utterances for _ in u.hyps], texts) if with_refs else None
+    out = []
+    for u, utt in enumerate(utterances):
+        start = int(arrays.offsets[u])
+        hyps = [HypothesisOut(text=h.text, am_score=h.am_score, lm_score=h.lm_score, nnlm_score=float(arrays.nnlm[start + n]),
+                              total=float(totals[start + n]), rank=int(rank[start + n]), first_pass_rank=n + 1,
+                              oov=int(arrays.num_oov[start + n]))
+                for n, h in enumerate(utt.hyps)]
+        hyps.sort(key=lambda h: h.rank)
+        wer = None
+        if with_refs:
+            oracle = start + int(np.argmin(errors[start : start + len(utt.hyps)]))
+            wer = _wer([utt.ref], [texts[start]], [texts[best[u]]], [texts[oracle]])
+        out.append(UtteranceOut(utt_id=utt.utt_id, best=texts[best[u]], hyps=hyps, wer=wer))
+    corpus = None
+    if with_refs:
+        refs = [utt.ref for utt in utterances]
+        padded = np.where(arrays.index >= 0, errors[np.maximum(arrays.index, 0)], np.iinfo(np.int64).max)
+        oracle = arrays.index[np.arange(len(utterances)), padded.argmin(1)]
+        corpus = _wer(refs, [texts[i] for i in arrays.offsets[:-1]], [texts[i] for i in best], [texts[i] for i in oracle])
+    return RescoreResponse(model=name, weights=weights.to_dict(), utterances=out, wer=corpus)
+
+
+@router.post("/rescore", response_model=RescoreResponse)
+async def rescore(body: RescoreRequest, request: Request) -> RescoreResponse:
+    """Score every hypothesis with the model, combine with the first-pass scores, re-rank.
+
+    Weights default to the service's; a request may override any of them. With references on
+    every utterance, the WER before (first hypothesis), after and of the oracle is returned.
+    """
+    state = request.app.state
+    settings = state.settings
+    check_rescore_limits(body, settings)
+    name, _ = state.registry.get(body.model)
+    defaults = Weights(settings.am_weight, settings.lm_weight, settings.interp_weight, settings.word_penalty,
+                       settings.oov_penalty)
+    given = body.weights.model_dump(exclude_none=True) if body.weights else {}
+    weights = Weights(**{**defaults.to_dict(), **given})
+    utterances = _to_utterances(body)
+    scores = await state.batcher.submit(name, [h.words for u in utterances for h in u.hyps], settings.request_timeout_s)
+    return await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)

@@ -1,0 +1,100 @@
+"""HTTP request and response bodies (pydantic, at the edge only)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HypothesisIn(BaseModel):
+    """A line of the canonical JSONL N-best format's `hyps`; extra named scores are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str = Field(max_length=20_000)
+    am_score: float = Field(allow_inf_nan=False)
+    lm_score: float | None = Field(default=None, allow_inf_nan=False, le=1e-6)
+
+
+class UtteranceIn(BaseModel):
+    """Exactly a line of the canonical JSONL N-best format."""
+
+    model_config = ConfigDict(extra="allow")
+    utt_id: str = Field(min_length=1, max_length=512)
+    hyps: list[HypothesisIn] = Field(min_length=1)
+    ref: str | None = Field(default=None, max_length=20_000)
+
+
+class WeightsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    am_weight: float | None = Field(default=None, allow_inf_nan=False)
+    lm_weight: float | None = Field(default=None, allow_inf_nan=False)
+    interp_weight: float | None = Field(default=None, allow_inf_nan=False)
+    word_penalty: float | None = Field(default=None, allow_inf_nan=False)
+    oov_penalty: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class RescoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, max_length=256)
+    utterances: list[UtteranceIn] = Field(min_length=1)
+    weights: WeightsIn | None = None
+
+
+class HypothesisOut(BaseModel):
+    text: str
+    am_score: float
+    lm_score: float | None
+    nnlm_score: float
+    total: float
+    rank: int
+    first_pass_rank: int
+    oov: int
+
+
+class WerOut(BaseModel):
+    before: float
+    after: float
+    oracle: float
+    ref_words: int
+
+
+class UtteranceOut(BaseModel):
+    utt_id: str
+    best: str
+    hyps: list[HypothesisOut]
+    wer: WerOut | None = None
+
+
+class RescoreResponse(BaseModel):
+    model: str
+    weights: dict[str, float]
+    utterances: list[UtteranceOut]
+    wer: WerOut | None = None
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, max_length=256)
+    sentences: list[str] = Field(min_length=1)
+    per_token: bool = False
+
+
+class SentenceScoreOut(BaseModel):
+    log_prob: float
+    num_tokens: int
+    num_oov: int
+    token_log_probs: list[float] | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    scores: list[SentenceScoreOut]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    output_kind: str
+    log_z: float
+    vocab_size: int
+    parameters: int
+    config: dict
+    provenance: dict

@@ -1,0 +1,40 @@
+"""Service settings: flags of `rescorer-server` and `RESCORER_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=())
+
+    model_dir: Path = Field(description="an artifact, or a directory whose subdirectories are artifacts")
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    token: str | None = None  # bearer token required on every /v1 route when set
+    device: str = "auto"  # auto = cuda when present, else cpu
+    half_precision: bool = False  # fp16 weights on CUDA
+    torch_threads: int | None = None  # default: torch's choice
+    # limits
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_utterances: int = 256  # per request
+    max_hyps_per_utterance: int = 1000
+    max_words_per_hyp: int = 200
+    max_sentences: int = 4096  # per /v1/score request
+    # dynamic batching
+    batch_tokens: int = 8192  # a batch is scored once it holds this many tokens ...
+    max_delay_ms: float = 5.0  # ... or once its oldest request has waited this long
+    max_batch_requests: int | None = None  # 1 = no batching across requests (for measurement)
+    queue_tokens: int = 200_000  # tokens waiting beyond this: 503 with Retry-After
+    request_timeout_s: float = 30.0  # a request not answered by then: 504
+    # default combination weights (a request may give its own)
+    am_weight: float = 1.0
+    lm_weight: float = 1.0
+    interp_weight: float = 0.5
+    word_penalty: float = 0.0
+    oov_penalty: float = 0.0
+    # self-normalization telemetry: exact log Z(h) on this share of scored positions
+    telemetry_sample_rate: float = 0.01
