@@ -1,0 +1,48 @@
+"""A real uvicorn server on 127.0.0.1 in a background thread, for the service tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from server.app import create_app
+from server.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(settings: Settings):
+    """Yield (base_url, app) of a started server; stop it afterwards."""
+    port = free_port()
+    settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    else:
+        server.should_exit = True
+        raise RuntimeError("server did not become ready")
+    try:
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -1,0 +1,193 @@
+"""The service against a real uvicorn server on 127.0.0.1 (bounded request counts and times)."""
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import server.batcher as batcher_module
+from rescorer.artifact import save_artifact
+from rescorer.combination import Weights, build_arrays, total_scores
+from rescorer.scoring import score_sentences
+from server.settings import Settings
+from tests.nbest_fixtures import tiny_artifact, tiny_utterances
+from tests.server_harness import free_port, running_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    save_artifact(tiny_artifact(), root / "tiny")
+    return root
+
+
+def _body(utterances=None, **extra):
+    utterances = utterances or tiny_utterances()
+    return {"utterances": [{"utt_id": u.utt_id, "ref": u.ref,
+                            "hyps": [{"text": h.text, "am_score": h.am_score, "lm_score": h.lm_score} for h in u.hyps]}
+                           for u in utterances], **extra}
+
+
+def test_rescore_matches_the_library_and_reports_wer(model_dir):
+    with running_server(Settings(model_dir=model_dir)) as (url, _):
+        weights = {"am_weight": 1.0, "lm_weight": 0.7, "interp_weight": 0.6, "word_penalty": 0.1}
+        response = httpx.post(f"{url}/v1/rescore", json=_body(weights=weights), timeout=30)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    utterances = tiny_utterances()
+    scores = score_sentences(tiny_artifact(), [h.words for u in utterances for h in u.hyps])
+    arrays = build_arrays(utterances, scores.log_probs, scores.num_oov)
+    totals = total_scores(arrays, Weights(**weights, oov_penalty=0.0))
+    served = {(u["utt_id"], h["text"]): h for u in data["utterances"] for h in u["hyps"]}
+    for u, utt in enumerate(utterances):
+        for n, hyp in enumerate(utt.hyps):
+            h = served[(utt.utt_id, hyp.text)]
+            assert h["total"] == pytest.approx(totals[arrays.offsets[u] + n], abs=1e-4)
+            assert h["first_pass_rank"] == n + 1
+    for u in data["utterances"]:
+        assert [h["rank"] for h in u["hyps"]] == list(range(1, len(u["hyps"]) + 1))
+        assert u["best"] == u["hyps"][0]["text"]
+    assert set(data["wer"]) == {"before", "after", "oracle", "ref_words"} and data["wer"]["ref_words"] == 11
+
+
+def test_concurrent_requests_are_batched_into_shared_device_calls_with_the_same_answers(model_dir):
+    settings = Settings(model_dir=model_dir, max_delay_ms=200, batch_tokens=100_000)
+    bodies = [{"sentences": [f"the cat sat {'on the mat ' * (i % 3)}".strip(), "a dog ran"]} for i in range(12)]
+    with running_server(settings) as (url, app):
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(lambda b: httpx.post(f"{url}/v1/score", json=b, timeout=30), bodies))
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    assert all(r.status_code == 200 for r in responses)
+    batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("rescorer_batch_requests_count")))
+    assert batches < 12  # several requests shared a device call
+    for body, response in zip(bodies, responses, strict=True):
+        expected = score_sentences(tiny_artifact(), [s.split() for s in body["sentences"]]).log_probs
+        np.testing.assert_allclose([s["log_prob"] for s in response.json()["scores"]], expected, atol=1e-4)
+
+
+def test_a_full_queue_answers_503_with_retry_after(model_dir):
+    settings = Settings(model_dir=model_dir, max_delay_ms=400, batch_tokens=100_000, queue_tokens=20)
+    body = {"sentences": ["the cat sat on the mat"] * 3}  # 21 tokens: one fits in the queue, two do not
+    with running_server(settings) as (url, _), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: httpx.post(f"{url}/v1/score", json=body, timeout=30), range(6)))
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+    assert all(r.headers.get("retry-after") for r in responses if r.status_code == 503)
+
+
+def test_a_request_past_its_deadline_answers_504(model_dir):
+    settings = Settings(model_dir=model_dir, max_delay_ms=1000, batch_tokens=100_000, request_timeout_s=0.1)
+    with running_server(settings) as (url, _):
+        response = httpx.post(f"{url}/v1/score", json={"sentences": ["the cat"]}, timeout=30)
+    assert response.status_code == 504 and "deadline" in response.json()["detail"]
+
+
+def test_a_request_that_fails_in_scoring_fails_alone(model_dir, monkeypatch):
+    real = batcher_module.score_sentences
+
+    def fragile(artifact, sentences, **kwargs):
+        if any("away" in words for words in sentences):
+            raise RuntimeError("injected failure")
+        return real(artifact, sentences, **kwargs)
+
+    monkeypatch.setattr(batcher_module, "score_sentences", fragile)
+    settings = Settings(model_dir=model_dir, max_delay_ms=300, batch_tokens=100_000)
+    bodies = [{"sentences": ["a dog ran far away"]}] + [{"sentences": ["the cat sat"]}] * 5
+    with running_server(settings) as (url, _), concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda b: httpx.post(f"{url}/v1/score", json=b, timeout=30), bodies))
+    assert responses[0].status_code == 500
+    assert [r.status_code for r in responses[1:]] == [200] * 5
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"utterances": [{"utt_id": "u", "hyps": [{"text": "a"}]}]}, ["body", "utterances", 0, "hyps", 0, "am_score"]),
+    ({"utterances": [{"utt_id": "u", "hyps": []}]}, ["body", "utterances", 0, "hyps"]),
+    ({"utterances": [{"utt_id": "u", "hyps": [{"text": "a", "am_score": -1, "lm_score": 3}]}]},
+     ["body", "utterances", 0, "hyps", 0, "lm_score"]),
+    ({"utterances": [{"utt_id": "u", "hyps": [{"text": "a " * 50, "am_score": -1}]}]},
+     ["body", "utterances", 0, "hyps", 0, "text"]),
+    ({"utterances": [{"utt_id": f"u{i}", "hyps": [{"text": "a", "am_score": -1}]} for i in range(9)]}, ["body", "utterances"]),
+])
+def test_schema_and_limit_errors_are_422_naming_the_field_path(model_dir, body, loc):
+    with running_server(Settings(model_dir=model_dir, max_utterances=8, max_words_per_hyp=40)) as (url, _):
+        response = httpx.post(f"{url}/v1/rescore", json=body, timeout=30)
+    assert response.status_code == 422
+    assert any(e["loc"] == loc for e in response.json()["detail"]), response.json()
+
+
+def test_bodies_models_and_tokens_are_checked(model_dir):
+    with running_server(Settings(model_dir=model_dir, max_body_bytes=2000, token="s3cret")) as (url, _):
+        auth = {"authorization": "Bearer s3cret"}
+        assert httpx.post(f"{url}/v1/score", json={"sentences": ["a"]}, timeout=10).status_code == 401
+        assert httpx.post(f"{url}/v1/score", json={"sentences": ["a"]}, headers={"authorization": "Bearer no"},
+                          timeout=10).status_code == 401
+        assert httpx.post(f"{url}/v1/score", json={"sentences": ["a"]}, headers=auth, timeout=10).status_code == 200
+        big = {"sentences": ["the cat"] * 400}
+        assert httpx.post(f"{url}/v1/score", json=big, headers=auth, timeout=10).status_code == 413
+        for name in ("nope", "../tiny", "/etc/passwd"):
+            response = httpx.post(f"{url}/v1/score", json={"model": name, "sentences": ["a"]}, headers=auth, timeout=10)
+            assert response.status_code == 404
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        models = httpx.get(f"{url}/v1/models", headers=auth, timeout=10).json()
+        assert [m["name"] for m in models] == ["tiny"] and models[0]["output_kind"] == "self_normalized"
+
+
+def test_kaldi_form_keeps_keys_and_order(model_dir):
+    with running_server(Settings(model_dir=model_dir)) as (url, _):
+        response = httpx.post(f"{url}/v1/score/kaldi", content=b"k2 the cat sat\nk1 a dog\nk3\n", timeout=10)
+        bad = httpx.post(f"{url}/v1/score/kaldi", content=b"k1 \xff\n", timeout=10)
+    lines = [line.split() for line in response.text.splitlines()]
+    assert [k for k, _ in lines] == ["k2", "k1", "k3"]
+    expected = score_sentences(tiny_artifact(), [["the", "cat", "sat"], ["a", "dog"], []]).log_probs
+    np.testing.assert_allclose([-float(c) for _, c in lines], expected, atol=1e-5)
+    assert bad.status_code == 422
+
+
+def test_metrics_expose_requests_latency_batches_and_log_z_telemetry(model_dir):
+    with running_server(Settings(model_dir=model_dir, telemetry_sample_rate=1.0)) as (url, _):
+        httpx.post(f"{url}/v1/score", json={"sentences": ["the cat sat", "a dog"]}, timeout=10)
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    for name in ("rescorer_requests_total", "rescorer_request_latency_seconds_bucket", "rescorer_queue_tokens",
+                 "rescorer_batch_hypotheses_bucket", "rescorer_batch_tokens_bucket", "rescorer_tokens_scored_total",
+                 'rescorer_log_z_count{model="tiny"}', 'rescorer_log_z_mean{model="tiny"}'):
+        assert name in text, name
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
+                                "--max-delay-ms", "1500", "--batch-tokens", "100000"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(httpx.post, f"{url}/v1/score", json={"sentences": ["the cat sat"]}, timeout=30)
+                       for _ in range(3)]
+            time.sleep(0.5)  # the requests now wait in the batcher's 1.5 s window
+            process.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        assert codes == [200, 200, 200]
+        # uvicorn re-raises the signal once its graceful shutdown is complete
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert b"Application shutdown complete" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
