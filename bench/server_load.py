@@ -1,0 +1,151 @@
+"""Load test of the rescoring service on loopback with the real LibriSpeech 30-best lists.
+
+    python bench/server_load.py --model-dir runs/librispeech/lm-recentered --data-dir ../shared/data \
+        --out docs/bench/server_load.json
+
+Starts `rescorer-server` twice on 127.0.0.1, batching on (defaults) and off
+(--max-batch-requests 1), and sends one utterance (30 hypotheses) per POST /v1/rescore at
+concurrency 1, 8, 32 and 64 (a bounded number of requests per point). Reports utterances/s,
+hypotheses/s, p50/p95/p99 latency and errors; then a soak of --soak-requests requests
+sampling the server's resident memory; and the library's own throughput on the same lists
+(score_sentences in-process) for the service/library ratio. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from rescorer.artifact import load_artifact
+from rescorer.jsonl_format import read_jsonl, utterance_to_record
+from rescorer.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.scoring import score_sentences
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
+                                "--max-utterances", "64", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not become ready")
+
+
+async def run_load(url: str, bodies: list[bytes], concurrency: int, requests: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                start = time.perf_counter()
+                response = await client.post("/v1/rescore", content=bodies[i % len(bodies)],
+                                             headers={"content-type": "application/json"})
+                latencies.append(time.perf_counter() - start)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": requests, "seconds": elapsed, "errors": errors,
+            "utterances_per_s": requests / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", default="dev_other")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--requests", type=int, default=300, help="requests per (mode, concurrency) point")
+    parser.add_argument("--soak-requests", type=int, default=10_000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    utterances = read_jsonl(args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest" / f"{args.split}.jsonl.gz",
+                            LIBRISPEECH_ESPNET)
+    bodies = []
+    for utt in utterances:
+        record = utterance_to_record(utt)
+        record["hyps"] = [{"text": h["text"], "am_score": h["am_score"], "lm_score": h["lm_score"]} for h in record["hyps"]]
+        bodies.append(json.dumps({"utterances": [{k: record[k] for k in ("utt_id", "ref", "hyps")}]}).encode())
+    hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
+
+    artifact = load_artifact(args.model_dir)
+    sample = [h.words for u in utterances[:300] for h in u.hyps]
+    score_sentences(artifact, sample[:500])
+    started = time.perf_counter()
+    score_sentences(artifact, sample, max_tokens=8192)
+    library_hyps_per_s = len(sample) / (time.perf_counter() - started)
+    print(f"library: {library_hyps_per_s:.0f} hypotheses/s", flush=True)
+
+    results: dict = {"library_hyps_per_s": library_hyps_per_s, "hyps_per_utterance": hyps_per_utt, "points": []}
+    for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
+        process, url = start_server(args.model_dir, extra)
+        try:
+            asyncio.run(run_load(url, bodies, 8, 40))  # warm-up
+            for concurrency in args.concurrency:
+                point = asyncio.run(run_load(url, bodies, concurrency, args.requests))
+                point.update(mode=mode, hyps_per_s=point["utterances_per_s"] * hyps_per_utt)
+                results["points"].append(point)
+                print(json.dumps(point), flush=True)
+            if mode == "batched" and args.soak_requests:
+                memory = [rss_mb(process.pid)]
+                chunk = max(1, args.soak_requests // 10)
+                for _ in range(10):
+                    asyncio.run(run_load(url, bodies, 32, chunk))
+                    memory.append(rss_mb(process.pid))
+                results["soak"] = {"requests": chunk * 10, "rss_mb": memory}
+                print(json.dumps(results["soak"]), flush=True)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    by = {(p["mode"], p["concurrency"]): p for p in results["points"]}
+    if ("batched", 32) in by and ("unbatched", 32) in by:
+        results["batched_over_unbatched_at_32"] = by[("batched", 32)]["utterances_per_s"] / by[("unbatched", 32)]["utterances_per_s"]
+        results["service_over_library"] = max(p["hyps_per_s"] for p in results["points"]) / library_hyps_per_s
+    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
