@@ -25,8 +25,9 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 # The main job on an embedded default: a generated toy corpus, an NCE LM trained on it,
-# evaluated (both perplexities, self-normalization) and re-centered on dev, then used to
-# rescore synthetic N-best lists (weights tuned on dev, WER reported on test).
+# evaluated (both perplexities, self-normalization) and re-centered on dev; weights tuned on
+# synthetic dev N-best lists; then the service started, the synthetic test lists rescored
+# over HTTP with those weights (WER before and after), and the service stopped.
 demo: install
 	$(PY) -m training.cli demo-corpus $(DEMO_DIR)/data
 	rm -rf $(DEMO_DIR)/run
@@ -37,7 +38,9 @@ demo: install
 	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/test.txt --json $(DEMO_DIR)/test_eval.json
 	$(PY) -m rescorer.cli info $(DEMO_DIR)/run/artifact
 	$(PY) -m rescorer.cli eval $(DEMO_DIR)/run/artifact --dev $(DEMO_DIR)/data/nbest/dev.jsonl \
-		--test $(DEMO_DIR)/data/nbest/test.jsonl --out $(DEMO_DIR)/report
+		--test $(DEMO_DIR)/data/nbest/test.jsonl --out $(DEMO_DIR)/report --no-progress
+	$(PY) -m server.demo --model-dir $(DEMO_DIR)/run/artifact --nbest $(DEMO_DIR)/data/nbest/test.jsonl \
+		--weights $(DEMO_DIR)/report/report.json
 
 bench: install
 	$(PY) bench/train_throughput.py --out docs/bench/train_throughput.json
