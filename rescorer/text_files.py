@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from rescorer.nbest import NbestError
 
@@ -26,15 +26,19 @@ class _NamedDecodeErrors(io.TextIOWrapper):
         return line
 
 
-def open_text(path: str | Path) -> TextIO:
+def open_binary(path: str | Path, error: type[Exception] = NbestError, what: str = "file") -> BinaryIO:
+    """A byte stream of `path`, gunzipped when it starts with the gzip magic bytes."""
     path = Path(path)
     try:
         raw = path.open("rb")
     except FileNotFoundError:
-        raise NbestError(f"{path}: file not found") from None
+        raise error(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise NbestError(f"{path}: is a directory, expected a file") from None
+        raise error(f"{path}: is a directory, expected a {what}") from None
     magic = raw.read(2)
     raw.seek(0)
-    buffer = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-    return _NamedDecodeErrors(buffer, str(path))
+    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+
+
+def open_text(path: str | Path) -> TextIO:
+    return _NamedDecodeErrors(open_binary(path), str(path))

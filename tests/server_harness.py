@@ -20,6 +20,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become ready within {timeout:g} s")
+
+
 @contextmanager
 def running_server(settings: Settings):
     """Yield (base_url, app) of a started server; stop it afterwards."""
@@ -30,17 +42,11 @@ def running_server(settings: Settings):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    else:
+    try:
+        wait_until_ready(url, 30)
+    except RuntimeError:
         server.should_exit = True
-        raise RuntimeError("server did not become ready")
+        raise
     try:
         yield url, app
     finally:

@@ -18,7 +18,7 @@ from rescorer.combination import Weights, build_arrays, total_scores
 from rescorer.scoring import score_sentences
 from server.settings import Settings
 from tests.nbest_fixtures import tiny_artifact, tiny_utterances
-from tests.server_harness import free_port, running_server
+from tests.server_harness import free_port, running_server, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,13 +170,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_ready(url)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v1/score", json={"sentences": ["the cat sat"]}, timeout=30)
                        for _ in range(3)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.text_files import open_binary
 from rescorer.vocab import Vocabulary
 
 ENCODE_CHUNK = 1 << 20  # ids buffered in memory before they are appended to the file
@@ -29,22 +29,10 @@ class CorpusError(ValueError):
     """Unreadable corpus: missing file, bytes that are not UTF-8, no sentences."""
 
 
-def _open_binary(path: Path):
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: corpus file not found") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory, expected a text file") from None
-    magic = f.read(2)
-    f.seek(0)
-    return gzip.GzipFile(fileobj=f, mode="rb") if magic == b"\x1f\x8b" else f
-
-
 def iter_sentences(path: str | Path) -> Iterator[list[str]]:
     """Yield the words of each non-blank line; an undecodable line is an error naming it."""
     path = Path(path)
-    with _open_binary(path) as f:
+    with open_binary(path, CorpusError, "corpus file") as f:
         try:
             for line_no, raw in enumerate(f, start=1):
                 try:
@@ -171,7 +159,3 @@ def sentences_from_ids(ids: np.ndarray, bos_id: int, eos_id: int) -> list[np.nda
         sentences.append(sentence.astype(np.int64))
         start = end + 1
     return sentences
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RESCORER_CACHE_DIR", Path.home() / ".cache" / "rescorer"))
