@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--requests", type=int, default=300, help="requests per (mode, concurrency) point")
     parser.add_argument("--soak-requests", type=int, default=10_000)
+    parser.add_argument("--server-args", default="", help="extra rescorer-server flags, e.g. '--torch-threads 1'")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -117,7 +118,7 @@ def main() -> None:
 
     results: dict = {"library_hyps_per_s": library_hyps_per_s, "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
-        process, url = start_server(args.model_dir, extra)
+        process, url = start_server(args.model_dir, extra + args.server_args.split())
         try:
             asyncio.run(run_load(url, bodies, 8, 40))  # warm-up
             for concurrency in args.concurrency:
