@@ -4,9 +4,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
 from rescorer.nbest import Hypothesis, Utterance
-from rescorer.wer import compute_wer, pairwise_errors
+from rescorer.wer import pairwise_errors
 from server.routes.limits import check_count
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut
 
@@ -27,9 +28,11 @@ def check_rescore_limits(body: RescoreRequest, settings) -> None:
             check_count(["utterances", i, "hyps", j, "text"], len(h.text.split()), settings.max_words_per_hyp, "words")
 
 
-def _wer(refs: list[str], before: list[str], after: list[str], oracle: list[str]) -> WerOut:
-    b, a, o = compute_wer(refs, before), compute_wer(refs, after), compute_wer(refs, oracle)
-    return WerOut(before=b.wer, after=a.wer, oracle=o.wer, ref_words=b.ref_words)
+def _wer_out(counts: np.ndarray) -> WerOut:
+    """counts: (3, 4) sclite (hits, subs, dels, ins) for before, after, oracle."""
+    ref_words = int(counts[0, 0] + counts[0, 1] + counts[0, 2])
+    rates = [float(c[1:].sum()) / ref_words if ref_words else float(c[1:].sum() > 0) for c in counts]
+    return WerOut(before=rates[0], after=rates[1], oracle=rates[2], ref_words=ref_words)
 
 
 def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov: np.ndarray, weights: Weights) -> RescoreResponse:
@@ -40,6 +43,7 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
     texts = [h.text for u in utterances for h in u.hyps]
     with_refs = all(u.ref is not None for u in utterances)
     errors = pairwise_errors([u.ref for u in utterances for _ in u.hyps], texts) if with_refs else None
+    corpus_counts = np.zeros((3, 4), dtype=np.int64)
     out = []
     for u, utt in enumerate(utterances):
         start = int(arrays.offsets[u])
@@ -51,15 +55,13 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
         wer = None
         if with_refs:
             oracle = start + int(np.argmin(errors[start : start + len(utt.hyps)]))
-            wer = _wer([utt.ref], [texts[start]], [texts[best[u]]], [texts[oracle]])
+            ref = utt.ref.split()
+            counts = np.array([sclite_counts(ref, texts[i].split()) for i in (start, int(best[u]), oracle)])
+            corpus_counts += counts
+            wer = _wer_out(counts)
         out.append(UtteranceOut(utt_id=utt.utt_id, best=texts[best[u]], hyps=hyps, wer=wer))
-    corpus = None
-    if with_refs:
-        refs = [utt.ref for utt in utterances]
-        padded = np.where(arrays.index >= 0, errors[np.maximum(arrays.index, 0)], np.iinfo(np.int64).max)
-        oracle = arrays.index[np.arange(len(utterances)), padded.argmin(1)]
-        corpus = _wer(refs, [texts[i] for i in arrays.offsets[:-1]], [texts[i] for i in best], [texts[i] for i in oracle])
-    return RescoreResponse(model=name, weights=weights.to_dict(), utterances=out, wer=corpus)
+    return RescoreResponse(model=name, weights=weights.to_dict(), utterances=out,
+                           wer=_wer_out(corpus_counts) if with_refs else None)
 
 
 @router.post("/rescore", response_model=RescoreResponse)
