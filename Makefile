@@ -42,8 +42,17 @@ demo: install
 	$(PY) -m server.demo --model-dir $(DEMO_DIR)/run/artifact --nbest $(DEMO_DIR)/data/nbest/test.jsonl \
 		--weights $(DEMO_DIR)/report/report.json
 
+# Speed (bench/) and quality (experiments/) figures quoted in docs/RESULTS.md. Each takes
+# minutes to an hour on 2 cores; run them on an otherwise idle machine.
 bench: install
 	$(PY) bench/train_throughput.py --out docs/bench/train_throughput.json
+	$(PY) bench/score_throughput.py --data-dir $(DATA_DIR) --utterances 30 --single-hyps 120 --out docs/bench/score_throughput.json
+	$(PY) bench/server_load.py --data-dir $(DATA_DIR) --model-dir runs/librispeech/lm-recentered --out docs/bench/server_load.json
+
+experiments: install
+	$(PY) experiments/ptb_ce_vs_nce.py --data-dir $(DATA_DIR) --out runs/ptb
+	$(PY) experiments/librispeech_baseline.py --data-dir $(DATA_DIR) --out runs/librispeech/baseline.json
+	$(PY) experiments/librispeech_wikitext.py --data-dir $(DATA_DIR) --out runs/librispeech
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache
