@@ -69,3 +69,16 @@ def test_self_normalized_scoring_never_forms_the_full_output_layer():
     artifact.model.logits = forbidden
     assert np.isfinite(score_sentences(artifact, SENTENCES).log_probs).all()
     assert np.isfinite(score_sentences(artifact, SENTENCES, prefix_sharing=True).log_probs).all()
+
+
+def test_log_z_telemetry_matches_the_evaluation_statistics():
+    from rescorer.self_normalization import log_z_of_sentence
+    from training.evaluate import evaluate
+
+    artifact = tiny_artifact()
+    sentences = [s for s in SENTENCES if "zebra" not in s]
+    values = np.concatenate([log_z_of_sentence(artifact, s) for s in sentences])
+    stats = evaluate(artifact.model, [artifact.vocab.encode(s) for s in sentences],
+                     artifact.vocab.bos_id, artifact.vocab.eos_id)
+    assert values.mean() == pytest.approx(stats.log_z_mean, abs=1e-6)
+    assert values.var() == pytest.approx(stats.log_z_var, abs=1e-6)
