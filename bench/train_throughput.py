@@ -65,7 +65,7 @@ class BareStep:
         self.embedding = nn.Embedding(vocab_size, hidden, sparse=True)
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
         self.out_w = nn.Parameter(torch.empty(vocab_size, hidden).uniform_(-0.1, 0.1))
-        self.out_b = nn.Parameter(torch.zeros(vocab_size))
+        self.out_b = nn.Parameter(torch.zeros(vocab_size, 1))  # (V, 1): rows gathered with sparse grads
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         self.params = [self.embedding.weight, *self.lstm.parameters(), self.out_w, self.out_b]
         self.optimizer = torch.optim.SGD(self.params, lr=0.1)
@@ -81,11 +81,11 @@ class BareStep:
         self.state = (state[0].detach(), state[1].detach())
         h, y = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
         if self.loss == "ce":
-            loss = F.cross_entropy(F.linear(h, self.out_w, self.out_b), y)
+            loss = F.cross_entropy(F.linear(h, self.out_w, self.out_b[:, 0]), y)
         else:
             s = torch.multinomial(self.probs, self.samples, replacement=True, generator=self.generator)
-            wy, by = F.embedding(y, self.out_w, sparse=True), F.embedding(y, self.out_b[:, None], sparse=True)
-            ws, bs = F.embedding(s, self.out_w, sparse=True), F.embedding(s, self.out_b[:, None], sparse=True)
+            wy, by = F.embedding(y, self.out_w, sparse=True), F.embedding(y, self.out_b, sparse=True)
+            ws, bs = F.embedding(s, self.out_w, sparse=True), F.embedding(s, self.out_b, sparse=True)
             d_y = (h * wy).sum(-1) + by[:, 0] - self.log_z - self.log_nu_pn[y]
             d_s = h @ ws.T + bs[:, 0] - self.log_z - self.log_nu_pn[s]
             loss = -(F.logsigmoid(d_y) + F.logsigmoid(-d_s).sum(-1)).mean()
