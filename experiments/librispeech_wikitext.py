@@ -7,7 +7,9 @@
 2. an NCE LSTM trained on it (resumes from its last checkpoint when rerun);
 3. its log_z re-centered on the normalized WikiText-2 valid set;
 4. weights tuned on dev_clean and applied to test_clean, tuned on dev_other and applied to
-   test_other (rescorer.eval_job), each report in OUT/report-{clean,other}/.
+   test_other (rescorer.eval_job), each report in OUT/report-{clean,other}/: interpolated
+   with the first-pass LM (the full grid), and, in OUT/report-{clean,other}-replace/, our LM
+   instead of the first-pass LM (interp_weight fixed at 1), which shows what it is worth alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import gzip
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,6 +27,7 @@ from rescorer.artifact import load_artifact, set_log_z
 from rescorer.atomic import write_text_atomic
 from rescorer.eval_job import run_evaluation
 from rescorer.nbest_reader import NbestSource
+from rescorer.tuning import DEFAULT_GRID
 from training.config import TrainConfig
 from training.corpus import iter_sentences
 from training.evaluate import evaluate
@@ -78,9 +82,11 @@ def main() -> None:
         def source(split: str) -> NbestSource:
             return NbestSource(str(nbest / f"{split}.jsonl.gz"), "jsonl", score_mapping=MAPPING)
 
-        run_evaluation(artifact, source(f"dev_{condition}"), [source(f"test_{condition}")],
-                       args.out / f"report-{condition}", progress=sys.stderr.isatty())
-        print((args.out / f"report-{condition}" / "report.md").read_text(), flush=True)
+        for suffix, grid in (("", DEFAULT_GRID), ("-replace", replace(DEFAULT_GRID, interp_weights=(1.0,)))):
+            out = args.out / f"report-{condition}{suffix}"
+            run_evaluation(artifact, source(f"dev_{condition}"), [source(f"test_{condition}")], out, grid=grid,
+                           progress=sys.stderr.isatty())
+            print((out / "report.md").read_text(), flush=True)
 
 
 if __name__ == "__main__":
