@@ -47,10 +47,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, extra: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
-                                "--max-utterances", "64", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--max-utterances", "64", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per (mode, concurrency) point")
     parser.add_argument("--soak-requests", type=int, default=10_000)
     parser.add_argument("--server-args", default="", help="extra rescorer-server flags, e.g. '--torch-threads 1'")
+    parser.add_argument("--server-env", default="", help="environment for the server, e.g. 'MALLOC_ARENA_MAX=2'")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -118,7 +120,8 @@ def main() -> None:
 
     results: dict = {"library_hyps_per_s": library_hyps_per_s, "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
-        process, url = start_server(args.model_dir, extra + args.server_args.split())
+        env = dict(item.split("=", 1) for item in args.server_env.split())
+        process, url = start_server(args.model_dir, extra + args.server_args.split(), env)
         try:
             asyncio.run(run_load(url, bodies, 8, 40))  # warm-up
             for concurrency in args.concurrency:
@@ -142,6 +145,7 @@ def main() -> None:
         results["batched_over_unbatched_at_32"] = by[("batched", 32)]["utterances_per_s"] / by[("unbatched", 32)]["utterances_per_s"]
         results["service_over_library"] = max(p["hyps_per_s"] for p in results["points"]) / library_hyps_per_s
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    results["server_args"], results["server_env"] = args.server_args, args.server_env
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
@@ -81,4 +82,6 @@ async def rescore(body: RescoreRequest, request: Request) -> RescoreResponse:
     weights = Weights(**{**defaults.to_dict(), **given})
     utterances = _to_utterances(body)
     scores = await state.batcher.submit(name, [h.words for u in utterances for h in u.hyps], settings.request_timeout_s)
-    return await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)
+    response = await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)
+    # Built from the response model already: skip FastAPI's second validation of 30+ objects.
+    return JSONResponse(response.model_dump())
