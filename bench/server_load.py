@@ -5,7 +5,9 @@
 
 Starts `rescorer-server` twice on 127.0.0.1, batching on (defaults) and off
 (--max-batch-requests 1), and sends one utterance (30 hypotheses) per POST /v1/rescore at
-concurrency 1, 8, 32 and 64 (a bounded number of requests per point). Reports utterances/s,
+concurrency 1, 8, 32 and 64 (a bounded number of requests per point, or with `--client wrk`
+a bounded duration: wrk, Debian's package, costs the shared CPU far less than the Python
+client, so it measures the service rather than the load generator). Reports utterances/s,
 hypotheses/s, p50/p95/p99 latency and errors; then a soak of --soak-requests requests
 sampling the server's resident memory; and the library's own throughput on the same lists
 (score_sentences in-process) for the service/library ratio. Traffic goes to 127.0.0.1 only.
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,6 +91,36 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, requests: in
             "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99))}
 
 
+WRK_SCRIPT_TAIL = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/rescore", {["Content-Type"] = "application/json"}, bodies[(counter % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %f %f %f %d\\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000, 0))
+end
+"""
+
+
+def write_wrk_script(bodies: list[bytes], path: Path) -> None:
+    lines = ["bodies = {"] + [f"[==[{b.decode()}]==]," for b in bodies] + ["}", WRK_SCRIPT_TAIL]
+    path.write_text("\n".join(lines))
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
+    fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
+    requests, duration_us, errors = int(fields[1]), int(fields[2]), int(fields[3])
+    elapsed = duration_us / 1e6
+    return {"concurrency": concurrency, "requests": requests, "seconds": elapsed, "errors": errors,
+            "utterances_per_s": requests / elapsed, "p50_ms": float(fields[4]), "p95_ms": float(fields[5]),
+            "p99_ms": float(fields[6]), "client": "wrk"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -96,6 +129,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--requests", type=int, default=300, help="requests per (mode, concurrency) point")
     parser.add_argument("--soak-requests", type=int, default=10_000)
+    parser.add_argument("--client", choices=("httpx", "wrk"), default="httpx")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk point")
     parser.add_argument("--server-args", default="", help="extra rescorer-server flags, e.g. '--torch-threads 1'")
     parser.add_argument("--server-env", default="", help="environment for the server, e.g. 'MALLOC_ARENA_MAX=2'")
     parser.add_argument("--out", type=Path)
@@ -124,8 +159,13 @@ def main() -> None:
         process, url = start_server(args.model_dir, extra + args.server_args.split(), env)
         try:
             asyncio.run(run_load(url, bodies, 8, 40))  # warm-up
+            script = Path(tempfile.mkdtemp()) / "rescore.lua"
+            write_wrk_script(bodies[:500], script)
             for concurrency in args.concurrency:
-                point = asyncio.run(run_load(url, bodies, concurrency, args.requests))
+                if args.client == "wrk":
+                    point = run_wrk(url, script, concurrency, args.seconds)
+                else:
+                    point = asyncio.run(run_load(url, bodies, concurrency, args.requests))
                 point.update(mode=mode, hyps_per_s=point["utterances_per_s"] * hyps_per_utt)
                 results["points"].append(point)
                 print(json.dumps(point), flush=True)
@@ -145,7 +185,7 @@ def main() -> None:
         results["batched_over_unbatched_at_32"] = by[("batched", 32)]["utterances_per_s"] / by[("unbatched", 32)]["utterances_per_s"]
         results["service_over_library"] = max(p["hyps_per_s"] for p in results["points"]) / library_hyps_per_s
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
-    results["server_args"], results["server_env"] = args.server_args, args.server_env
+    results["server_args"], results["server_env"], results["client"] = args.server_args, args.server_env, args.client
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
