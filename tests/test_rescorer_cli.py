@@ -91,7 +91,6 @@ def test_bad_inputs_exit_2_with_the_reason(lm_dir, tmp_path, capsys):
 
 def test_the_kaldi_recipe_scores_rescores_and_reports_wer_from_stage_1(lm_dir, nbest_path, tmp_path):
     import os
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -114,7 +113,6 @@ def test_the_kaldi_recipe_scores_rescores_and_reports_wer_from_stage_1(lm_dir, n
     best = dict(line.split(" ", 1) if " " in line else (line, "") for line in (out / "text").read_text().splitlines())
     assert set(best) == {"u1", "u2"}
     assert (out / "wer").read_text().startswith("%WER ")
-    assert shutil.which("bash")
 
 
 def test_wer_command_prints_kaldi_style_lines(tmp_path, capsys):
