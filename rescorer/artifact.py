@@ -161,6 +161,14 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     return Artifact(model, vocab, document.get("provenance", {}), path)
 
 
+def set_rescoring_weights(path: str | Path, weights: dict[str, float], source: str) -> None:
+    """Record tuned combination weights in config.json's provenance (the service's defaults
+    for this model); atomic, touches nothing else."""
+    document = read_artifact_config(path)
+    document.setdefault("provenance", {})["rescoring_weights"] = {**weights, "tuned_by": source}
+    write_text_atomic(Path(path) / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+
+
 def set_log_z(path: str | Path, log_z: float, note: dict[str, Any] | None = None) -> None:
     """Rewrite only config.json with a new constant log_z (re-centering); atomic."""
     document = read_artifact_config(path)

@@ -16,7 +16,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from rescorer.artifact import ArtifactError, load_artifact
+from rescorer.artifact import ArtifactError, load_artifact, set_rescoring_weights
 from rescorer.combination import Weights
 from rescorer.eval_job import run_evaluation
 from rescorer.evaluation import error_table, evaluate_set
@@ -155,6 +155,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_weights(args: argparse.Namespace) -> int:
+    """Store an eval job's tuned weights in the artifact, as the service's defaults for it."""
+    weights = _weights(args).to_dict()
+    set_rescoring_weights(args.lm_dir, weights, args.weights or "command line")
+    print(json.dumps(weights))
+    return 0
+
+
 def _cmd_wer(args: argparse.Namespace) -> int:
     """Kaldi compute-wer's report line, from sclite-compatible counts."""
     refs, hyps = read_references(args.ref), read_references(args.hyp)
@@ -220,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(p)
     _add_model_options(p)
 
+    p = sub.add_parser("set-weights", help="store tuned weights in an artifact (the service's defaults for it)")
+    p.add_argument("lm_dir")
+    p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
+    for name, default in Weights().to_dict().items():
+        p.add_argument("--" + name.replace("_", "-"), type=float, help=f"(default {default}, or from --weights)")
+
     p = sub.add_parser("wer", help="WER of a hypothesis text against a reference text (Kaldi text or .trn)")
     p.add_argument("ref")
     p.add_argument("hyp")
@@ -234,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval,
-            "convert": _cmd_convert, "wer": _cmd_wer}
+            "convert": _cmd_convert, "wer": _cmd_wer, "set-weights": _cmd_set_weights}
 
 
 def main(argv: list[str] | None = None) -> int:

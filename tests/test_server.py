@@ -190,3 +190,15 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_weights_come_from_the_request_then_the_artifact_then_the_settings(tmp_path):
+    from rescorer.cli import main as rescorer_main
+
+    lm = save_artifact(tiny_artifact(), tmp_path / "models" / "tiny")
+    assert rescorer_main(["set-weights", str(lm), "--lm-weight", "0.3", "--word-penalty", "1.5"]) == 0
+    with running_server(Settings(model_dir=tmp_path / "models", interp_weight=0.25)) as (url, _):
+        tuned = httpx.post(f"{url}/v1/rescore", json=_body(), timeout=30).json()["weights"]
+        given = httpx.post(f"{url}/v1/rescore", json=_body(weights={"lm_weight": 2.0}), timeout=30).json()["weights"]
+    assert (tuned["lm_weight"], tuned["word_penalty"], tuned["interp_weight"]) == (0.3, 1.5, 0.5)
+    assert given["lm_weight"] == 2.0 and given["word_penalty"] == 1.5

@@ -69,17 +69,21 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
 async def rescore(body: RescoreRequest, request: Request) -> RescoreResponse:
     """Score every hypothesis with the model, combine with the first-pass scores, re-rank.
 
-    Weights default to the service's; a request may override any of them. With references on
+    Weights: the request's, else the artifact's tuned ones (`rescorer set-weights`), else the
+    service's settings. With references on
     every utterance, the WER before (first hypothesis), after and of the oracle is returned.
     """
     state = request.app.state
     settings = state.settings
     check_rescore_limits(body, settings)
-    name, _ = state.registry.get(body.model)
+    name, artifact = state.registry.get(body.model)
+    # request > the artifact's tuned weights (`rescorer set-weights`) > the service's settings
     defaults = Weights(settings.am_weight, settings.lm_weight, settings.interp_weight, settings.word_penalty,
-                       settings.oov_penalty)
+                       settings.oov_penalty).to_dict()
+    tuned = artifact.provenance.get("rescoring_weights") or {}
+    defaults.update({k: float(v) for k, v in tuned.items() if k in defaults})
     given = body.weights.model_dump(exclude_none=True) if body.weights else {}
-    weights = Weights(**{**defaults.to_dict(), **given})
+    weights = Weights(**{**defaults, **given})
     utterances = _to_utterances(body)
     scores = await state.batcher.submit(name, [h.words for u in utterances for h in u.hyps], settings.request_timeout_s)
     response = await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)
