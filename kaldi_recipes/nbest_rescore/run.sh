@@ -49,7 +49,10 @@ if [ "$stage" -le 0 ]; then
   done
   lattice-to-nbest --acoustic-scale="$acwt" --n="$nbest" "ark:gunzip -c $decode/lat.*.gz |" ark:- \
     | nbest-to-linear ark:- "ark:/dev/null" "ark,t:$archives/words" "ark,t:$archives/lmwt.withlm" "ark,t:$archives/acwt"
-  utils/int2sym.pl -f 2- "$lang/words.txt" < "$archives/words" > "$archives/words_text"
+  int2sym=utils/int2sym.pl  # Kaldi's, from the egs directory's utils/ link or from $KALDI_ROOT
+  [ -x "$int2sym" ] || int2sym="${KALDI_ROOT:-}/egs/wsj/s5/utils/int2sym.pl"
+  [ -x "$int2sym" ] || { echo "$0: utils/int2sym.pl not found: run from a Kaldi egs dir or set KALDI_ROOT" >&2; exit 1; }
+  "$int2sym" -f 2- "$lang/words.txt" < "$archives/words" > "$archives/words_text"
 fi
 
 if [ "$stage" -le 1 ]; then
