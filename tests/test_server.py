@@ -171,7 +171,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
-                                "--max-delay-ms", "1500", "--batch-tokens", "100000"],
+                                "--max-delay-ms", "4000", "--batch-tokens", "100000"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -179,7 +179,9 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v1/score", json={"sentences": ["the cat sat"]}, timeout=30)
                        for _ in range(3)]
-            time.sleep(0.5)  # the requests now wait in the batcher's 1.5 s window
+            deadline = time.monotonic() + 3.5  # wait until all three wait in the batcher's 4 s window
+            while time.monotonic() < deadline and "rescorer_queue_requests 3.0" not in httpx.get(f"{url}/metrics").text:
+                time.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             codes = [f.result().status_code for f in futures]
         assert codes == [200, 200, 200]
