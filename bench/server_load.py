@@ -35,6 +35,7 @@ from rescorer.artifact import load_artifact
 from rescorer.jsonl_format import read_jsonl, utterance_to_record
 from rescorer.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.scoring import score_sentences
+from server.readiness import wait_until_ready
 
 
 def free_port() -> int:
@@ -56,15 +57,12 @@ def start_server(model_dir: Path, extra: list[str], env: dict[str, str]) -> tupl
                                 "--max-utterances", "64", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not become ready")
+    try:
+        wait_until_ready(url, 120, process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
 
 
 async def run_load(url: str, bodies: list[bytes], concurrency: int, requests: int) -> dict:

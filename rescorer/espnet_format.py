@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
 from rescorer.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping
-from rescorer.text_files import open_text
+from rescorer.text_files import read_keyed_lines
 
 _TENSOR = re.compile(r"^tensor\((?P<v>[^,)]+)(?:,.*)?\)$")
 _KBEST = re.compile(r"^(\d+)best_recog$")
@@ -24,19 +24,6 @@ def _number(text: str, where: str, name: str) -> float:
     text = text.strip()
     match = _TENSOR.match(text)
     return parse_score(match.group("v") if match else text, name, where)
-
-
-def _read_keyed(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            key, _, rest = line.rstrip("\n").partition(" ")
-            if key in out:
-                raise NbestError(f"{path}:{line_no}: utterance {key!r} appears twice")
-            out[key] = rest
-    return out
 
 
 def read_espnet_decode_dir(
@@ -56,8 +43,8 @@ def read_espnet_decode_dir(
     order: list[str] = []
     for k in ks:
         d = root / f"{k}best_recog"
-        texts, scores = _read_keyed(d / "text"), _read_keyed(d / "scores")
-        beam = _read_keyed(d / "score") if (d / "score").exists() else {}
+        texts, scores = read_keyed_lines(d / "text"), read_keyed_lines(d / "scores")
+        beam = read_keyed_lines(d / "score") if (d / "score").exists() else {}
         if set(texts) != set(scores):
             only = sorted(set(texts) ^ set(scores))[0]
             raise NbestError(f"{d}: utterance {only!r} is in only one of text and scores")

@@ -37,6 +37,12 @@ def error_table(utterances: Sequence[Utterance]) -> ErrorTable:
     return ErrorTable(pairwise_errors(refs, hyps), np.array([len(u.ref.split()) for u in utterances]))
 
 
+def oracle_hypotheses(arrays: NbestArrays, hyp_errors: np.ndarray) -> np.ndarray:
+    """Flat index of the hypothesis with the fewest errors in each list (ties: the earlier): (U,)."""
+    padded = np.where(arrays.index >= 0, hyp_errors[np.maximum(arrays.index, 0)], np.iinfo(np.int64).max)
+    return arrays.index[np.arange(len(arrays.index)), padded.argmin(1)]
+
+
 @dataclass
 class SetEvaluation:
     first_pass: WerResult
@@ -67,8 +73,7 @@ def evaluate_set(utterances: Sequence[Utterance], arrays: NbestArrays, table: Er
     first = arrays.offsets[:-1]
     acoustic = best_hypotheses(arrays, arrays.am)
     rescored = best_hypotheses(arrays, total_scores(arrays, weights))
-    padded = np.where(arrays.index >= 0, table.hyp_errors[np.maximum(arrays.index, 0)], np.iinfo(np.int64).max)
-    oracle = arrays.index[np.arange(len(refs)), padded.argmin(1)]
+    oracle = oracle_hypotheses(arrays, table.hyp_errors)
 
     def wer_of(choice: np.ndarray) -> WerResult:
         return compute_wer(refs, [texts[i] for i in choice])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
-from rescorer.text_files import open_text
+from rescorer.text_files import open_text, read_keyed_lines
 from rescorer.vocab import Vocabulary
 
 _NBEST_KEY = re.compile(r"^(?P<utt>.+)-(?P<n>[1-9]\d*)$")
@@ -143,16 +143,7 @@ def _ids_to_words(ids: list[int], symbols: Vocabulary | None, path, key: str) ->
 
 def read_kaldi_text(path: str | Path) -> dict[str, str]:
     """A Kaldi `text` file: `utt-id word word ...` per line (a line with only the id is empty text)."""
-    out: dict[str, str] = {}
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            key, _, text = line.strip().partition(" ")
-            if key in out:
-                raise NbestError(f"{path}:{line_no}: utterance {key!r} appears twice")
-            out[key] = normalize_text(text)
-    return out
+    return {key: normalize_text(text) for key, text in read_keyed_lines(path).items()}
 
 
 def split_nbest_key(key: str, where: str) -> tuple[str, int]:

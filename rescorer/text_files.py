@@ -42,3 +42,18 @@ def open_binary(path: str | Path, error: type[Exception] = NbestError, what: str
 
 def open_text(path: str | Path) -> TextIO:
     return _NamedDecodeErrors(open_binary(path), str(path))
+
+
+def read_keyed_lines(path: str | Path) -> dict[str, str]:
+    """`key rest-of-line` per line (Kaldi `text`, ESPnet `score`/`scores`); blank lines are
+    skipped, a repeated key is an error naming the line."""
+    out: dict[str, str] = {}
+    with open_text(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            key, _, rest = line.strip().partition(" ")
+            if key in out:
+                raise NbestError(f"{path}:{line_no}: utterance {key!r} appears twice")
+            out[key] = rest
+    return out

@@ -16,12 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from rescorer.jsonl_format import read_jsonl, utterance_to_record
+from server.readiness import wait_until_ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,17 +41,11 @@ def main(argv: list[str] | None = None) -> int:
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                print(f"server did not start: {server.stderr.read().decode()[-2000:]}", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        try:
+            wait_until_ready(url, 60, server)
+        except RuntimeError as e:
+            print(f"server did not start ({e}): {server.stderr.read().decode()[-2000:]}", file=sys.stderr)
+            return 1
         print(f"server ready at {url}; sending {len(utterances)} utterances in requests of {args.batch}")
         errors_before = errors_after = errors_oracle = words = 0.0
         for start in range(0, len(utterances), args.batch):

@@ -17,9 +17,10 @@ from rescorer.artifact import save_artifact
 from rescorer.combination import Weights, build_arrays, total_scores
 from rescorer.evaluation import error_table, evaluate_set
 from rescorer.scoring import score_sentences
+from server.readiness import wait_until_ready
 from server.settings import Settings
 from tests.nbest_fixtures import tiny_artifact, tiny_utterances
-from tests.server_harness import free_port, running_server, wait_until_ready
+from tests.server_harness import free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

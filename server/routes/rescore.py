@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
+from rescorer.evaluation import oracle_hypotheses
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.wer import pairwise_errors
 from server.routes.limits import check_count
@@ -44,6 +45,7 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
     texts = [h.text for u in utterances for h in u.hyps]
     with_refs = all(u.ref is not None for u in utterances)
     errors = pairwise_errors([u.ref for u in utterances for _ in u.hyps], texts) if with_refs else None
+    oracles = oracle_hypotheses(arrays, errors) if with_refs else None
     corpus_counts = np.zeros((3, 4), dtype=np.int64)
     out = []
     for u, utt in enumerate(utterances):
@@ -55,9 +57,8 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
         hyps.sort(key=lambda h: h.rank)
         wer = None
         if with_refs:
-            oracle = start + int(np.argmin(errors[start : start + len(utt.hyps)]))
             ref = utt.ref.split()
-            counts = np.array([sclite_counts(ref, texts[i].split()) for i in (start, int(best[u]), oracle)])
+            counts = np.array([sclite_counts(ref, texts[i].split()) for i in (start, int(best[u]), int(oracles[u]))])
             corpus_counts += counts
             wer = _wer_out(counts)
         out.append(UtteranceOut(utt_id=utt.utt_id, best=texts[best[u]], hyps=hyps, wer=wer))
