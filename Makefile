@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check rescorer training tests bench experiments
+	$(PY) -m ruff check rescorer training server tests bench experiments
 
 test: install lint
 	$(PY) -m pytest

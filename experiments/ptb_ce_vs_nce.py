@@ -2,11 +2,12 @@
 
     python experiments/ptb_ce_vs_nce.py --data-dir ../shared/data --out runs/ptb
 
-Trains (or resumes, or reuses) both models, re-centers the NCE model's log_z on the dev set,
-evaluates on the test set, and writes `results.json` and `results.md` (the table quoted in
-docs/RESULTS.md) under --out. Each training run resumes from its last checkpoint, so a
-stopped session loses at most one epoch. Budget on a 2-core machine: about 6 minutes for NCE
-and 50-60 minutes for cross-entropy at the defaults (batch 16, 10 epochs).
+Trains (or resumes, or reuses) one cross-entropy model and one NCE model per noise-sample
+count (--noise-samples), re-centers each NCE model's log_z on the dev set, evaluates on the
+test set, and writes `results.json` and `results.md` (the table quoted in docs/RESULTS.md)
+under --out. Each training run resumes from its last checkpoint, so a stopped session loses
+at most one epoch. Budget on an idle 2-core machine at the defaults (batch 16, 10 epochs):
+NCE about 6 min (S = 256), 8 min (S = 1024), 14 min (S = 4096); cross-entropy 25-30 min.
 """
 
 from __future__ import annotations
@@ -53,22 +54,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="16 gave NCE the most progress per epoch")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--noise-samples", type=int, nargs="+", default=[256, 1024, 4096],
+                        help="one NCE model per count S (paper 1: 256); the cross-entropy model once")
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
     test_path = ptb / "ptb.test.txt.gz"
 
     rows = {}
-    for loss in ("nce", "ce"):
+    runs = [(f"nce-s{s}", "nce", s) for s in args.noise_samples] + [("ce", "ce", 256)]
+    for name, loss, noise_samples in runs:
         config = TrainConfig(
             train_path=str(ptb / "ptb.train.txt.gz"), dev_path=str(ptb / "ptb.valid.txt.gz"),
-            out_dir=str(args.out / loss), loss=loss, embedding_dim=args.hidden, hidden_dim=args.hidden,
-            num_layers=2, lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, anneal_epochs=args.epochs,  # same epochs for both
+            out_dir=str(args.out / name), loss=loss, embedding_dim=args.hidden, hidden_dim=args.hidden,
+            num_layers=2, lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, anneal_epochs=args.epochs,  # same epochs for all
+            noise_samples=noise_samples,
         )
         artifact_path = train_or_resume(config)
         history = json.loads((Path(config.out_dir) / "history.json").read_text())
         artifact = load_artifact(artifact_path)
         test = encode_file(test_path, artifact.vocab)
-        row = {"epochs": len(history), "lr": args.lr,
+        row = {"loss": loss, "noise_samples": noise_samples if loss == "nce" else None,
+               "epochs": len(history), "lr": args.lr,
                "train_seconds": sum(h["train_seconds"] for h in history),
                "words_per_second": sum(h["train_words_per_second"] for h in history) / len(history),
                "test": evaluate(artifact.model, test, artifact.vocab.bos_id, artifact.vocab.eos_id).to_dict()}
@@ -83,7 +89,7 @@ def main() -> None:
             model = load_artifact(recentered).model
             row["dev_log_z_shift"] = dev_stats.log_z_mean
             row["test_recentered"] = evaluate(model, test, artifact.vocab.bos_id, artifact.vocab.eos_id).to_dict()
-        rows[loss] = row
+        rows[name] = row
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads,"
               f" torch {torch.__version__}", "settings": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
@@ -101,11 +107,18 @@ def markdown_table(rows: dict) -> str:
                 f" {test['log_z_mean']:+.3f} | {test['log_z_var']:.3f} | {test['log_z_abs_mean']:.3f} |"
                 f" {row['words_per_second']:.0f} | {row['train_seconds'] / 60:.1f} min |")
 
-    lines.append(line("CE (softmax)", rows["ce"], rows["ce"]["test"]))
-    lines.append(line("NCE", rows["nce"], rows["nce"]["test"]))
-    lines.append(line("NCE, log_z re-centered on dev", rows["nce"], rows["nce"]["test_recentered"]))
-    gap = rows["nce"]["test"]["normalized_ppl"] / rows["ce"]["test"]["normalized_ppl"] - 1
-    return "\n".join(lines) + f"\n\nNCE vs CE normalized test perplexity: {gap:+.1%}\n"
+    ce = rows["ce"]
+    lines.append(line("CE (softmax)", ce, ce["test"]))
+    gaps = []
+    for row in rows.values():
+        if row["loss"] != "nce":
+            continue
+        s = row["noise_samples"]
+        lines.append(line(f"NCE, S = {s}", row, row["test"]))
+        lines.append(line(f"NCE, S = {s}, log_z re-centered on dev", row, row["test_recentered"]))
+        gap = row["test"]["normalized_ppl"] / ce["test"]["normalized_ppl"] - 1
+        gaps.append(f"NCE (S = {s}) vs CE normalized test perplexity: {gap:+.1%}")
+    return "\n".join(lines) + "\n\n" + "\n".join(gaps) + "\n"
 
 
 if __name__ == "__main__":
