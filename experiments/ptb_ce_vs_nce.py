@@ -25,9 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rescorer.artifact import load_artifact, set_log_z
+from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.corpus import iter_sentences
 from training.evaluate import evaluate
+from training.schedule import Schedule
 from training.train import train
 
 
@@ -36,12 +38,15 @@ def encode_file(path: Path, vocab) -> list[list[int]]:
 
 
 def train_or_resume(config: TrainConfig) -> Path:
+    """Reuse a finished run; continue a stopped one, or a finished one given more epochs."""
     run = Path(config.out_dir)
     artifact = run / "artifact"
-    if (artifact / "config.json").exists():
-        print(f"reusing {artifact}", flush=True)
-        return artifact
     resume = (run / "checkpoint.pt").exists()
+    if resume and (artifact / "config.json").exists():
+        history = load_checkpoint(run / "checkpoint.pt")["history"]
+        if Schedule.from_history(history, config, global_step=0).done(config):
+            print(f"reusing {artifact}", flush=True)
+            return artifact
     print(f"{'resuming' if resume else 'training'} {run}", flush=True)
     return train(config, resume=resume, progress=sys.stderr.isatty()).artifact_path
 

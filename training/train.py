@@ -8,13 +8,15 @@ Run directory layout (`config.out_dir`):
     history.json         per-epoch metrics
     artifact/            the final artifact (config.json, words.txt, model.safetensors)
 
-Learning-rate schedule (paper 1, section 5): a fixed rate while the dev normalized
-perplexity improves by at least `anneal_threshold` (0.3 %) per epoch; from the first epoch
-that improves less, the rate is halved before each of `anneal_epochs` further epochs; never
-more than `max_epochs` in all. The artifact holds the weights of the best dev epoch.
+Learning-rate schedule (paper 1, section 5; `training/schedule.py`): a fixed rate while the
+dev normalized perplexity improves by at least `anneal_threshold` (0.3 %) per epoch; from the
+first epoch that improves less, the rate is halved before each of `anneal_epochs` further
+epochs; never more than `max_epochs` in all. The artifact holds the weights of the best dev
+epoch.
 
 Resume: every epoch re-seeds the random generators from (seed, epoch, rank), and SGD has no
 state beyond the learning rate, so resuming from a checkpoint reproduces the uninterrupted run.
+`max_epochs` and `anneal_epochs` may be raised on resume to train a finished run longer.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ from training.distributed import DistributedContext, init_distributed, pick_devi
 from training.evaluate import evaluate
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
+from training.schedule import Schedule
 from training.sgd import sgd_step
 
-CHECKPOINT_FORMAT = 1
-RESUMABLE_OVERRIDES = {"max_epochs", "device", "out_dir"}  # may change on --resume
+CHECKPOINT_FORMAT = 2  # 2: the schedule stores anneal_start (format 1 is replayed from the history)
+RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
 
 
 class TrainingDivergedError(RuntimeError):
@@ -119,33 +122,34 @@ def _train(
     objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads)
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
 
-    schedule = {"epoch": 0, "lr": config.lr, "prev_dev_ppl": math.inf, "best_dev_ppl": math.inf,
-                "annealing": False, "anneal_done": 0, "done": False, "global_step": 0}
+    schedule = Schedule()
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        schedule.update(checkpoint["schedule"])
         history = list(checkpoint["history"])
-        if checkpoint["config"]["max_epochs"] != config.max_epochs:
-            schedule["done"] = schedule["epoch"] >= config.max_epochs
+        if checkpoint.get("format", 1) == 1:
+            schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
+        else:
+            schedule = Schedule.from_dict(checkpoint["schedule"])
 
     batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     generator = torch.Generator()
 
-    while not schedule["done"]:
-        epoch = schedule["epoch"] + 1
+    while not schedule.done(config):
+        epoch = schedule.epoch + 1
+        lr = schedule.lr(config)
         seed = config.seed * 1_000_003 + epoch * 1_009 + context.rank
         torch.manual_seed(seed)  # dropout
         generator.manual_seed(seed)  # noise samples
         started = time.perf_counter()
-        mean_loss, tokens = _run_epoch(step_fn, model, batches, noise, config, schedule, generator,
+        mean_loss, tokens = _run_epoch(step_fn, model, batches, noise, config, schedule, lr, generator,
                                        device, epoch, vocab.bos_id, show, checkpoint_path=run_dir / "checkpoint.pt")
         train_seconds = time.perf_counter() - started
         dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
         dev_ppl = dev.normalized_ppl
         record = {
-            "epoch": epoch, "lr": schedule["lr"], "train_loss_per_token": mean_loss,
+            "epoch": epoch, "lr": lr, "train_loss_per_token": mean_loss,
             "train_seconds": train_seconds, "train_words_per_second": tokens * context.world_size / train_seconds,
             "dev_normalized_ppl": dev_ppl, "dev_self_normalized_ppl": dev.self_normalized_ppl,
             "dev_log_z_mean": dev.log_z_mean, "dev_log_z_var": dev.log_z_var,
@@ -153,18 +157,18 @@ def _train(
         history.append(record)
         if show:
             tqdm.write(
-                f"epoch {epoch}: lr {schedule['lr']:.4g} train loss {mean_loss:.4f}"
+                f"epoch {epoch}: lr {lr:.4g} train loss {mean_loss:.4f}"
                 f" dev ppl {dev_ppl:.2f} (self-normalized {dev.self_normalized_ppl:.2f},"
                 f" mean log Z {dev.log_z_mean:+.3f}) {record['train_words_per_second']:.0f} words/s"
             )
-        if context.is_main and dev_ppl < schedule["best_dev_ppl"]:
+        if context.is_main and dev_ppl < schedule.best_dev_ppl:
             with atomic_file(run_dir / "best.safetensors") as tmp:
                 save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        _advance_schedule(schedule, config, epoch, dev_ppl)
+        schedule.advance(config, dev_ppl)
         if context.is_main:
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
-                "schedule": dict(schedule), "history": history, "vocab_sha256": vocab.sha256,
+                "schedule": schedule.to_dict(), "history": history, "vocab_sha256": vocab.sha256,
             })
             write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
         context.barrier()
@@ -174,7 +178,7 @@ def _train(
     return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history)
 
 
-def _run_epoch(step_fn, model, batches, noise, config, schedule, generator, device, epoch, bos_id,
+def _run_epoch(step_fn, model, batches, noise, config, schedule, lr, generator, device, epoch, bos_id,
                show, checkpoint_path) -> tuple[float, int]:
     """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
     model.train()
@@ -188,48 +192,30 @@ def _run_epoch(step_fn, model, batches, noise, config, schedule, generator, devi
         loss_sum, state = step_fn(inputs, targets, state, samples)
         state = detach_state(state)
         valid = int((targets != bos_id).sum())
-        schedule["global_step"] += 1
+        schedule.global_step += 1
         batch_loss = loss_sum.item()
         if math.isfinite(batch_loss):
             model.zero_grad(set_to_none=True)
             (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
             # sgd_step leaves the weights untouched when the gradient norm is not finite.
-            norm = sgd_step(model.parameters(), schedule["lr"], config.clip_norm, config.weight_decay)
+            norm = sgd_step(model.parameters(), lr, config.clip_norm, config.weight_decay)
         if not (math.isfinite(batch_loss) and math.isfinite(norm)):
             raise TrainingDivergedError(
                 f"non-finite {'loss' if not math.isfinite(batch_loss) else 'gradient'} at step"
-                f" {schedule['global_step']} (epoch {epoch}); the last good checkpoint"
-                f" ({checkpoint_path}, epoch {schedule['epoch']}) is kept. Hint: lower --lr"
-                f" (now {schedule['lr']:g}) or --clip-norm, or look for corrupt input"
+                f" {schedule.global_step} (epoch {epoch}); the last good checkpoint"
+                f" ({checkpoint_path}, epoch {schedule.epoch}) is kept. Hint: lower --lr"
+                f" (now {lr:g}) or --clip-norm, or look for corrupt input"
             )
         loss_total += batch_loss
         tokens += valid
         window_tokens += valid
-        if show and schedule["global_step"] % 20 == 0:
+        if show and schedule.global_step % 20 == 0:
             now = time.perf_counter()
             bar.set_postfix(loss=f"{loss_total / max(tokens, 1):.3f}",
                             words_per_s=f"{window_tokens / (now - window_start):.0f}")
             window_start, window_tokens = now, 0
     bar.close()
     return loss_total / max(tokens, 1), tokens
-
-
-def _advance_schedule(schedule: dict[str, Any], config: TrainConfig, epoch: int, dev_ppl: float) -> None:
-    prev = schedule["prev_dev_ppl"]
-    improvement = (prev - dev_ppl) / prev if math.isfinite(prev) else math.inf
-    schedule["epoch"] = epoch
-    schedule["prev_dev_ppl"] = dev_ppl
-    schedule["best_dev_ppl"] = min(schedule["best_dev_ppl"], dev_ppl)
-    if not schedule["annealing"] and improvement < config.anneal_threshold:
-        schedule["annealing"] = True
-    if schedule["annealing"]:
-        if schedule["anneal_done"] >= config.anneal_epochs:
-            schedule["done"] = True
-        else:
-            schedule["lr"] /= 2
-            schedule["anneal_done"] += 1
-    if epoch >= config.max_epochs:
-        schedule["done"] = True
 
 
 def _prepare_data(
