@@ -52,3 +52,22 @@ def test_bad_inputs_exit_non_zero_with_a_message_naming_the_problem(demo_corpus,
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert train_main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_stored_epoch_budget_unless_a_larger_one_is_given(demo_corpus, tmp_path):
+    run = tmp_path / "run"
+    common = ["--out", str(run), *TINY[:-3], "--no-progress"]  # TINY without its --max-epochs 1
+    # threshold 1.0: annealing starts at epoch 2, so one annealing epoch ends the run at epoch 3
+    assert train_main(["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]),
+                       "--anneal-threshold", "1.0", "--anneal-epochs", "1", "--max-epochs", "10", *common]) == 0
+
+    def epochs():
+        return [r["epoch"] for r in json.loads((run / "history.json").read_text())]
+
+    assert epochs() == [1, 2, 3]
+    assert train_main(["train", "--resume", *common]) == 0  # the stored budget: nothing more to do
+    assert epochs() == [1, 2, 3]
+    assert train_main(["train", "--resume", "--anneal-epochs", "2", *common]) == 0
+    assert epochs() == [1, 2, 3, 4]
+    assert train_main(["train", "--resume", "--max-epochs", "4", "--anneal-epochs", "5", *common]) == 0
+    assert epochs() == [1, 2, 3, 4]  # capped by max_epochs

@@ -25,6 +25,8 @@ from training.demo_nbest import write_demo_nbest
 from training.evaluate import EvaluationResult, evaluate
 from training.train import ResumeError, TrainingDivergedError, train
 
+# the epoch budget: taken from the checkpoint on --resume unless given, and then may be raised
+BUDGET_FLAGS = {"max_epochs": "maximum epochs", "anneal_epochs": "halved-rate epochs once the dev gain falls below the threshold"}
 DEFAULT_DATA_DIR = os.environ.get("RESCORER_DATA_DIR", "../shared/data")
 CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
     "ptb": ("ptb/ptb.train.txt.gz", "ptb/ptb.valid.txt.gz", "ptb/ptb.test.txt.gz"),
@@ -55,8 +57,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("train_path", "dev_path", "out_dir", "vocab_path")}
     for name, default in defaults.items():
         flag = "--" + name.replace("_", "-")
-        if name == "max_epochs":
-            p.add_argument(flag, type=int, default=None, help=f"maximum epochs (default {default}; may be raised on --resume)")
+        if name in BUDGET_FLAGS:
+            p.add_argument(flag, type=int, default=None, help=f"{BUDGET_FLAGS[name]} (default {default}; may be raised on --resume)")
         elif name == "loss":
             p.add_argument(flag, choices=["ce", "nce"], default=default, help="ce: softmax cross-entropy; nce: self-normalized NCE")
         elif isinstance(default, bool):
@@ -79,8 +81,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         stored = load_checkpoint(Path(args.out) / "checkpoint.pt")["config"]
         overrides = {"out_dir": args.out, "device": args.device}
-        if args.max_epochs is not None:
-            overrides["max_epochs"] = args.max_epochs
+        overrides.update({name: getattr(args, name) for name in BUDGET_FLAGS if getattr(args, name) is not None})
         return TrainConfig.from_dict({**stored, **overrides})
     train_path, dev_path = args.train, args.dev
     if args.corpus:
@@ -90,7 +91,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise CorpusError("give --train and --dev, or --corpus")
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
               if f.name not in ("train_path", "dev_path", "out_dir") and hasattr(args, f.name)}
-    values["max_epochs"] = args.max_epochs if args.max_epochs is not None else TrainConfig.max_epochs
+    for name in BUDGET_FLAGS:
+        values[name] = getattr(args, name) if getattr(args, name) is not None else getattr(TrainConfig, name)
     return TrainConfig(train_path=resolve_data_path(train_path, args.data_dir),
                        dev_path=resolve_data_path(dev_path, args.data_dir), out_dir=args.out, **values)
 
