@@ -4,7 +4,8 @@
         --out docs/bench/server_load.json
 
 Starts `rescorer-server` twice on 127.0.0.1, batching on (defaults) and off
-(--max-batch-requests 1), and sends one utterance (30 hypotheses) per POST /v1/rescore at
+(--max-batch-requests 1), and sends one utterance (30 hypotheses; with --refs also its
+reference) per POST /v1/rescore at
 concurrency 1, 8, 32 and 64 (a bounded number of requests per point, or with `--client wrk`
 a bounded duration: wrk, Debian's package, costs the shared CPU far less than the Python
 client, so it measures the service rather than the load generator). Reports utterances/s,
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk point")
     parser.add_argument("--server-args", default="", help="extra rescorer-server flags, e.g. '--torch-threads 1'")
     parser.add_argument("--server-env", default="", help="environment for the server, e.g. 'MALLOC_ARENA_MAX=2'")
+    parser.add_argument("--refs", action="store_true",
+                        help="send the references too, so the service also computes WER (the library"
+                             " figure stays scoring only)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -141,7 +145,8 @@ def main() -> None:
     for utt in utterances:
         record = utterance_to_record(utt)
         record["hyps"] = [{"text": h["text"], "am_score": h["am_score"], "lm_score": h["lm_score"]} for h in record["hyps"]]
-        bodies.append(json.dumps({"utterances": [{k: record[k] for k in ("utt_id", "ref", "hyps")}]}).encode())
+        keys = ("utt_id", "ref", "hyps") if args.refs else ("utt_id", "hyps")
+        bodies.append(json.dumps({"utterances": [{k: record[k] for k in keys}]}).encode())
     hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
 
     artifact = load_artifact(args.model_dir)
@@ -202,6 +207,7 @@ def main() -> None:
         results["library_over_unbatched_service_at_32"] = library_hyps_per_s / by[("unbatched", 32)]["hyps_per_s"]
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
     results["server_args"], results["server_env"], results["client"] = args.server_args, args.server_env, args.client
+    results["refs"] = args.refs
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
