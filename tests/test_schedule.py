@@ -37,7 +37,7 @@ def test_the_schedule_survives_a_round_trip_and_a_replay_of_the_history(tmp_path
     ppls = [300, 200, 199.9, 190, 185]
     _, schedule = run_schedule(config, ppls)
     schedule.global_step = 77
-    assert Schedule.from_dict(schedule.to_dict()) == schedule
+    assert Schedule(**schedule.to_dict()) == schedule
     replayed = Schedule.from_history([{"dev_normalized_ppl": p} for p in ppls], config, global_step=77)
     assert replayed == schedule
 

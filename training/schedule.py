@@ -54,13 +54,10 @@ class Schedule:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Schedule:
-        return cls(**{k: data[k] for k in ("epoch", "prev_dev_ppl", "best_dev_ppl", "anneal_start", "global_step")})
-
-    @classmethod
     def from_history(cls, history: list[dict[str, Any]], config: TrainConfig, global_step: int) -> Schedule:
-        """Replay the recorded dev perplexities (checkpoint format 1 stored a rate and a
-        halving count instead of `anneal_start`)."""
+        """Replay the recorded dev perplexities: how a resumed run rebuilds its schedule, so the
+        checkpoint's history is the one source of truth (format 1 stored a rate and a halving
+        count instead of `anneal_start`; both formats resume the same way)."""
         schedule = cls(global_step=global_step)
         for record in history:
             schedule.advance(config, record["dev_normalized_ppl"])

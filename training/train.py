@@ -48,7 +48,7 @@ from training.objective import TrainingObjective
 from training.schedule import Schedule
 from training.sgd import sgd_step
 
-CHECKPOINT_FORMAT = 2  # 2: the schedule stores anneal_start (format 1 is replayed from the history)
+CHECKPOINT_FORMAT = 2  # 2: the stored schedule has anneal_start (both formats resume from the history)
 RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
 
 
@@ -127,10 +127,8 @@ def _train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         history = list(checkpoint["history"])
-        if checkpoint.get("format", 1) == 1:
-            schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
-        else:
-            schedule = Schedule.from_dict(checkpoint["schedule"])
+        # the history is the schedule's one source of truth (format 1 stored no anneal_start)
+        schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
 
     batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
