@@ -3,8 +3,8 @@ self-normalized.
 
     log p(sentence) = sum over w_1 .. w_n, </s> of log p(w_i | <s> w_1 .. w_{i-1})   (natural log)
 
-Sentences are sorted by length and packed into padded batches under a token budget
-(`rescorer.sentence_batches`); for a self-normalized artifact only the output rows of the
+Sentences are sorted by length and cut into padded batches under a token budget where padding
+would cost more than another batch (`rescorer.sentence_batches`); for a self-normalized artifact only the output rows of the
 words being scored are gathered (O(D) per token), for a softmax artifact a full log-softmax
 is computed in chunks. Words outside the vocabulary are scored as `<unk>` and counted.
 `prefix_sharing=True` runs the LSTM once per distinct prefix instead (`rescorer.prefix_scoring`).
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from rescorer.artifact import Artifact
 from rescorer.model import LstmLanguageModel
-from rescorer.sentence_batches import make_sentence_batches
+from rescorer.sentence_batches import make_sentence_batches, step_cost_for
 
 LOGIT_CHUNK = 2048  # positions per full-vocabulary block for softmax artifacts
 
@@ -80,7 +80,7 @@ def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int,
     totals = np.zeros(len(ids), dtype=np.float64)
     per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
     bar = tqdm(total=len(ids), desc="scoring", unit="sent", disable=not progress, leave=False)
-    for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens):
+    for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens, step_cost_for(device)):
         features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
         mask = batch.mask.to(device)  # (B, T)
         scores = torch.zeros(mask.shape, dtype=torch.float64, device=device)  # (B, T)

@@ -6,6 +6,7 @@ rescorer scores a hypothesis: inputs `<s> w_1 .. w_n`, targets `w_1 .. w_n </s>`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,23 +28,76 @@ class SentenceBatch:
         return self.targets != PAD_TARGET  # (B, T)
 
 
-def make_sentence_batches(
-    sentences: Sequence[Sequence[int]], bos_id: int, eos_id: int, max_tokens: int = 4096
-) -> Iterator[SentenceBatch]:
-    """Sort by length, then fill each batch until its padded size would exceed `max_tokens`.
+# What one more time step of a batch costs, in padded tokens' worth of work: a batch of `count`
+# sentences padded to `width` steps costs about width * (count + STEP_COST). On CPU the LSTM's
+# per-step overhead is small, so padding is what matters and near-homogeneous batches win:
+# `python bench/batch_partition.py` measures the LibriSpeech 30-best lists (docs/RESULTS.md).
+# On an accelerator each step is a kernel launch that costs as much as many tokens, so batches
+# should fill the token budget; that value is a choice, not a measurement (no GPU here).
+STEP_COST = {"cpu": 8.0}
+ACCELERATOR_STEP_COST = 1024.0
 
-    A single sentence longer than the budget gets a batch of its own.
+
+def step_cost_for(device: torch.device) -> float:
+    return STEP_COST.get(device.type, ACCELERATOR_STEP_COST)
+
+
+def partition_by_length(lengths: Sequence[int], max_tokens: int, step_cost: float) -> list[list[int]]:
+    """Groups of indices (ascending length) minimizing sum of width * (count + step_cost) over groups.
+
+    A group is padded to its longest length (`width`) and holds at most max_tokens // width
+    sentences (at least one, so a sentence over the budget is a group of its own). Sorted by
+    length, an optimal partition cuts the sorted list into runs; a dynamic programme over the
+    distinct lengths finds the best cuts (O(distinct lengths^2)), and a run larger than the budget
+    is split into equal pieces.
     """
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    batch: list[int] = []
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    widths: list[int] = []
+    counts: list[int] = []
     for i in order:
-        longest = len(sentences[i]) + 1  # sorted ascending, so this one is the longest so far
-        if batch and longest * (len(batch) + 1) > max_tokens:
-            yield _pad(sentences, batch, bos_id, eos_id)
-            batch = []
-        batch.append(i)
-    if batch:
-        yield _pad(sentences, batch, bos_id, eos_id)
+        if widths and widths[-1] == lengths[i]:
+            counts[-1] += 1
+        else:
+            widths.append(lengths[i])
+            counts.append(1)
+    # best[j]: the least cost of the sentences of the j shortest distinct lengths; cut[j]: where
+    # the last run of that optimum starts
+    best = [0.0] + [math.inf] * len(widths)
+    cut = [0] * (len(widths) + 1)
+    for j in range(1, len(widths) + 1):
+        width = max(widths[j - 1], 1)
+        per_group = max(1, max_tokens // width)
+        count = 0
+        for i in range(j, 0, -1):
+            count += counts[i - 1]
+            cost = best[i - 1] + width * (count + step_cost * math.ceil(count / per_group))
+            if cost < best[j]:
+                best[j], cut[j] = cost, i - 1
+    runs = []
+    j = len(widths)
+    while j > 0:
+        runs.append((cut[j], j))
+        j = cut[j]
+    groups, start = [], 0
+    for i, j in reversed(runs):
+        count = sum(counts[i:j])
+        members = order[start : start + count]
+        start += count
+        pieces = math.ceil(count / max(1, max_tokens // max(widths[j - 1], 1)))
+        size, larger = divmod(count, pieces)  # sizes differ by one at most
+        for piece in range(pieces):
+            first = piece * size + min(piece, larger)
+            groups.append(members[first : first + size + (piece < larger)])
+    return groups
+
+
+def make_sentence_batches(
+    sentences: Sequence[Sequence[int]], bos_id: int, eos_id: int, max_tokens: int = 4096,
+    step_cost: float = STEP_COST["cpu"],
+) -> Iterator[SentenceBatch]:
+    """Padded batches of at most `max_tokens` padded tokens, grouped by `partition_by_length`."""
+    for group in partition_by_length([len(s) + 1 for s in sentences], max_tokens, step_cost):
+        yield _pad(sentences, group, bos_id, eos_id)
 
 
 def _pad(sentences: Sequence[Sequence[int]], batch: list[int], bos_id: int, eos_id: int) -> SentenceBatch:

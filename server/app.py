@@ -53,6 +53,32 @@ class BodyLimit:
         return await self.app(scope, counted, send)
 
 
+class RequestMetrics:
+    """Requests by route and status, and latency by route (pure ASGI: no per-request task or stream)."""
+
+    def __init__(self, app: ASGIApp, metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500  # if the app raises before starting a response, the server answers 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = scope["path"] if scope.get("route") is not None else "unmatched"  # fixed paths only
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -63,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = pick_device(settings.device)
         registry = load_registry(settings.model_dir, device, settings.half_precision)
         batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, settings.max_delay_ms,
-                                 settings.queue_tokens, settings.max_batch_requests, settings.telemetry_sample_rate)
+                                 settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share)
         batcher.start()
         app.state.registry, app.state.batcher, app.state.ready = registry, batcher, True
         yield
@@ -75,14 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics, app.state.ready = settings, create_metrics(), False
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path if request.scope.get("route") is not None else "unmatched"  # fixed paths only
-        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
-        app.state.metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):

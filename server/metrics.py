@@ -21,6 +21,8 @@ class Metrics:
     batch_tokens: Histogram
     batch_requests: Histogram
     tokens_scored: Counter
+    scoring_seconds: Counter
+    telemetry_seconds: Counter
     log_z: Histogram
     log_z_mean: Gauge
 
@@ -38,6 +40,10 @@ def create_metrics() -> Metrics:
         batch_tokens=Histogram("rescorer_batch_tokens", "tokens per device call", buckets=SIZE_BUCKETS, registry=r),
         batch_requests=Histogram("rescorer_batch_requests", "requests per device call", buckets=SIZE_BUCKETS, registry=r),
         tokens_scored=Counter("rescorer_tokens_scored", "tokens scored (rate() gives tokens/s)", ["model"], registry=r),
+        scoring_seconds=Counter("rescorer_scoring_seconds", "time the batch worker spent scoring (rate() gives"
+                                " its busy share)", ["model"], registry=r),
+        telemetry_seconds=Counter("rescorer_telemetry_seconds", "time spent measuring the exact log Z(h)",
+                                  ["model"], registry=r),
         log_z=Histogram("rescorer_log_z", "exact log Z(h) on sampled live positions (0 = perfectly normalized)",
                         ["model"], buckets=(-2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2), registry=r),
         log_z_mean=Gauge("rescorer_log_z_mean", "running mean of the sampled log Z(h)", ["model"], registry=r),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def json_response(body: BaseModel) -> Response:
+    """A response body already built from its schema, serialized once, in pydantic's Rust core
+    (a returned model would be validated again by FastAPI and encoded in Python)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 class HypothesisIn(BaseModel):

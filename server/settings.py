@@ -36,5 +36,6 @@ class Settings(BaseSettings):
     interp_weight: float = 0.5
     word_penalty: float = 0.0
     oov_penalty: float = 0.0
-    # self-normalization telemetry: exact log Z(h) on this share of scored positions
-    telemetry_sample_rate: float = 0.01
+    # self-normalization telemetry: exact log Z(h) at live positions, spending at most this
+    # share of the scoring time on it (0 = off); see server/batcher.py
+    telemetry_share: float = Field(default=0.01, ge=0.0)

@@ -159,11 +159,19 @@ def test_kaldi_form_keeps_keys_and_order(model_dir):
 
 
 def test_metrics_expose_requests_latency_batches_and_log_z_telemetry(model_dir):
-    with running_server(Settings(model_dir=model_dir, telemetry_sample_rate=1.0)) as (url, _):
+    with running_server(Settings(model_dir=model_dir, telemetry_share=1.0)) as (url, _):
         httpx.post(f"{url}/v1/score", json={"sentences": ["the cat sat", "a dog"]}, timeout=10)
+        httpx.post(f"{url}/v1/score", json={"sentences": []}, timeout=10)
+        httpx.get(f"{url}/v1/no/such/route", timeout=10)
         text = httpx.get(f"{url}/metrics", timeout=10).text
+    for line in ('rescorer_requests_total{route="/v1/score",status="200"} 1.0',
+                 'rescorer_requests_total{route="/v1/score",status="422"} 1.0',
+                 'rescorer_requests_total{route="unmatched",status="404"} 1.0',
+                 'rescorer_request_latency_seconds_count{route="/v1/score"} 2.0'):
+        assert line in text, line
     for name in ("rescorer_requests_total", "rescorer_request_latency_seconds_bucket", "rescorer_queue_tokens",
                  "rescorer_batch_hypotheses_bucket", "rescorer_batch_tokens_bucket", "rescorer_tokens_scored_total",
+                 "rescorer_scoring_seconds_total", "rescorer_telemetry_seconds_total",
                  'rescorer_log_z_count{model="tiny"}', 'rescorer_log_z_mean{model="tiny"}'):
         assert name in text, name
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from rescorer.model import LstmLanguageModel
-from rescorer.sentence_batches import make_sentence_batches
+from rescorer.sentence_batches import make_sentence_batches, step_cost_for
 
 LOGIT_CHUNK = 2048  # positions per full-vocabulary logit block (bounds memory at large V)
 
@@ -69,7 +69,7 @@ def evaluate(
     norm_sum = self_sum = 0.0
     z_sum = z_sq_sum = z_abs_sum = 0.0
     count = 0
-    for batch in make_sentence_batches(sentences, bos_id, eos_id, max_tokens):
+    for batch in make_sentence_batches(sentences, bos_id, eos_id, max_tokens, step_cost_for(device)):
         features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
         mask = batch.mask.to(device)
         features = features[mask]  # (N, D)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
@@ -11,7 +11,7 @@ from rescorer.evaluation import oracle_hypotheses
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.wer import pairwise_errors
 from server.routes.limits import check_count
-from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut
+from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
 
 router = APIRouter(tags=["rescoring"])
 
@@ -67,7 +67,7 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
 
 
 @router.post("/rescore", response_model=RescoreResponse)
-async def rescore(body: RescoreRequest, request: Request) -> RescoreResponse:
+async def rescore(body: RescoreRequest, request: Request) -> Response:
     """Score every hypothesis with the model, combine with the first-pass scores, re-rank.
 
     Weights: the request's, else the artifact's tuned ones (`rescorer set-weights`), else the
@@ -88,5 +88,4 @@ async def rescore(body: RescoreRequest, request: Request) -> RescoreResponse:
     utterances = _to_utterances(body)
     scores = await state.batcher.submit(name, [h.words for u in utterances for h in u.hyps], settings.request_timeout_s)
     response = await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)
-    # Built from the response model already: skip FastAPI's second validation of 30+ objects.
-    return JSONResponse(response.model_dump())
+    return json_response(response)

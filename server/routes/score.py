@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from server.routes.limits import check_count, limit_error
-from server.schemas import ScoreRequest, ScoreResponse, SentenceScoreOut
+from server.schemas import ScoreRequest, ScoreResponse, SentenceScoreOut, json_response
 
 router = APIRouter(tags=["scoring"])
 
 
 @router.post("/score", response_model=ScoreResponse)
-async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+async def score(body: ScoreRequest, request: Request) -> Response:
     """Natural-log probabilities of sentences (`</s>` included), optionally per token."""
     state = request.app.state
     settings = state.settings
@@ -20,11 +20,11 @@ async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         check_count(["sentences", i], len(words), settings.max_words_per_hyp, "words")
     name, _ = state.registry.get(body.model)
     scores = await state.batcher.submit(name, sentences, settings.request_timeout_s)
-    return ScoreResponse(model=name, scores=[
+    return json_response(ScoreResponse(model=name, scores=[
         SentenceScoreOut(log_prob=float(scores.log_probs[i]), num_tokens=int(scores.num_tokens[i]),
                          num_oov=int(scores.num_oov[i]),
                          token_log_probs=scores.token_log_probs[i].tolist() if body.per_token else None)
-        for i in range(len(sentences))])
+        for i in range(len(sentences))]))
 
 
 @router.post("/score/kaldi", response_class=PlainTextResponse,
