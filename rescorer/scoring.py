@@ -58,29 +58,34 @@ def token_log_probs(model: LstmLanguageModel, features: torch.Tensor, targets: t
 @torch.inference_mode()
 def score_sentences(
     artifact: Artifact, sentences: Sequence[Sequence[str]], max_tokens: int = 4096,
-    per_token: bool = False, prefix_sharing: bool = False, progress: bool = False,
+    per_token: bool = False, prefix_sharing: bool = False, progress: bool = False, step_cost: float | None = None,
 ) -> SentenceScores:
-    """Score word sequences (each a list of words; [] is the empty sentence, scoring `</s>` only)."""
+    """Score word sequences (each a list of words; [] is the empty sentence, scoring `</s>` only).
+
+    `step_cost` (default: the device's, `rescorer.sentence_batches.step_cost_for`) sets how the
+    sentences are cut into padded batches; it changes the speed, not the scores.
+    """
     ids, oov = encode_sentences(artifact, sentences)
     if prefix_sharing:
         from rescorer.prefix_scoring import score_with_prefix_sharing
 
         totals, tokens = score_with_prefix_sharing(artifact, ids, max_tokens)
     else:
-        totals, tokens = _score_padded(artifact, ids, max_tokens, progress)
+        totals, tokens = _score_padded(artifact, ids, max_tokens, progress, step_cost)
     lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)
     return SentenceScores(totals, lengths, oov, tokens if per_token else None)
 
 
-def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int,
-                  progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int, progress: bool = False,
+                  step_cost: float | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     model, vocab = artifact.model, artifact.vocab
     model.eval()
     device = model.device
     totals = np.zeros(len(ids), dtype=np.float64)
     per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
     bar = tqdm(total=len(ids), desc="scoring", unit="sent", disable=not progress, leave=False)
-    for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens, step_cost_for(device)):
+    for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens,
+                                       step_cost_for(device) if step_cost is None else step_cost):
         features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
         mask = batch.mask.to(device)  # (B, T)
         scores = torch.zeros(mask.shape, dtype=torch.float64, device=device)  # (B, T)

@@ -34,7 +34,7 @@ class SentenceBatch:
 # `python bench/batch_partition.py` measures the LibriSpeech 30-best lists (docs/RESULTS.md).
 # On an accelerator each step is a kernel launch that costs as much as many tokens, so batches
 # should fill the token budget; that value is a choice, not a measurement (no GPU here).
-STEP_COST = {"cpu": 8.0}
+STEP_COST = {"cpu": 4.0}
 ACCELERATOR_STEP_COST = 1024.0
 
 

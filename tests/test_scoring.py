@@ -33,7 +33,9 @@ def test_batched_padded_prefix_shared_and_one_by_one_scoring_agree(kind):
     shared = score_sentences(artifact, SENTENCES, prefix_sharing=True).log_probs
     shared_small_groups = score_sentences(artifact, SENTENCES, max_tokens=5, prefix_sharing=True).log_probs
     one_by_one = np.array([score_sentences(artifact, [s]).log_probs[0] for s in SENTENCES])
-    for result in (batched, tiny_batches, shared, shared_small_groups, one_by_one):
+    unpadded = score_sentences(artifact, SENTENCES, step_cost=0.0).log_probs  # one batch per length
+    filled = score_sentences(artifact, SENTENCES, step_cost=1e9).log_probs  # budget-filling batches
+    for result in (batched, tiny_batches, shared, shared_small_groups, one_by_one, unpadded, filled):
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
 
 
