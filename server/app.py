@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from contextlib import asynccontextmanager
 
@@ -79,17 +80,29 @@ class RequestMetrics:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
+def scoring_threads(settings: Settings, device: torch.device) -> tuple[int, int]:
+    """(scoring workers, torch threads): on CPU one worker per core with one torch thread each, as
+    independent batches on separate cores outrun one batch on all of them (server/batcher.py);
+    on an accelerator one worker, the torch threads left as they are."""
+    if device.type != "cpu":
+        return settings.scoring_workers or 1, settings.torch_threads or torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = settings.scoring_workers or cores
+    return workers, settings.torch_threads or max(1, cores // workers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         device = pick_device(settings.device)
+        workers, threads = scoring_threads(settings, device)
+        torch.set_num_threads(threads)  # threads started after this (the workers) take this count
         registry = load_registry(settings.model_dir, device, settings.half_precision)
         batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, settings.max_delay_ms,
-                                 settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share)
+                                 settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share,
+                                 workers=workers)
         batcher.start()
         app.state.registry, app.state.batcher, app.state.ready = registry, batcher, True
         yield

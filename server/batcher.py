@@ -1,11 +1,16 @@
 """Dynamic batching: hypotheses of concurrent requests scored together in one device call.
 
 Requests put work items (a model name and its sentences; an utterance's hypotheses stay in
-one item) on a bounded queue. One worker thread takes the oldest item and keeps adding
+one item) on a bounded queue. A worker thread takes the oldest item and keeps adding
 items for the same model until the batch holds `batch_tokens` tokens, or the oldest item
 has waited `max_delay_ms`, or `max_batch_requests` items are in; it scores the batch in one
 `score_sentences` call (inference mode, off the event loop) and hands each item its share.
 If a batch fails, its items are retried one by one, so a bad item fails alone.
+
+`workers` threads do this side by side, each scoring its own batch. On CPU the service runs
+one per core with one torch thread each (server/app.py): PyTorch's intra-op threads buy
+little on an LSTM's small per-step matrices, while independent batches on separate cores do
+not wait for one another (bench/scoring_workers.py measures both on the LibriSpeech lists).
 
 Telemetry: after a batch, the exact log Z(h) of a self-normalized model is measured at every
 position of one sentence drawn uniformly from the batch (so every scored position is equally
@@ -61,29 +66,35 @@ class WorkItem:
 class DynamicBatcher:
     def __init__(self, registry: Registry, metrics: Metrics, batch_tokens: int, max_delay_ms: float,
                  queue_tokens: int, max_batch_requests: int | None = None, telemetry_share: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, workers: int = 1) -> None:
         self.registry, self.metrics = registry, metrics
         self.batch_tokens, self.max_delay = batch_tokens, max_delay_ms / 1000.0
         self.queue_limit, self.max_batch_requests = queue_tokens, max_batch_requests
         self.telemetry_share = telemetry_share
         self._scoring_s = self._telemetry_s = 0.0  # worker-thread time spent on each, for the share
+        self._measuring = False  # a worker is measuring log Z
+        self._stats_lock = threading.Lock()  # the three above, the log Z running mean and the sampler
         self._random = random.Random(seed)
         self._queue: deque[WorkItem] = deque()
         self._queued_tokens = 0
         self._condition = threading.Condition()
         self._stopping = False
         self._log_z_stats: dict[str, list[float]] = {}
-        self._thread = threading.Thread(target=self._run, name="rescorer-batcher", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"rescorer-scorer-{i}", daemon=True)
+                         for i in range(max(1, workers))]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then end the worker."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     async def submit(self, model: str, sentences: list[list[str]], timeout: float) -> SentenceScores:
         tokens = sum(len(s) + 1 for s in sentences)
@@ -110,12 +121,13 @@ class DynamicBatcher:
 
     def _take_batch(self) -> list[WorkItem] | None:
         with self._condition:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._condition.wait()
-            first = self._queue[0]
-            while True:  # wait for company until the budget or the delay is reached
+            while True:  # wait for an item, then for company until the budget or the delay is reached
+                if not self._queue:
+                    if self._stopping:
+                        return None
+                    self._condition.wait()
+                    continue
+                first = self._queue[0]  # read again on every pass: another worker may have taken it
                 same = [i for i in self._queue if i.model == first.model]
                 tokens = sum(i.tokens for i in same)
                 full = tokens >= self.batch_tokens or (self.max_batch_requests is not None
@@ -137,13 +149,20 @@ class DynamicBatcher:
                 self._queue.remove(item)
                 self._queued_tokens -= item.tokens
             self._update_queue_metrics()
+            if self._queue:
+                self._condition.notify()  # a waiting worker may start on what is left
             return batch
 
     def _run(self) -> None:
         while (batch := self._take_batch()) is not None:
             live = [i for i in batch if not i.cancelled and not i.future.done()]
-            if live:
-                self._score(live)
+            try:
+                if live:
+                    self._score(live)
+            except Exception:  # the worker must outlive any batch
+                log.exception("a batch failed outside scoring")
+                for item in live:
+                    self._resolve(item, error=RuntimeError("scoring failed"))
 
     def _score(self, batch: list[WorkItem]) -> None:
         name = batch[0].model
@@ -161,7 +180,8 @@ class DynamicBatcher:
                 self._score([item])
             return
         elapsed = time.perf_counter() - started
-        self._scoring_s += elapsed
+        with self._stats_lock:
+            self._scoring_s += elapsed
         self.metrics.scoring_seconds.labels(name).inc(elapsed)
         self.metrics.batch_requests.observe(len(batch))
         self.metrics.batch_hypotheses.observe(len(sentences))
@@ -174,7 +194,10 @@ class DynamicBatcher:
                                   scores.num_oov[start:stop], scores.token_log_probs[start:stop])
             self._resolve(item, result=part)
             start = stop
-        self._telemetry(name, artifact, sentences)
+        try:
+            self._telemetry(name, artifact, sentences)
+        except Exception:
+            log.exception("log Z telemetry failed")
 
     def _resolve(self, item: WorkItem, result: SentenceScores | None = None, error: Exception | None = None) -> None:
         def settle() -> None:
@@ -189,18 +212,27 @@ class DynamicBatcher:
 
     def _telemetry(self, name: str, artifact, sentences: list[list[str]]) -> None:
         """Exact log Z(h) at the positions of one sentence of the batch, within the time share."""
-        if (self.telemetry_share <= 0 or not artifact.model.is_self_normalized
-                or self._telemetry_s > self.telemetry_share * self._scoring_s):
+        if self.telemetry_share <= 0 or not artifact.model.is_self_normalized:
             return
+        with self._stats_lock:  # one measurement at a time, so the share overshoots by one at most
+            if self._measuring or self._telemetry_s > self.telemetry_share * self._scoring_s:
+                return
+            self._measuring = True
+            words = self._random.choice(sentences)
         started = time.perf_counter()
-        values = log_z_of_sentence(artifact, self._random.choice(sentences))
+        try:
+            values = log_z_of_sentence(artifact, words)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._stats_lock:
+                self._telemetry_s += elapsed
+                self._measuring = False
+        self.metrics.telemetry_seconds.labels(name).inc(elapsed)
         histogram = self.metrics.log_z.labels(name)
         for v in values:
             histogram.observe(float(v))
-        stats = self._log_z_stats.setdefault(name, [0.0, 0.0])
-        stats[0] += float(np.sum(values))
-        stats[1] += len(values)
-        self.metrics.log_z_mean.labels(name).set(stats[0] / stats[1])
-        elapsed = time.perf_counter() - started
-        self._telemetry_s += elapsed
-        self.metrics.telemetry_seconds.labels(name).inc(elapsed)
+        with self._stats_lock:
+            stats = self._log_z_stats.setdefault(name, [0.0, 0.0])
+            stats[0] += float(np.sum(values))
+            stats[1] += len(values)
+            self.metrics.log_z_mean.labels(name).set(stats[0] / stats[1])

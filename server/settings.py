@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     token: str | None = None  # bearer token required on every /v1 route when set
     device: str = "auto"  # auto = cuda when present, else cpu
     half_precision: bool = False  # fp16 weights on CUDA
-    torch_threads: int | None = None  # default: torch's choice
+    # scoring threads, each scoring its own batch; default: on CPU one per core, on CUDA one
+    scoring_workers: int | None = Field(default=None, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1)  # per process; default: cores // workers on CPU
     # limits
     max_body_bytes: int = 4 * 1024 * 1024
     max_utterances: int = 256  # per request

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 
 import server.batcher as batcher_module
 from rescorer.artifact import save_artifact
@@ -213,3 +214,25 @@ def test_weights_come_from_the_request_then_the_artifact_then_the_settings(tmp_p
         given = httpx.post(f"{url}/v1/rescore", json=_body(weights={"lm_weight": 2.0}), timeout=30).json()["weights"]
     assert (tuned["lm_weight"], tuned["word_penalty"], tuned["interp_weight"]) == (0.3, 1.5, 0.5)
     assert given["lm_weight"] == 2.0 and given["word_penalty"] == 1.5
+
+
+def test_on_cpu_each_core_gets_a_single_threaded_scoring_worker(model_dir, monkeypatch):
+    from server.app import scoring_threads
+
+    cores = len(os.sched_getaffinity(0))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert scoring_threads(Settings(model_dir=model_dir), cpu) == (cores, 1)
+    assert scoring_threads(Settings(model_dir=model_dir, scoring_workers=1), cpu) == (1, cores)
+    assert scoring_threads(Settings(model_dir=model_dir, scoring_workers=1, torch_threads=3), cpu) == (1, 3)
+    assert scoring_threads(Settings(model_dir=model_dir), cuda)[0] == 1
+    real, seen = batcher_module.score_sentences, []
+
+    def noting_threads(*args, **kwargs):
+        seen.append(torch.get_num_threads())  # as the scoring worker's thread sees it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batcher_module, "score_sentences", noting_threads)
+    with running_server(Settings(model_dir=model_dir, scoring_workers=2, torch_threads=1)) as (url, app):
+        assert len(app.state.batcher._threads) == 2
+        assert httpx.post(f"{url}/v1/score", json={"sentences": ["the cat"]}, timeout=10).status_code == 200
+    assert seen == [1]
