@@ -11,8 +11,10 @@ a bounded duration: wrk, Debian's package, costs the shared CPU far less than th
 client, so it measures the service rather than the load generator). Reports utterances/s,
 hypotheses/s, p50/p95/p99 latency and errors; then a soak of --soak-requests requests
 sampling the server's resident memory; and the library's own throughput on the same lists
-(score_sentences in-process), batched and one utterance per call, for the service/library
-ratio and two ceilings on what batching can gain on this device. Traffic goes to 127.0.0.1 only.
+(score_sentences in-process): batched and one utterance per call in one thread, as the
+`rescorer` CLI runs, and one utterance per call on one single-threaded worker per core, as
+the service scores on CPU; for the service/library ratios and two ceilings on what batching
+can gain on this device. Traffic goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 
 from rescorer.artifact import load_artifact
 from rescorer.jsonl_format import read_jsonl, utterance_to_record
@@ -150,26 +154,43 @@ def main() -> None:
     hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
 
     artifact = load_artifact(args.model_dir)
-    sample = [h.words for u in utterances[:300] for h in u.hyps]
+    utterance_lists = [[h.words for h in utt.hyps] for utt in utterances[:300]]
+    sample = [words for hyps in utterance_lists for words in hyps]
     score_sentences(artifact, sample[:500])
-    # batched (the service's token budget) and one utterance per call (what the device gains from
-    # batching alone), interleaved, best of 3 rounds: this machine's speed moves between runs
-    batched_s, per_utterance_s = [], []
+    cores = len(os.sched_getaffinity(0))
+    threads = torch.get_num_threads()
+
+    def with_workers() -> None:
+        """The service's CPU scheme without HTTP: one single-threaded scorer per core."""
+        torch.set_num_threads(1)  # the pool's threads start after this, with one torch thread each
+        try:
+            with ThreadPoolExecutor(cores) as pool:
+                list(pool.map(lambda hyps: score_sentences(artifact, hyps, max_tokens=8192), utterance_lists))
+        finally:
+            torch.set_num_threads(threads)
+
+    # batched (the service's token budget), one utterance per call (what the device gains from
+    # batching alone), both in this thread as the `rescorer` CLI runs, and one utterance per call
+    # on per-core workers; interleaved, best of 3 rounds: this machine's speed moves between runs
+    modes = {"batched": lambda: score_sentences(artifact, sample, max_tokens=8192),
+             "per_utterance": lambda: [score_sentences(artifact, hyps, max_tokens=8192) for hyps in utterance_lists],
+             "workers": with_workers}
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(3):
-        started = time.perf_counter()
-        score_sentences(artifact, sample, max_tokens=8192)
-        batched_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        for utt in utterances[:300]:
-            score_sentences(artifact, [h.words for h in utt.hyps], max_tokens=8192)
-        per_utterance_s.append(time.perf_counter() - started)
-    library_hyps_per_s = len(sample) / min(batched_s)
-    library_per_utterance_hyps_per_s = len(sample) / min(per_utterance_s)
+        for mode, run in modes.items():
+            started = time.perf_counter()
+            run()
+            seconds[mode].append(time.perf_counter() - started)
+    library_hyps_per_s = len(sample) / min(seconds["batched"])
+    library_per_utterance_hyps_per_s = len(sample) / min(seconds["per_utterance"])
+    library_workers_hyps_per_s = len(sample) / min(seconds["workers"])
     print(f"library: {library_hyps_per_s:.0f} hypotheses/s batched, "
-          f"{library_per_utterance_hyps_per_s:.0f} one utterance per call", flush=True)
+          f"{library_per_utterance_hyps_per_s:.0f} one utterance per call, "
+          f"{library_workers_hyps_per_s:.0f} one utterance per call on {cores} single-threaded workers", flush=True)
 
     results: dict = {"library_hyps_per_s": library_hyps_per_s,
                      "library_per_utterance_hyps_per_s": library_per_utterance_hyps_per_s,
+                     "library_workers_hyps_per_s": library_workers_hyps_per_s, "library_workers": cores,
                      "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
         env = dict(item.split("=", 1) for item in args.server_env.split())
@@ -200,7 +221,9 @@ def main() -> None:
     by = {(p["mode"], p["concurrency"]): p for p in results["points"]}
     if ("batched", 32) in by and ("unbatched", 32) in by:
         results["batched_over_unbatched_at_32"] = by[("batched", 32)]["utterances_per_s"] / by[("unbatched", 32)]["utterances_per_s"]
-        results["service_over_library"] = max(p["hyps_per_s"] for p in results["points"]) / library_hyps_per_s
+        best_service = max(p["hyps_per_s"] for p in results["points"])
+        results["service_over_library"] = best_service / library_hyps_per_s
+        results["service_over_library_workers"] = best_service / library_workers_hyps_per_s
         # upper bounds on batched/unbatched at 32: the device's own gain from batching, and the
         # gain if batching also removed every per-request cost of the HTTP layer
         results["library_batched_over_per_utterance"] = library_hyps_per_s / library_per_utterance_hyps_per_s

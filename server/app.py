@@ -25,6 +25,7 @@ from server.routes import health, models, rescore, score
 from server.settings import Settings
 
 RETRY_AFTER_S = "1"
+ACCELERATOR_BATCH_DELAY_MS = 5.0
 
 
 class BodyLimit:
@@ -91,6 +92,15 @@ def scoring_threads(settings: Settings, device: torch.device) -> tuple[int, int]
     return workers, settings.torch_threads or max(1, cores // workers)
 
 
+def batching_delay_ms(settings: Settings, device: torch.device) -> float:
+    """How long a batch waits for company: on CPU not at all, as a call of one request costs
+    about what its share of a larger batch does (bench/server_load.py: the library scores 1.1x
+    as fast batched as one utterance per call); on an accelerator 5 ms (a choice, not measured)."""
+    if settings.max_delay_ms is not None:
+        return settings.max_delay_ms
+    return 0.0 if device.type == "cpu" else ACCELERATOR_BATCH_DELAY_MS
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -100,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers, threads = scoring_threads(settings, device)
         torch.set_num_threads(threads)  # threads started after this (the workers) take this count
         registry = load_registry(settings.model_dir, device, settings.half_precision)
-        batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, settings.max_delay_ms,
+        batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, batching_delay_ms(settings, device),
                                  settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share,
                                  workers=workers)
         batcher.start()

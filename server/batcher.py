@@ -10,7 +10,7 @@ If a batch fails, its items are retried one by one, so a bad item fails alone.
 `workers` threads do this side by side, each scoring its own batch. On CPU the service runs
 one per core with one torch thread each (server/app.py): PyTorch's intra-op threads buy
 little on an LSTM's small per-step matrices, while independent batches on separate cores do
-not wait for one another (bench/scoring_workers.py measures both on the LibriSpeech lists).
+not wait for one another (bench/server_load.py measures both on the LibriSpeech lists).
 
 Telemetry: after a batch, the exact log Z(h) of a self-normalized model is measured at every
 position of one sentence drawn uniformly from the batch (so every scored position is equally

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             base = {int: int, float: float, str: str}.get(kind)
-            if base is None:  # optional fields: int | None, str | None
-                base = int if "int" in str(kind) else str
+            if base is None:  # optional fields: int | None, float | None, str | None
+                base = next((t for t in (int, float) if t.__name__ in str(kind)), str)
             parser.add_argument(flag, type=base, default=None, help=f"(default {info.default!r})")
     args = parser.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None}

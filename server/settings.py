@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     max_sentences: int = 4096  # per /v1/score request
     # dynamic batching
     batch_tokens: int = 8192  # a batch is scored once it holds this many tokens ...
-    max_delay_ms: float = 5.0  # ... or once its oldest request has waited this long
+    # ... or once its oldest request has waited this long; default: 0 on CPU, where batching
+    # gains little (batches still form from what queues while the workers are busy), 5 on CUDA
+    max_delay_ms: float | None = Field(default=None, ge=0.0)
     max_batch_requests: int | None = None  # 1 = no batching across requests (for measurement)
     queue_tokens: int = 200_000  # tokens waiting beyond this: 503 with Retry-After
     request_timeout_s: float = 30.0  # a request not answered by then: 504

@@ -216,8 +216,8 @@ def test_weights_come_from_the_request_then_the_artifact_then_the_settings(tmp_p
     assert given["lm_weight"] == 2.0 and given["word_penalty"] == 1.5
 
 
-def test_on_cpu_each_core_gets_a_single_threaded_scoring_worker(model_dir, monkeypatch):
-    from server.app import scoring_threads
+def test_on_cpu_each_core_gets_a_single_threaded_scoring_worker_and_batches_do_not_wait(model_dir, monkeypatch):
+    from server.app import batching_delay_ms, scoring_threads
 
     cores = len(os.sched_getaffinity(0))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -225,6 +225,9 @@ def test_on_cpu_each_core_gets_a_single_threaded_scoring_worker(model_dir, monke
     assert scoring_threads(Settings(model_dir=model_dir, scoring_workers=1), cpu) == (1, cores)
     assert scoring_threads(Settings(model_dir=model_dir, scoring_workers=1, torch_threads=3), cpu) == (1, 3)
     assert scoring_threads(Settings(model_dir=model_dir), cuda)[0] == 1
+    assert batching_delay_ms(Settings(model_dir=model_dir), cpu) == 0
+    assert batching_delay_ms(Settings(model_dir=model_dir), cuda) > 0
+    assert batching_delay_ms(Settings(model_dir=model_dir, max_delay_ms=7), cpu) == 7
     real, seen = batcher_module.score_sentences, []
 
     def noting_threads(*args, **kwargs):
