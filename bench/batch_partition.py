@@ -75,8 +75,8 @@ def main() -> None:
     for k in calls:
         rates = {step_cost: hypotheses / best[k, step_cost] for step_cost in args.step_costs}
         fill = rates[FILL_THE_BUDGET]
-        rows.append({"utterances_per_call": k, "hyps_per_s": {str(c): round(r, 1) for c, r in rates.items()},
-                     "over_filling_the_budget": {str(c): round(r / fill, 3) for c, r in rates.items()}})
+        rows.append({"utterances_per_call": k, "hyps_per_s": {f"{c:g}": round(r, 1) for c, r in rates.items()},
+                     "over_filling_the_budget": {f"{c:g}": round(r / fill, 3) for c, r in rates.items()}})
         print(f"{k:>4} utterances/call: " + ", ".join(f"step cost {c:g}: {r:,.0f}" for c, r in rates.items()), flush=True)
     result = {"command": "python bench/batch_partition.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                       vars(args).items() if k in ("split", "max_tokens")),
