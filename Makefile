@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= ../shared/data
 DEMO_DIR ?= build/demo
 
-.PHONY: install demo test test-slow lint bench experiments clean
+.PHONY: install demo test test-slow test-gpu lint bench experiments clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: install lint
 
 test-slow: install
 	$(PY) -m pytest -m slow
+
+test-gpu: install  # on a machine with CUDA (the tests skip without one)
+	$(PY) -m pytest -m gpu
 
 # The main job on an embedded default: a generated toy corpus, an NCE LM trained on it,
 # evaluated (both perplexities, self-normalization) and re-centered on dev; weights tuned on
