@@ -8,16 +8,17 @@ has waited `max_delay_ms`, or `max_batch_requests` items are in; it scores the b
 If a batch fails, its items are retried one by one, so a bad item fails alone.
 
 `workers` threads do this side by side, each scoring its own batch. On CPU the service runs
-one per core with one torch thread each (server/app.py): PyTorch's intra-op threads buy
-little on an LSTM's small per-step matrices, while independent batches on separate cores do
-not wait for one another (bench/server_load.py measures both on the LibriSpeech lists).
+one per core with one torch thread each (server/app.py): on the 2-core test machine a call
+from a worker thread with 2 intra-op threads ran at about one thread's speed, while two
+single-threaded workers score two batches at once (docs/RESULTS.md, "Service under load").
 
 Telemetry: after a batch, the exact log Z(h) of a self-normalized model is measured at every
 position of one sentence drawn uniformly from the batch (so every scored position is equally
 likely to be measured), but only while the time spent on it stays within `telemetry_share` of
-the time spent scoring: a full pass over the output layer costs about 60x the scoring of a
-position (8 ms per LibriSpeech sentence against 0.12 ms), so a sample *rate* would tax
-throughput by a model-dependent amount, while a time share bounds the tax by construction.
+the time spent scoring: with a full pass over the output layer at every position, measuring a
+sentence costs about 60x scoring it (8 ms against 0.12 ms for a LibriSpeech hypothesis and
+the 33k-word served model), so a sample *rate* would tax throughput by a model-dependent
+amount, while a time share bounds the tax by construction.
 
 Overload: when the queued tokens would exceed `queue_tokens`, `submit` raises Overloaded
 (the app answers 503 with Retry-After). Deadline: an item not answered within the request
@@ -88,7 +89,7 @@ class DynamicBatcher:
             thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then end the worker."""
+        """Finish what is queued, then end the workers."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
