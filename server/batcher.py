@@ -8,17 +8,16 @@ has waited `max_delay_ms`, or `max_batch_requests` items are in; it scores the b
 If a batch fails, its items are retried one by one, so a bad item fails alone.
 
 `workers` threads do this side by side, each scoring its own batch. On CPU the service runs
-one per core with one torch thread each (server/app.py): on the 2-core test machine a call
-from a worker thread with 2 intra-op threads ran at about one thread's speed, while two
-single-threaded workers score two batches at once (docs/RESULTS.md, "Service under load").
+one per core with one torch thread each (server/app.py): on the 2-core test machine one
+worker with 2 intra-op threads left the machine 31 % idle under load, two single-threaded
+workers 14 % (bench/server_configs.py; docs/RESULTS.md, "Service under load").
 
 Telemetry: after a batch, the exact log Z(h) of a self-normalized model is measured at every
 position of one sentence drawn uniformly from the batch (so every scored position is equally
 likely to be measured), but only while the time spent on it stays within `telemetry_share` of
-the time spent scoring: with a full pass over the output layer at every position, measuring a
-sentence costs about 60x scoring it (8 ms against 0.12 ms for a LibriSpeech hypothesis and
-the 33k-word served model), so a sample *rate* would tax throughput by a model-dependent
-amount, while a time share bounds the tax by construction.
+the time spent scoring: measuring takes every output row at every position where scoring
+takes one (33k rows for the served LibriSpeech model), so a sample *rate* would tax
+throughput by a vocabulary-dependent amount, while a time share bounds the tax by construction.
 
 Overload: when the queued tokens would exceed `queue_tokens`, `submit` raises Overloaded
 (the app answers 503 with Retry-After). Deadline: an item not answered within the request
