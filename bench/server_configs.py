@@ -24,9 +24,15 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from server_load import run_load, run_wrk, start_server, write_wrk_script  # bench/ is this script's directory
+from server_load import (  # bench/ is this script's directory
+    rescore_bodies,
+    run_load,
+    run_wrk,
+    start_server,
+    write_wrk_script,
+)
 
-from rescorer.jsonl_format import read_jsonl, utterance_to_record
+from rescorer.jsonl_format import read_jsonl
 from rescorer.score_mapping import LIBRISPEECH_ESPNET
 
 METRICS = ("rescorer_scoring_seconds_total", "rescorer_telemetry_seconds_total", "rescorer_batch_requests_sum",
@@ -70,11 +76,7 @@ def main() -> None:
 
     utterances = read_jsonl(args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest" / "dev_other.jsonl.gz",
                             LIBRISPEECH_ESPNET)[:500]
-    bodies = []
-    for utt in utterances:
-        record = utterance_to_record(utt)
-        hyps = [{"text": h["text"], "am_score": h["am_score"], "lm_score": h["lm_score"]} for h in record["hyps"]]
-        bodies.append(json.dumps({"utterances": [{"utt_id": record["utt_id"], "hyps": hyps}]}).encode())
+    bodies = rescore_bodies(utterances, refs=False)
     script = Path(tempfile.mkdtemp()) / "rescore.lua"
     write_wrk_script(bodies, script)
 

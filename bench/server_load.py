@@ -41,6 +41,7 @@ from rescorer.artifact import load_artifact
 from rescorer.jsonl_format import read_jsonl, utterance_to_record
 from rescorer.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.scoring import score_sentences
+from server.app import available_cores
 from server.readiness import wait_until_ready
 
 
@@ -69,6 +70,18 @@ def start_server(model_dir: Path, extra: list[str], env: dict[str, str]) -> tupl
         process.kill()
         raise
     return process, url
+
+
+def rescore_bodies(utterances: list, refs: bool) -> list[bytes]:
+    """One POST /v1/rescore body per utterance: its hypotheses' text, am_score and lm_score, and
+    with `refs` its reference."""
+    bodies = []
+    for utt in utterances:
+        record = utterance_to_record(utt)
+        record["hyps"] = [{"text": h["text"], "am_score": h["am_score"], "lm_score": h["lm_score"]} for h in record["hyps"]]
+        keys = ("utt_id", "ref", "hyps") if refs else ("utt_id", "hyps")
+        bodies.append(json.dumps({"utterances": [{k: record[k] for k in keys}]}).encode())
+    return bodies
 
 
 async def run_load(url: str, bodies: list[bytes], concurrency: int, requests: int) -> dict:
@@ -145,19 +158,14 @@ def main() -> None:
 
     utterances = read_jsonl(args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest" / f"{args.split}.jsonl.gz",
                             LIBRISPEECH_ESPNET)
-    bodies = []
-    for utt in utterances:
-        record = utterance_to_record(utt)
-        record["hyps"] = [{"text": h["text"], "am_score": h["am_score"], "lm_score": h["lm_score"]} for h in record["hyps"]]
-        keys = ("utt_id", "ref", "hyps") if args.refs else ("utt_id", "hyps")
-        bodies.append(json.dumps({"utterances": [{k: record[k] for k in keys}]}).encode())
+    bodies = rescore_bodies(utterances, args.refs)
     hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
 
     artifact = load_artifact(args.model_dir)
     utterance_lists = [[h.words for h in utt.hyps] for utt in utterances[:300]]
     sample = [words for hyps in utterance_lists for words in hyps]
     score_sentences(artifact, sample[:500])
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     threads = torch.get_num_threads()
 
     def with_workers() -> None:

@@ -81,21 +81,27 @@ class RequestMetrics:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def scoring_threads(settings: Settings, device: torch.device) -> tuple[int, int]:
     """(scoring workers, torch threads): on CPU one worker per core with one torch thread each, as
     independent batches on separate cores outrun one batch on all of them (server/batcher.py);
     on an accelerator one worker, the torch threads left as they are."""
     if device.type != "cpu":
         return settings.scoring_workers or 1, settings.torch_threads or torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     workers = settings.scoring_workers or cores
     return workers, settings.torch_threads or max(1, cores // workers)
 
 
 def batching_delay_ms(settings: Settings, device: torch.device) -> float:
     """How long a batch waits for company: on CPU not at all, as a call of one request costs
-    about what its share of a larger batch does (bench/server_load.py: the library scores 1.1x
-    as fast batched as one utterance per call); on an accelerator 5 ms (a choice, not measured)."""
+    about what its share of a larger batch does (bench/server_load.py: the library scored
+    1.1-1.3x as fast batched as one utterance per call); on an accelerator 5 ms (a choice, not
+    measured)."""
     if settings.max_delay_ms is not None:
         return settings.max_delay_ms
     return 0.0 if device.type == "cpu" else ACCELERATOR_BATCH_DELAY_MS

@@ -6,10 +6,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from rescorer.alignment import sclite_counts
-from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
-from rescorer.evaluation import oracle_hypotheses
-from rescorer.nbest import Hypothesis, Utterance
-from rescorer.wer import pairwise_errors
+from rescorer.combination import Weights, build_arrays
+from rescorer.evaluation import error_table, oracle_hypotheses
+from rescorer.nbest import Hypothesis, Utterance, normalize_text
+from rescorer.rescoring import rerank
 from server.routes.limits import check_count
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
 
@@ -17,8 +17,8 @@ router = APIRouter(tags=["rescoring"])
 
 
 def _to_utterances(body: RescoreRequest) -> list[Utterance]:
-    return [Utterance(u.utt_id, [Hypothesis(" ".join(h.text.split()), h.am_score, h.lm_score) for h in u.hyps],
-                      None if u.ref is None else " ".join(u.ref.split()))
+    return [Utterance(u.utt_id, [Hypothesis(normalize_text(h.text), h.am_score, h.lm_score) for h in u.hyps],
+                      None if u.ref is None else normalize_text(u.ref))
             for u in body.utterances]
 
 
@@ -39,29 +39,25 @@ def _wer_out(counts: np.ndarray) -> WerOut:
 
 def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov: np.ndarray, weights: Weights) -> RescoreResponse:
     arrays = build_arrays(utterances, log_probs, oov)
-    totals = total_scores(arrays, weights)
-    rank = ranks(arrays, totals)
-    best = best_hypotheses(arrays, totals)
-    texts = [h.text for u in utterances for h in u.hyps]
+    reranked = rerank(utterances, arrays, weights)  # the library's ranks, totals and order
     with_refs = all(u.ref is not None for u in utterances)
-    errors = pairwise_errors([u.ref for u in utterances for _ in u.hyps], texts) if with_refs else None
-    oracles = oracle_hypotheses(arrays, errors) if with_refs else None
+    oracles = oracle_hypotheses(arrays, error_table(utterances).hyp_errors) if with_refs else None
+    texts = [h.text for u in utterances for h in u.hyps]
     corpus_counts = np.zeros((3, 4), dtype=np.int64)
     out = []
-    for u, utt in enumerate(utterances):
-        start = int(arrays.offsets[u])
-        hyps = [HypothesisOut(text=h.text, am_score=h.am_score, lm_score=h.lm_score, nnlm_score=float(arrays.nnlm[start + n]),
-                              total=float(totals[start + n]), rank=int(rank[start + n]), first_pass_rank=n + 1,
-                              oov=int(arrays.num_oov[start + n]))
-                for n, h in enumerate(utt.hyps)]
-        hyps.sort(key=lambda h: h.rank)
+    for u, (utt, ranked) in enumerate(zip(utterances, reranked, strict=True)):
+        hyps = [HypothesisOut(text=h.text, am_score=h.am_score, lm_score=h.lm_score, nnlm_score=h.scores["nnlm_score"],
+                              total=h.scores["total"], rank=h.extra["rank"], first_pass_rank=h.extra["first_pass_rank"],
+                              oov=h.extra["oov"])
+                for h in ranked.hyps]
         wer = None
         if with_refs:
             ref = utt.ref.split()
-            counts = np.array([sclite_counts(ref, texts[i].split()) for i in (start, int(best[u]), int(oracles[u]))])
+            chosen = (utt.hyps[0].text, ranked.hyps[0].text, texts[int(oracles[u])])  # before, after, oracle
+            counts = np.array([sclite_counts(ref, text.split()) for text in chosen])
             corpus_counts += counts
             wer = _wer_out(counts)
-        out.append(UtteranceOut(utt_id=utt.utt_id, best=texts[best[u]], hyps=hyps, wer=wer))
+        out.append(UtteranceOut(utt_id=utt.utt_id, best=ranked.hyps[0].text, hyps=hyps, wer=wer))
     return RescoreResponse(model=name, weights=weights.to_dict(), utterances=out,
                            wer=_wer_out(corpus_counts) if with_refs else None)
 
