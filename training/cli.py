@@ -1,7 +1,8 @@
-"""`rescorer-train`: train an LSTM LM (cross-entropy or NCE) and evaluate artifacts.
+"""`rescorer-train`: train an LSTM LM (cross-entropy or NCE), adapt one to a domain, evaluate.
 
     rescorer-train train --corpus ptb --loss nce --out runs/ptb-nce
     rescorer-train train --train a.txt --dev b.txt --out runs/x --resume
+    rescorer-train adapt --init general/artifact --gamma 0.5 --train id.txt --dev id-dev.txt --out runs/a
     rescorer-train evaluate runs/ptb-nce/artifact ptb/ptb.test.txt.gz --json test.json
     torchrun --nproc-per-node 2 -m training.cli train ...   (data parallel)
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 from rescorer.artifact import ArtifactError, load_artifact, set_log_z
 from rescorer.vocab import VocabularyError
 from training.checkpoint import CheckpointError, load_checkpoint
+from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
-from training.demo_corpus import write_demo_corpus
+from training.demo_corpus import write_demo_corpus, write_demo_domain
 from training.demo_nbest import write_demo_nbest
 from training.evaluate import EvaluationResult, evaluate
 from training.train import ResumeError, TrainingDivergedError, train
@@ -33,6 +35,15 @@ CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
     "wikitext-2": ("wikitext-2/train.txt.gz", "wikitext-2/valid.txt.gz", "wikitext-2/test.txt.gz"),
 }
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+# options of `adapt` that `train` also has but adapt takes from the init artifact or fixes
+NOT_ADAPT_OPTIONS = {*ARCHITECTURE_FIELDS, "vocab_size", "min_count", "unk_symbol", "loss", "init_path", "reference_path"}
+ADAPT_HELP = {
+    "gamma": "Eq. 8: weight of the in-domain data; 1 - gamma goes to the reference (1 = plain NCE fine-tuning)",
+    "reference_temperature": "Eq. 22: the reference's p_t = exp(s_t / T)",
+    "cache_reference_features": "compute the frozen reference's features once per run (false: at every step)",
+    "lr": "SGD learning rate (adapt's default is a tenth of train's)",
+}
+ADAPT_DEFAULTS = {"lr": 0.1}
 
 
 def resolve_data_path(path: str, data_dir: str) -> str:
@@ -54,7 +65,34 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--vocab", dest="vocab_path", help="Kaldi words.txt to use instead of building one")
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("train_path", "dev_path", "out_dir", "vocab_path")}
+    _add_config_options(p, exclude={"vocab_path", "init_path", "reference_path", "gamma",
+                                    "reference_temperature", "cache_reference_features"})
+
+
+def _add_adapt_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt", help="adapt an artifact to in-domain text: NCE fine-tuning or NCE+KLD (paper 1)",
+        description="Continue training an artifact on in-domain text. Its vocabulary, architecture"
+        " and log_z are kept; gamma < 1 adds KL-divergence regularization toward the frozen"
+        " --reference (paper 1, Eq. 15-21); gamma = 1 is plain NCE fine-tuning.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--init", dest="init_path", required=True, help="artifact to start from (weights, vocabulary)")
+    p.add_argument("--reference", dest="reference_path", help="frozen self-normalized artifact with the same"
+                   " vocabulary that the KLD term pulls toward (default: --init)")
+    p.add_argument("--train", required=True, help="in-domain training text, one sentence per line (plain or .gz)")
+    p.add_argument("--dev", required=True, help="in-domain held-out text for the schedule and model selection")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where relative corpus paths are looked up")
+    p.add_argument("--out", required=True, help="run directory (checkpoints; artifact in OUT/artifact)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_options(p, exclude=NOT_ADAPT_OPTIONS | {"vocab_path"}, help_text=ADAPT_HELP, defaults=ADAPT_DEFAULTS)
+
+
+def _add_config_options(p: argparse.ArgumentParser, exclude: set[str], help_text: dict[str, str] | None = None,
+                        defaults: dict | None = None) -> None:
+    help_text, overrides = help_text or {}, defaults or {}
+    defaults = {f.name: overrides.get(f.name, f.default) for f in fields(TrainConfig)
+                if f.name not in {"train_path", "dev_path", "out_dir", *exclude}}
     for name, default in defaults.items():
         flag = "--" + name.replace("_", "-")
         if name in BUDGET_FLAGS:
@@ -62,11 +100,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         elif name == "loss":
             p.add_argument(flag, choices=["ce", "nce"], default=default, help="ce: softmax cross-entropy; nce: self-normalized NCE")
         elif isinstance(default, bool):
-            p.add_argument(flag, type=_parse_bool, default=default, metavar="{true,false}")
+            p.add_argument(flag, type=_parse_bool, default=default, metavar="{true,false}", help=help_text.get(name))
         elif name in ("vocab_size", "projection_dim"):
-            p.add_argument(flag, type=int, default=default)
+            p.add_argument(flag, type=int, default=default, help=help_text.get(name))
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), default=default, help=help_text.get(name))
 
 
 def _parse_bool(text: str) -> bool:
@@ -78,13 +116,18 @@ def _parse_bool(text: str) -> bool:
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.command == "adapt" and not args.resume:
+        args.reference_path = args.reference_path or args.init_path
+        args.loss = "nce"
+        for name, value in architecture_of(args.init_path).items():
+            setattr(args, name, value)
     if args.resume:
         stored = load_checkpoint(Path(args.out) / "checkpoint.pt")["config"]
         overrides = {"out_dir": args.out, "device": args.device}
         overrides.update({name: getattr(args, name) for name in BUDGET_FLAGS if getattr(args, name) is not None})
         return TrainConfig.from_dict({**stored, **overrides})
     train_path, dev_path = args.train, args.dev
-    if args.corpus:
+    if getattr(args, "corpus", None):
         train_path = train_path or CORPORA[args.corpus][0]
         dev_path = dev_path or CORPORA[args.corpus][1]
     if not train_path or not dev_path:
@@ -158,8 +201,9 @@ def _print_evaluation(result: EvaluationResult, text: str) -> None:
 
 
 def _add_demo_corpus_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt) and"
-                       " synthetic N-best lists (nbest/dev.jsonl, nbest/test.jsonl)")
+    p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt), a"
+                       " one-topic sub-domain (domain/train|dev|test.txt) and synthetic N-best lists"
+                       " (nbest/dev.jsonl, nbest/test.jsonl)")
     p.add_argument("out_dir")
 
 
@@ -168,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
+    _add_adapt_parser(sub)
     _add_evaluate_parser(sub)
     _add_demo_corpus_parser(sub)
     return parser
@@ -176,11 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
+        if args.command in ("train", "adapt"):
             return _cmd_train(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
-        paths = {**write_demo_corpus(args.out_dir), **{f"nbest-{k}": v for k, v in
+        paths = {**write_demo_corpus(args.out_dir), **write_demo_domain(Path(args.out_dir) / "domain"),
+                 **{f"nbest-{k}": v for k, v in
                                                         write_demo_nbest(Path(args.out_dir) / "nbest").items()}}
         print("\n".join(str(p) for p in paths.values()))
         return 0

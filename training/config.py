@@ -33,6 +33,12 @@ class TrainConfig:
     loss: LossKind = "nce"
     noise_alpha: float = 0.75  # paper 1, Eq. 13
     noise_samples: int = 256  # S, shared by every position of a batch (paper 1); nu = S
+    # adaptation (paper 1, section 4; `rescorer-train adapt`)
+    init_path: str | None = None  # artifact to start from: its weights, vocabulary, architecture, log_z
+    reference_path: str | None = None  # frozen self-normalized reference for NCE+KLD
+    gamma: float = 1.0  # Eq. 8: weight of the data vs the reference; 1 = plain NCE fine-tuning
+    reference_temperature: float = 1.0  # Eq. 22: p_t = exp(s_t / T); 1 = the reference as scored
+    cache_reference_features: bool = True  # reference features computed once per run, not every step
     # optimisation
     batch_size: int = 64  # sequences per batch (paper 1: 128; 64 is faster on 2 cores)
     bptt: int = 20  # truncated BPTT length (paper 1)
@@ -55,10 +61,24 @@ class TrainConfig:
             "bptt": self.bptt >= 1, "lr": self.lr > 0, "clip_norm": self.clip_norm > 0,
             "weight_decay": self.weight_decay >= 0, "max_epochs": self.max_epochs >= 1,
             "anneal_epochs": self.anneal_epochs >= 0, "min_count": self.min_count >= 1,
+            "gamma": 0.0 <= self.gamma <= 1.0, "reference_temperature": self.reference_temperature > 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+        if self.gamma < 1.0 and not self.reference_path:
+            raise ValueError(f"gamma {self.gamma} < 1 needs a reference model (reference_path)")
+        if (self.reference_path or self.gamma < 1.0) and self.loss != "nce":
+            raise ValueError("NCE+KLD adaptation needs loss 'nce'")
+        if self.init_path and self.vocab_path:
+            raise ValueError("init_path brings its own vocabulary; do not also give vocab_path")
+        if self.reference_path and not self.init_path:
+            raise ValueError("a reference model needs init_path (the vocabulary comes from the init artifact)")
+
+    @property
+    def uses_reference(self) -> bool:
+        """NCE+KLD: a reference that the loss reads (gamma = 1 is plain NCE and never reads it)."""
+        return self.reference_path is not None and self.gamma < 1.0
 
     @property
     def output_kind(self) -> str:

@@ -3,6 +3,9 @@
 Nothing is downloaded or copied: the same seed gives the same sentences on every machine.
 The grammar has agreement (a plural subject takes a plural verb) and topic words that
 co-occur, so an LSTM has real structure to learn and a unigram model does clearly worse.
+
+A sub-domain (`write_demo_domain`) draws every sentence from one topic: the in-domain text that
+the demo adapts the general model to (paper 1's setting in miniature).
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ def _verb_plural(verb: str) -> str:
     return verb[:-2] if verb.endswith("es") and verb[:-2].endswith(("sh", "ch", "x", "s")) else verb[:-1]
 
 
-def _sentence(rng: random.Random) -> str:
-    topic = rng.choice(sorted(TOPICS))
+DEMO_DOMAIN = "harbor"
+
+
+def _sentence(rng: random.Random, topics: list[str]) -> str:
+    topic = rng.choice(topics)
     agents, objects, verbs, adjectives = TOPICS[topic]
     plural = rng.random() < 0.35
     agent = rng.choice(agents)
@@ -61,9 +67,10 @@ def _sentence(rng: random.Random) -> str:
     return " ".join(words)
 
 
-def generate_sentences(count: int, seed: int) -> list[str]:
+def generate_sentences(count: int, seed: int, topics: list[str] | None = None) -> list[str]:
     rng = random.Random(seed)
-    return [_sentence(rng) for _ in range(count)]
+    topics = sorted(topics or TOPICS)
+    return [_sentence(rng, topics) for _ in range(count)]
 
 
 def write_demo_corpus(out_dir: str | Path, train: int = 6000, dev: int = 500, test: int = 500,
@@ -75,4 +82,18 @@ def write_demo_corpus(out_dir: str | Path, train: int = 6000, dev: int = 500, te
         path = out_dir / f"{name}.txt"
         write_text_atomic(path, "\n".join(generate_sentences(count, seed + offset)) + "\n")
         paths[name] = path
+    return paths
+
+
+def write_demo_domain(out_dir: str | Path, topic: str = DEMO_DOMAIN, train: int = 400, dev: int = 200,
+                      test: int = 200, seed: int = 20261121) -> dict[str, Path]:
+    """In-domain train/dev/test.txt under `out_dir`: every sentence about `topic`."""
+    if topic not in TOPICS:
+        raise ValueError(f"unknown demo topic {topic!r}; expected one of {sorted(TOPICS)}")
+    out_dir = Path(out_dir)
+    paths = {}
+    for offset, (name, count) in enumerate((("train", train), ("dev", dev), ("test", test))):
+        path = out_dir / f"{name}.txt"
+        write_text_atomic(path, "\n".join(generate_sentences(count, seed + offset, [topic])) + "\n")
+        paths[f"domain-{name}"] = path
     return paths

@@ -1,8 +1,12 @@
 """The per-batch training objective as a module, so DistributedDataParallel can wrap it whole.
 
-forward(inputs, targets, state, samples) -> (loss summed over valid positions, LSTM state).
-Positions whose target is `<s>` (the step from one sentence's `</s>` to the next `<s>`) are
-masked: that transition is deterministic and never scored at rescoring time.
+forward(inputs, targets, state, samples, reference_features) -> (loss summed over valid
+positions, LSTM state). Positions whose target is `<s>` (the step from one sentence's `</s>` to
+the next `<s>`) are masked: that transition is deterministic and never scored at rescoring time.
+
+Losses: `ce` (softmax cross-entropy), `nce` (paper 1, Eq. 12) and, with a frozen reference and
+gamma < 1, NCE+KLD (Eq. 21): the model's scores at the target and noise words as in NCE, and
+the reference's at the same words, from features the caller passes in (`training.reference`).
 """
 
 from __future__ import annotations
@@ -12,18 +16,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from rescorer.model import LstmLanguageModel, LSTMState
-from training.losses import cross_entropy_loss, nce_loss
+from training.losses import cross_entropy_loss, nce_kld_loss, nce_loss
 from training.noise import UnigramNoise
+from training.reference import FrozenReference
 
 
 class TrainingObjective(nn.Module):
     def __init__(
         self, model: LstmLanguageModel, loss: str, bos_id: int,
         noise: UnigramNoise | None = None, sparse_grads: bool = True,
+        reference: FrozenReference | None = None, gamma: float = 1.0,
     ) -> None:
         super().__init__()
         if loss == "nce" and noise is None:
             raise ValueError("NCE needs a noise distribution")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if gamma < 1.0 and (reference is None or loss != "nce"):
+            raise ValueError("gamma < 1 needs the nce loss and a reference model")
+        # gamma = 1 is plain NCE (Eq. 21 reduces to Eq. 12): the reference is not consulted
+        self.reference = reference if gamma < 1.0 else None
+        self.gamma = gamma
         self.model = model
         self.loss = loss
         self.bos_id = bos_id
@@ -39,25 +52,40 @@ class TrainingObjective(nn.Module):
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, state: LSTMState | None,
-        samples: torch.Tensor | None = None,
+        samples: torch.Tensor | None = None, reference_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
-        """inputs, targets (B, T); samples (S,) noise words for NCE."""
+        """inputs, targets (B, T); samples (S,) noise words for NCE; reference_features
+        (B, T, D_t), the frozen reference's features at the same positions (NCE+KLD only)."""
         features, state = self.model.features(inputs, state, sparse_embedding=self.sparse_input)
         features = features.reshape(-1, features.shape[-1])  # (N, D)
         targets = targets.reshape(-1)  # (N,)
         if self.loss == "ce":
             return cross_entropy_loss(self.model.logits(features), targets, self.bos_id), state
-        return self._nce(features, targets, samples), state
+        return self._nce(features, targets, samples, reference_features), state
 
-    def _nce(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_reference(self) -> bool:
+        return self.reference is not None
+
+    def _nce(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor,
+             reference_features: torch.Tensor | None) -> torch.Tensor:
         # Cost O(N (S+1) D): only the rows of the targets and of the S samples are gathered.
         model, log_z = self.model, self.model.log_z
         target_scores = model.word_logits(features, targets, sparse=self.sparse_output) - log_z  # (N,)
         rows = F.embedding(samples, model.output_rows, sparse=self.sparse_output)  # (S, D)
         bias = F.embedding(samples, model.output_bias.weight, sparse=self.sparse_output)  # (S, 1)
         sample_scores = features @ rows.T + bias.T - log_z  # (N, S)
-        return nce_loss(
-            target_scores, sample_scores,
-            self.noise.log_probs[targets], self.noise.log_probs[samples],
-            mask=targets != self.bos_id,
+        target_log_noise, sample_log_noise = self.noise.log_probs[targets], self.noise.log_probs[samples]
+        mask = targets != self.bos_id
+        if self.reference is None:
+            return nce_loss(target_scores, sample_scores, target_log_noise, sample_log_noise, mask)
+        if reference_features is None:
+            raise ValueError("NCE+KLD needs the reference's features for the batch")
+        reference_target, reference_samples = self.reference.log_probs_at(
+            reference_features.reshape(-1, reference_features.shape[-1]), targets, samples)  # (N,), (N, S)
+        # how often each target was drawn: the samples equal to y leave the partial expectation
+        count = torch.bincount(samples, minlength=self.model.config.vocab_size)[targets]  # (N,)
+        return nce_kld_loss(
+            target_scores, sample_scores, target_log_noise, sample_log_noise,
+            reference_target, reference_samples, count, self.gamma, mask,
         )

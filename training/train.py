@@ -37,6 +37,7 @@ from rescorer.artifact import Artifact, save_artifact
 from rescorer.atomic import atomic_file, write_text_atomic
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
+from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
 from training.batches import BpttBatches
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -45,11 +46,13 @@ from training.distributed import DistributedContext, init_distributed, pick_devi
 from training.evaluate import evaluate
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
+from training.reference import FrozenReference, ReferenceFeatures, artifact_digest, load_reference
 from training.schedule import Schedule
 from training.sgd import sgd_step
 
 CHECKPOINT_FORMAT = 2  # 2: the stored schedule has anneal_start (both formats resume from the history)
 RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
+REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
 
 
 class TrainingDivergedError(RuntimeError):
@@ -103,23 +106,44 @@ def _train(
 ) -> TrainResult:
     device = pick_device(config.device, context)
     run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     show = progress and context.is_main
+    # adaptation inputs are checked before anything is written to the run directory
+    init = load_init(config) if config.init_path else None
+    reference_artifact = None
+    if config.reference_path:  # checked even when gamma = 1 leaves it unused
+        reference_artifact = load_reference(config.reference_path, init.vocab.sha256, "--reference", device)
+    coverage = vocabulary_coverage(config.train_path, init.vocab) if init is not None else None
+    digests = _adaptation_digests(config)
+    if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
+        raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
+    run_dir.mkdir(parents=True, exist_ok=True)
 
-    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint)
+    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, init)
     train_ids = train_corpus.ids()
+    dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
+    init_dev = None
+    if init is not None:
+        init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
+        if context.is_main:  # what the run starts from, with or without a progress bar
+            tqdm.write(coverage.describe(config.train_path))
+            tqdm.write(f"init {config.init_path}: dev ppl {init_dev['normalized_ppl']:.2f}"
+                       f" (self-normalized {init_dev['self_normalized_ppl']:.2f})")
     model_config = ModelConfig(
         vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
         num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
         tie_weights=config.tie_weights, output_kind=config.output_kind,
     )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = LstmLanguageModel(model_config).to(device)
+    model = (model_from_init(init, config.dropout) if init is not None else LstmLanguageModel(model_config)).to(device)
     noise = None
     if config.loss == "nce":
         counts = unigram_counts(train_ids, len(vocab), vocab.bos_id)
         noise = UnigramNoise(counts, config.noise_alpha).to(device)
-    objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads)
+    reference = None
+    if config.uses_reference:
+        reference = FrozenReference(reference_artifact, config.reference_temperature)
+    objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads,
+                                  reference, config.gamma)
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
 
     schedule = Schedule()
@@ -131,7 +155,9 @@ def _train(
         schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
 
     batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
-    dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
+    reference_features = None
+    if reference is not None:
+        reference_features = _reference_features(config, reference, batches, device, show)
     generator = torch.Generator()
 
     while not schedule.done(config):
@@ -141,8 +167,9 @@ def _train(
         torch.manual_seed(seed)  # dropout
         generator.manual_seed(seed)  # noise samples
         started = time.perf_counter()
-        mean_loss, tokens = _run_epoch(step_fn, model, batches, noise, config, schedule, lr, generator,
-                                       device, epoch, vocab.bos_id, show, checkpoint_path=run_dir / "checkpoint.pt")
+        mean_loss, tokens = _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr,
+                                       generator, device, epoch, vocab.bos_id, show,
+                                       checkpoint_path=run_dir / "checkpoint.pt")
         train_seconds = time.perf_counter() - started
         dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
         dev_ppl = dev.normalized_ppl
@@ -167,27 +194,53 @@ def _train(
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
                 "schedule": schedule.to_dict(), "history": history, "vocab_sha256": vocab.sha256,
+                "adaptation_digests": digests,
             })
             write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
         context.barrier()
 
     if not context.is_main:
         return TrainResult(None, history, None)
-    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history)
+    adaptation = adaptation_provenance(config, coverage, init_dev) if init is not None else None
+    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history,
+                            adaptation)
 
 
-def _run_epoch(step_fn, model, batches, noise, config, schedule, lr, generator, device, epoch, bos_id,
-               show, checkpoint_path) -> tuple[float, int]:
+def _adaptation_digests(config: TrainConfig) -> dict[str, str]:
+    """sha256 of the init and reference artifacts; a resumed run must see the same ones."""
+    return {role: artifact_digest(path) for role, path in
+            (("init", config.init_path), ("reference", config.reference_path)) if path}
+
+
+def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures:
+    size = ReferenceFeatures.cache_bytes(batches, reference.model.config.feature_dim)
+    if config.cache_reference_features and size > REFERENCE_CACHE_LIMIT:
+        raise ValueError(
+            f"the reference's features for this corpus would take {size / 2**30:.1f} GiB (limit"
+            f" {REFERENCE_CACHE_LIMIT / 2**30:.0f} GiB); pass --cache-reference-features false to"
+            " run the reference at every step instead"
+        )
+    started = time.perf_counter()
+    features = ReferenceFeatures(reference, batches, config.cache_reference_features, device)
+    if show and config.cache_reference_features:
+        tqdm.write(f"reference features cached: {size / 2**20:.0f} MiB in {time.perf_counter() - started:.1f} s")
+    return features
+
+
+def _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr, generator, device,
+               epoch, bos_id, show, checkpoint_path) -> tuple[float, int]:
     """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
     model.train()
     state = None
+    reference_windows = reference_features.epoch() if reference_features is not None else None
     loss_total, tokens, window_tokens = 0.0, 0, 0
     window_start = time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch}", disable=not show, unit="batch", leave=False)
     for inputs, targets in bar:
         samples = noise.sample(config.noise_samples, generator).to(device) if noise is not None else None
         inputs, targets = inputs.to(device), targets.to(device)
-        loss_sum, state = step_fn(inputs, targets, state, samples)
+        reference_window = next(reference_windows) if reference_windows is not None else None  # (B, T, D_t)
+        loss_sum, state = step_fn(inputs, targets, state, samples, reference_window)
         state = detach_state(state)
         valid = int((targets != bos_id).sum())
         schedule.global_step += 1
@@ -217,7 +270,8 @@ def _run_epoch(step_fn, model, batches, noise, config, schedule, lr, generator, 
 
 
 def _prepare_data(
-    config: TrainConfig, run_dir: Path, context: DistributedContext, checkpoint: dict[str, Any] | None
+    config: TrainConfig, run_dir: Path, context: DistributedContext, checkpoint: dict[str, Any] | None,
+    init: Artifact | None,
 ) -> tuple[Vocabulary, EncodedCorpus, EncodedCorpus]:
     """Vocabulary and encoded corpora; the main rank builds them, the others reuse its files."""
     words_path = run_dir / "words.txt"
@@ -225,6 +279,8 @@ def _prepare_data(
     def build() -> Vocabulary:
         if words_path.exists() and (checkpoint is not None or not context.is_main):
             return read_symbol_table(words_path, config.unk_symbol)
+        if init is not None:
+            return init.vocab
         if config.vocab_path:
             return read_symbol_table(config.vocab_path, config.unk_symbol)
         counts = count_words([config.train_path])
@@ -245,14 +301,15 @@ def _prepare_data(
     return vocab, train_corpus, dev_corpus
 
 
-def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history) -> TrainResult:
+def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history,
+                     adaptation) -> TrainResult:
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.to("cpu")
     final_dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens,
                          num_oov=dev_corpus.num_oov).to_dict()
     best_epoch = min(history, key=lambda r: r["dev_normalized_ppl"])["epoch"]
     provenance = {
-        "loss": config.loss,
+        "loss": "nce+kld" if config.uses_reference else config.loss,
         "noise_alpha": config.noise_alpha if config.loss == "nce" else None,
         "noise_samples": config.noise_samples if config.loss == "nce" else None,
         "train_data": config.train_path, "dev_data": config.dev_path,
@@ -261,5 +318,7 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
         "train_seconds": sum(r["train_seconds"] for r in history),
         "final_dev": final_dev, "train_config": config.to_dict(),
     }
+    if adaptation is not None:
+        provenance["adaptation"] = adaptation
     path = save_artifact(Artifact(model, vocab, provenance), run_dir / "artifact")
     return TrainResult(path, history, final_dev)
