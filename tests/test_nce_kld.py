@@ -65,7 +65,7 @@ def test_gamma_one_is_exactly_the_nce_loss_and_its_gradients():
     nce = _loss_and_grads(lambda: nce_loss(x["target_scores"], x["sample_scores"], x["target_log_noise"],
                                            x["sample_log_noise"], x["mask"]), x)
     for gamma in (1.0, torch.ones(6, dtype=torch.float64)):
-        kld = _loss_and_grads(lambda: _kld(x, gamma), x)
+        kld = _loss_and_grads(lambda g=gamma: _kld(x, g), x)
         torch.testing.assert_close(kld[0], nce[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(kld[1], nce[1], rtol=1e-12, atol=1e-12)
 
@@ -74,8 +74,8 @@ def test_loss_and_gradients_equal_eq_21_written_with_an_explicit_mask():
     x, targets, samples = _inputs()
     per_position_gamma = torch.tensor([0.0, 0.25, 0.5, 0.75, 0.9, 1.0], dtype=torch.float64)
     for gamma in (0.0, 0.5, 0.9, per_position_gamma):
-        ours = _loss_and_grads(lambda: _kld(x, gamma), x)
-        paper = _loss_and_grads(lambda: _reference_loss(x, targets, samples, gamma), x)
+        ours = _loss_and_grads(lambda g=gamma: _kld(x, g), x)
+        paper = _loss_and_grads(lambda g=gamma: _reference_loss(x, targets, samples, g), x)
         torch.testing.assert_close(ours[0], paper[0], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(ours[1], paper[1], rtol=1e-10, atol=1e-10)
 

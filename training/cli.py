@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rescorer.artifact import ArtifactError, load_artifact, set_log_z
 from rescorer.vocab import VocabularyError
-from training.checkpoint import CheckpointError, load_checkpoint
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
