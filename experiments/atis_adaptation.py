@@ -1,0 +1,175 @@
+"""ATIS: a general LM adapted to air-travel queries with NCE+KLD, and real word error rates.
+
+    python experiments/atis_adaptation.py --data-dir ../shared/data --out runs/atis
+
+Data (HyPoradise v0: real 5-best lists of ATIS with `am_score`, plus WikiText-2):
+1. The `train_atis` records, sorted by id and shuffled with a fixed seed (--seed 1); the first
+   10 % (397 utterances) are held out: their 5-best lists are the dev lists on which the
+   rescoring weights are tuned, their references the in-domain (ID) dev text. The references
+   of the other 90 % are the ID training text. The 809 `test_atis` lists are the test set.
+2. WikiText-2 train/valid brought to the lists' conventions (training/text_normalization.py,
+   then lower case, as the ATIS transcripts are).
+3. One vocabulary for every model: every word of WikiText-2 train and of the ID training text,
+   so the general model already covers the ATIS training references.
+Models (all NCE, 1 x 256 LSTM, embedding 256, sized for 2 CPU cores):
+- General: WikiText-2 only (scheduled on WikiText-2 valid);
+- ID: the ID training text only; OOD+ID: WikiText-2 with the ID text appended at the end;
+- Fine-Tune: init General, trained on ID, learning rate chosen on ID dev (gamma = 1);
+- KLD: init and reference General, Fine-Tune's learning rate, gamma chosen on ID dev perplexity.
+  (The medical experiment starts from OOD+ID as paper 1 does; here the product's own case is
+  shown: a general model adapted, without retraining it on the in-domain data.)
+Rescoring: each LM's weights tuned on the dev lists and applied to the test lists
+(`rescorer.eval_job`, the code behind `rescorer eval`), with the grid below. `am_score` is a
+length-normalized log-probability (per output token of the end-to-end model), so it is used as
+given with am_weight 1: our LM's sentence log-probability gets a small weight (the grid's LM
+weights are scaled to the am_score's per-token range) and the word penalty, tuned with it,
+takes up what the normalization does to length.
+Paired-bootstrap 95 % intervals: each LM against the first pass (in the reports) and KLD against
+Fine-Tune (computed here from the per-utterance errors). Everything to OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import evaluation, plot_gamma, run, train_seconds, write_json
+from rescorer.artifact import load_artifact
+from rescorer.atomic import write_text_atomic
+from rescorer.eval_job import run_evaluation
+from rescorer.evaluation import error_table
+from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.tuning import Grid
+from rescorer.vocab import build_vocabulary
+from rescorer.wer import paired_bootstrap
+from training.config import TrainConfig
+from training.corpus import count_words
+from training.text_normalization import wikitext_to_librispeech
+
+# am_score is a per-token mean (about -0.3 for a 1-best); a sentence log-prob is tens of nats
+ATIS_GRID = Grid(lm_weights=(0.0, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2),
+                 interp_weights=(1.0,),
+                 word_penalties=(-0.1, -0.06, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.06, 0.1))
+
+
+def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
+    text = out / "text"
+    paths = {name: text / f"{name}.txt" for name in ("wt2_train", "wt2_valid", "id_train", "id_dev", "ood_id_train")}
+    paths["dev_lists"] = text / "dev_atis.json.gz"
+    paths["vocab"] = text / "words.txt"
+    if paths["vocab"].exists():
+        return paths
+    for name in ("train", "valid"):
+        with gzip.open(data_dir / "wikitext-2" / f"{name}.txt.gz", "rt", encoding="utf-8") as f:
+            lines = [s.lower() for s in wikitext_to_librispeech(f)]
+        write_text_atomic(paths[f"wt2_{name}"], "\n".join(lines) + "\n")
+    with gzip.open(data_dir / "hyporadise-v0" / "train" / "train_atis.json.gz", "rt", encoding="utf-8") as f:
+        records = sorted(json.load(f), key=lambda r: r["id"])
+    random.Random(seed).shuffle(records)
+    held_out = round(len(records) * 0.1)
+    dev, train = records[:held_out], records[held_out:]
+    write_text_atomic(paths["id_train"], "\n".join(r["output"] for r in train) + "\n")
+    write_text_atomic(paths["id_dev"], "\n".join(r["output"] for r in dev) + "\n")
+    paths["dev_lists"].parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(paths["dev_lists"], "wt", encoding="utf-8") as f:
+        json.dump(dev, f)
+    write_text_atomic(paths["ood_id_train"], paths["wt2_train"].read_text() + paths["id_train"].read_text())
+    counts = count_words([paths["wt2_train"], paths["id_train"]])
+    write_text_atomic(paths["vocab"], build_vocabulary(counts, None, min_count=1).to_text())
+    return paths
+
+
+def per_utterance_errors(report: dict, first_errors: np.ndarray, utt_ids: list[str]) -> np.ndarray:
+    """Errors of the rescored 1-best of each utterance: the first pass's unless it changed."""
+    errors = first_errors.copy()
+    position = {u: i for i, u in enumerate(utt_ids)}
+    for change in report["evaluation"]["changes"]:
+        errors[position[change["utt_id"]]] = change["errors_after"]
+    return errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/atis"))
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10, help="epoch budget of the models trained on WikiText-2")
+    parser.add_argument("--id-epochs", type=int, default=25, help="epoch budget of ID, Fine-Tune and KLD")
+    parser.add_argument("--ft-lrs", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
+    parser.add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9])
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    paths = prepare(args.data_dir, args.out, args.seed)
+    common = dict(embedding_dim=args.hidden, hidden_dim=args.hidden, num_layers=1, batch_size=args.batch_size,
+                  loss="nce", seed=args.seed)
+    id_dev = str(paths["id_dev"])
+
+    def scratch(name: str, train_text: Path, dev: str, epochs: int) -> Path:
+        return run(TrainConfig(train_path=str(train_text), dev_path=dev, out_dir=str(args.out / name),
+                               vocab_path=str(paths["vocab"]), max_epochs=epochs, **common))
+
+    def adapt(name: str, init: Path, lr: float, gamma: float) -> Path:
+        return run(TrainConfig(train_path=str(paths["id_train"]), dev_path=id_dev, out_dir=str(args.out / name),
+                               init_path=str(init), reference_path=str(init) if gamma < 1 else None,
+                               gamma=gamma, lr=lr, max_epochs=args.id_epochs, **common))
+
+    models = {"General": scratch("general", paths["wt2_train"], str(paths["wt2_valid"]), args.epochs),
+              "ID": scratch("id", paths["id_train"], id_dev, args.id_epochs)}
+    ft_runs = {lr: adapt(f"ft_lr{lr:g}", models["General"], lr, 1.0) for lr in args.ft_lrs}
+    ft_dev = {lr: evaluation(a, paths["id_dev"], "id_dev")["normalized_ppl"] for lr, a in ft_runs.items()}
+    ft_lr = min(ft_dev, key=ft_dev.get)
+    kld_runs = {g: adapt(f"kld_g{g:g}", models["General"], ft_lr, g) for g in args.gammas}
+    kld_runs[1.0] = ft_runs[ft_lr]
+    kld_dev = {g: evaluation(a, paths["id_dev"], "id_dev")["normalized_ppl"] for g, a in kld_runs.items()}
+    best_gamma = min(kld_dev, key=kld_dev.get)
+    models["OOD+ID"] = scratch("ood_id", paths["ood_id_train"], id_dev, args.epochs)
+    models["Fine-Tune"] = ft_runs[ft_lr]
+    models["KLD"] = kld_runs[best_gamma]
+
+    dev_source = NbestSource(str(paths["dev_lists"]), "hyporadise")
+    test_source = NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
+    test_utterances = read_nbest(test_source)
+    table = error_table(test_utterances)
+    offsets = np.cumsum([0] + [len(u.hyps) for u in test_utterances])
+    first_errors = table.hyp_errors[offsets[:-1]]
+    utt_ids = [u.utt_id for u in test_utterances]
+    rows, errors = {}, {}
+    for name, artifact_path in models.items():
+        report_dir = args.out / "reports" / name.lower().replace("+", "_").replace("-", "_")
+        document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir,
+                                  grid=ATIS_GRID, progress=False)
+        test = document["sets"][0]
+        errors[name] = per_utterance_errors(test, first_errors, utt_ids)
+        rows[name] = {"artifact": str(artifact_path), "weights": document["weights"],
+                      "dev_wer": document["tuning"]["dev_wer"], "test": test["evaluation"] | {"changes": None},
+                      "id_dev": evaluation(artifact_path, paths["id_dev"], "id_dev"),
+                      "train_seconds": train_seconds(artifact_path)}
+        e = test["evaluation"]
+        print(f"{name:10s} test WER {e['rescored']['wer']:.2%} (first pass {e['first_pass']['wer']:.2%},"
+              f" oracle {e['oracle']['wer']:.2%}) change {e['bootstrap']}", flush=True)
+    kld_vs_ft = paired_bootstrap(errors["Fine-Tune"], errors["KLD"], table.ref_words, 1000)
+    gamma_rows = [{"gamma": g, "id_dev_ppl": kld_dev[g],
+                   "ood_test_ppl": evaluation(a, paths["wt2_valid"], "wt2_valid")["normalized_ppl"]}
+                  for g, a in sorted(kld_runs.items())]
+    plot_gamma(gamma_rows, args.out / "gamma.png", "ATIS", "WikiText-2 valid")
+    write_json(args.out / "results.json", {
+        "settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
+        "grid": {"lm_weights": ATIS_GRID.lm_weights, "word_penalties": ATIS_GRID.word_penalties},
+        "fine_tune_lr_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "fine_tune_lr": ft_lr,
+        "kld_gamma": best_gamma, "gamma_sweep": gamma_rows, "models": rows,
+        "kld_minus_fine_tune": kld_vs_ft.to_dict(),
+    })
+    print(f"KLD - Fine-Tune: {kld_vs_ft.to_dict()}")
+
+
+if __name__ == "__main__":
+    main()
