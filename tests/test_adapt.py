@@ -120,7 +120,7 @@ def test_reference_features_cached_once_equal_those_computed_window_by_window(ge
     cached = list(ReferenceFeatures(reference, batches, cached=True).epoch())
     fresh = list(ReferenceFeatures(reference, batches, cached=False).epoch())
     assert len(cached) == len(batches) == len(fresh)
-    for a, b in zip(cached, fresh):
+    for a, b in zip(cached, fresh, strict=True):
         torch.testing.assert_close(a, b)
 
 
