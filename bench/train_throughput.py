@@ -10,6 +10,14 @@ for every (vocabulary size, hidden size, loss) and for two implementations:
 - bare: the shortest PyTorch loop for the same computation (torch.optim.SGD, no clipping).
 It reports each implementation's NCE/CE speed-up and the share of the bare speed-up that the
 trainer keeps.
+
+NCE+KLD (paper 1, Eq. 21; `rescorer-train adapt`) is measured beside them on the same model and
+batches, against a frozen reference of the same size, gamma 0.5: `trainer_nce_kld` as the
+training loop runs it (the reference's features computed once per run for the fixed batch
+layout, `training.reference.ReferenceFeatures`), and `trainer_nce_kld_recomputed` with the
+reference's LSTM run at every step. `kld_vs_nce` is trainer_nce_kld / trainer_nce (the aim is
+at least 0.9); `kld_cache_share` is what computing the cache once costs, per token, as a share
+of one NCE epoch (divide by the number of epochs for its share of a run).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
+from training.reference import FrozenReference
 from training.sgd import sgd_step
 
 
@@ -40,18 +49,40 @@ def zipf_counts(vocab_size: int) -> np.ndarray:
 
 
 class TrainerStep:
+    """loss: ce, nce, nce_kld (reference features cached per batch) or nce_kld_recomputed."""
+
     def __init__(self, loss: str, vocab_size: int, hidden: int, samples: int):
+        nce = loss.startswith("nce")
         config = ModelConfig(vocab_size=vocab_size, embedding_dim=hidden, hidden_dim=hidden, num_layers=1,
-                             dropout=0.0, output_kind="self_normalized" if loss == "nce" else "softmax")
+                             dropout=0.0, output_kind="self_normalized" if nce else "softmax")
         self.model = LstmLanguageModel(config)
-        noise = UnigramNoise(zipf_counts(vocab_size)) if loss == "nce" else None
-        self.objective = TrainingObjective(self.model, loss, bos_id=0, noise=noise, sparse_grads=True)
-        self.noise, self.samples, self.state = noise, samples, None
+        noise = UnigramNoise(zipf_counts(vocab_size)) if nce else None
+        self.reference = FrozenReference(LstmLanguageModel(config)) if loss.startswith("nce_kld") else None
+        self.objective = TrainingObjective(self.model, "nce" if nce else "ce", bos_id=0, noise=noise,
+                                           sparse_grads=True, reference=self.reference,
+                                           gamma=0.5 if self.reference else 1.0)
+        self.recompute = loss == "nce_kld_recomputed"
+        self.noise, self.samples, self.state, self.reference_state = noise, samples, None, None
+        self.cache: dict[int, torch.Tensor] = {}
         self.generator = torch.Generator().manual_seed(0)
+
+    def build_cache(self, batches) -> float:
+        """The reference's features for every batch, state carried, as the trainer does once per
+        run (training.reference.ReferenceFeatures); returns the seconds it took."""
+        start, state = time.perf_counter(), None
+        for inputs, _ in batches:
+            self.cache[id(inputs)], state = self.reference.features(inputs, state)
+        return time.perf_counter() - start
 
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         samples = self.noise.sample(self.samples, self.generator) if self.noise else None
-        loss, state = self.objective(inputs, targets, self.state, samples)
+        features = None
+        if self.reference is not None:
+            if self.recompute:
+                features, self.reference_state = self.reference.features(inputs, self.reference_state)
+            else:
+                features = self.cache[id(inputs)]
+        loss, state = self.objective(inputs, targets, self.state, samples, features)
         self.state = detach_state(state)
         self.model.zero_grad(set_to_none=True)
         (loss / inputs.shape[0]).backward()
@@ -130,6 +161,9 @@ def main() -> None:
             batches = [(b[:, :-1], b[:, 1:]) for b in ids]
             steps = {(impl, loss): cls(loss, vocab_size, hidden, args.noise_samples)
                      for impl, cls in (("trainer", TrainerStep), ("bare", BareStep)) for loss in ("ce", "nce")}
+            steps |= {("trainer", loss): TrainerStep(loss, vocab_size, hidden, args.noise_samples)
+                      for loss in ("nce_kld", "nce_kld_recomputed")}
+            cache_seconds = steps[("trainer", "nce_kld")].build_cache(batches)
             best = {key: float("inf") for key in steps}
             for _ in range(args.rounds):
                 for key, step in steps.items():
@@ -139,10 +173,15 @@ def main() -> None:
             row["trainer_speedup"] = wps["trainer_nce"] / wps["trainer_ce"]
             row["bare_speedup"] = wps["bare_nce"] / wps["bare_ce"]
             row["kept"] = row["trainer_speedup"] / row["bare_speedup"]
+            row["kld_vs_nce"] = wps["trainer_nce_kld"] / wps["trainer_nce"]
+            row["kld_recomputed_vs_nce"] = wps["trainer_nce_kld_recomputed"] / wps["trainer_nce"]
+            row["kld_cache_share"] = (cache_seconds / (len(batches) * tokens)) * wps["trainer_nce"]
             rows.append(row)
             print(f"V={vocab_size:6d} H={hidden:5d}  words/s trainer CE {wps['trainer_ce']:8.0f} NCE"
                   f" {wps['trainer_nce']:8.0f} (x{row['trainer_speedup']:.1f}) | bare CE {wps['bare_ce']:8.0f}"
-                  f" NCE {wps['bare_nce']:8.0f} (x{row['bare_speedup']:.1f}) | kept {row['kept']:.0%}", flush=True)
+                  f" NCE {wps['bare_nce']:8.0f} (x{row['bare_speedup']:.1f}) | kept {row['kept']:.0%}"
+                  f" | NCE+KLD {wps['trainer_nce_kld']:8.0f} ({row['kld_vs_nce']:.2f}x NCE; reference every step"
+                  f" {row['kld_recomputed_vs_nce']:.2f}x; cache {row['kld_cache_share']:.0%} of an epoch)", flush=True)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "torch": torch.__version__, "threads": torch.get_num_threads()},
               "settings": vars(args) | {"out": str(args.out)}, "rows": rows}

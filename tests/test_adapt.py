@@ -89,7 +89,7 @@ def test_adaptation_resumes_to_the_uninterrupted_result(demo_corpus, domain, gen
 
 def test_the_reference_gets_no_gradient_and_is_read_only_at_target_and_sample_words(general, tmp_path):
     reference_artifact = load_reference(general, load_artifact(general).vocab.sha256, "--reference")
-    reference = FrozenReference(reference_artifact)
+    reference = FrozenReference(reference_artifact.model)
     model = load_artifact(general).model
     model.train()
     V = model.config.vocab_size
@@ -116,7 +116,7 @@ def test_reference_features_cached_once_equal_those_computed_window_by_window(ge
     vocab: Vocabulary = artifact.vocab
     ids = encode_corpus(domain["domain-train"], vocab, tmp_path).ids()
     batches = BpttBatches(ids, batch_size=4, bptt=7)
-    reference = FrozenReference(artifact)
+    reference = FrozenReference(artifact.model)
     cached = list(ReferenceFeatures(reference, batches, cached=True).epoch())
     fresh = list(ReferenceFeatures(reference, batches, cached=False).epoch())
     assert len(cached) == len(batches) == len(fresh)
@@ -128,8 +128,8 @@ def test_temperature_divides_the_references_self_normalized_score(general):
     artifact = load_artifact(general)
     features = torch.randn(3, artifact.model.config.feature_dim)
     targets, samples = torch.tensor([4, 5, 6]), torch.tensor([7, 8])
-    plain = FrozenReference(artifact).log_probs_at(features, targets, samples)
-    hot = FrozenReference(artifact, temperature=2.0).log_probs_at(features, targets, samples)
+    plain = FrozenReference(artifact.model).log_probs_at(features, targets, samples)
+    hot = FrozenReference(artifact.model, temperature=2.0).log_probs_at(features, targets, samples)
     torch.testing.assert_close(hot[0], plain[0] / 2)
     torch.testing.assert_close(hot[1], plain[1] / 2)
     expected = artifact.model.word_logits(features, torch.tensor([8, 8, 8])) - artifact.model.log_z

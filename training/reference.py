@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
-from rescorer.model import LSTMState
+from rescorer.model import LSTMState, LstmLanguageModel
 from training.batches import BpttBatches
 
 
@@ -60,10 +60,12 @@ def load_reference(path: str | Path, vocab_sha256: str, role: str, device: torch
 
 
 class FrozenReference:
-    def __init__(self, artifact: Artifact, temperature: float = 1.0) -> None:
+    def __init__(self, model: LstmLanguageModel, temperature: float = 1.0) -> None:
         if not temperature > 0:
             raise ValueError(f"reference temperature must be positive, got {temperature}")
-        self.model = artifact.model
+        if not model.is_self_normalized:
+            raise ValueError("the reference must be a self_normalized model")
+        self.model = model.eval().requires_grad_(False)
         self.temperature = temperature
 
     @torch.no_grad()

@@ -141,7 +141,7 @@ def _train(
         noise = UnigramNoise(counts, config.noise_alpha).to(device)
     reference = None
     if config.uses_reference:
-        reference = FrozenReference(reference_artifact, config.reference_temperature)
+        reference = FrozenReference(reference_artifact.model, config.reference_temperature)
     objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads,
                                   reference, config.gamma)
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
