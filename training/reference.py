@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
-from rescorer.model import LSTMState, LstmLanguageModel
+from rescorer.model import LstmLanguageModel, LSTMState
 from training.batches import BpttBatches
 
 
