@@ -57,7 +57,7 @@ class TrainerStep:
                              dropout=0.0, output_kind="self_normalized" if nce else "softmax")
         self.model = LstmLanguageModel(config)
         noise = UnigramNoise(zipf_counts(vocab_size)) if nce else None
-        self.reference = FrozenReference(LstmLanguageModel(config)) if loss.startswith("nce_kld") else None
+        self.reference = FrozenReference([LstmLanguageModel(config)]) if loss.startswith("nce_kld") else None
         self.objective = TrainingObjective(self.model, "nce" if nce else "ce", bos_id=0, noise=noise,
                                            sparse_grads=True, reference=self.reference,
                                            gamma=0.5 if self.reference else 1.0)

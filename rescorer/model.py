@@ -7,6 +7,11 @@ Output kinds (DESIGN.md section 3):
 - `self_normalized`: log p(w|h) := o(h)_w - log_z with a constant `log_z` (initialised to ln V).
   Scoring a word touches one row u_w: O(H) per token, never O(H V).
 - `softmax`: log p(w|h) = log_softmax(o(h))_w, the cross-entropy baseline.
+- `mos`: a mixture of K softmaxes (the high-rank teachers of paper 2, section 2.1):
+  p(w|h) = sum_k pi_k(h) softmax(U (W_k h) + b)_w with pi(h) = softmax(W_pi h). Each expert
+  reads a linear projection W_k h of the (bottleneck) features. Unlike Yang et al.'s MoS there
+  is no tanh on W_k h: then one expert with W_1 = I is exactly the softmax model (tested), and
+  the mixture over K > 1 is still not a single softmax of any logits. Costs K full softmaxes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OutputKind = Literal["self_normalized", "softmax"]
-OUTPUT_KINDS: tuple[str, ...] = ("self_normalized", "softmax")
+OutputKind = Literal["self_normalized", "softmax", "mos"]
+OUTPUT_KINDS: tuple[str, ...] = ("self_normalized", "softmax", "mos")
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
 
 
@@ -36,10 +41,13 @@ class ModelConfig:
     projection_dim: int | None = None  # linear bottleneck before the output layer; None = none
     tie_weights: bool = False  # output rows = input embedding (needs feature dim == embedding)
     output_kind: OutputKind = "self_normalized"
+    experts: int = 1  # K, mixture-of-softmaxes components (output_kind "mos" only)
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+        if not isinstance(self.experts, int) or self.experts < 1 or (self.experts > 1 and self.output_kind != "mos"):
+            raise ValueError(f"experts must be 1, or more with output_kind 'mos'; got {self.experts!r}")
         for name in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -77,6 +85,10 @@ class LstmLanguageModel(nn.Module):
         # gradient is sparse.
         self.output_embedding = None if config.tie_weights else nn.Embedding(V, config.feature_dim)
         self.output_bias = nn.Embedding(V, 1)
+        if config.output_kind == "mos":
+            D, K = config.feature_dim, config.experts
+            self.prior = nn.Linear(D, K, bias=False)  # pi(h) = softmax(W_pi h)
+            self.expert_projection = nn.Linear(D, K * D, bias=False)  # W_1 .. W_K stacked
         if log_z is None:
             log_z = math.log(V) if config.output_kind == "self_normalized" else 0.0
         # A constant, not trained (paper 1, Eq. 14); re-centering moves it.
@@ -131,15 +143,28 @@ class LstmLanguageModel(nn.Module):
         bias = F.embedding(word_ids, self.output_bias.weight, sparse=sparse).squeeze(-1)
         return (features * rows).sum(-1) + bias
 
+    def log_probs(self, features: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Normalized log p(.|h) over the vocabulary: (..., D) -> (..., V). O(K D V) per position.
+
+        softmax and self_normalized: log_softmax(o(h) / T); mos: log sum_k pi_k softmax_k, with
+        each expert's logits divided by T (the prior is not tempered).
+        """
+        if self.config.output_kind != "mos":
+            return torch.log_softmax(self.logits(features) / temperature, dim=-1)
+        K, D = self.config.experts, self.config.feature_dim
+        log_prior = torch.log_softmax(self.prior(features), dim=-1)  # (..., K)
+        expert_features = self.expert_projection(features).unflatten(-1, (K, D))  # (..., K, D)
+        expert_log_probs = torch.log_softmax(self.logits(expert_features) / temperature, dim=-1)  # (..., K, V)
+        return torch.logsumexp(log_prior.unsqueeze(-1) + expert_log_probs, dim=-2)  # (..., V)
+
     def log_prob_of(self, features: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
         """log p(w|h) as the model defines it: features (..., D), word_ids (...) -> (...).
 
-        Self-normalized: o(h)_w - log_z (no softmax). Softmax: a full log-softmax.
+        Self-normalized: o(h)_w - log_z (no softmax). Softmax and mos: full normalization.
         """
         if self.is_self_normalized:
             return self.word_logits(features, word_ids) - self.log_z
-        log_probs = torch.log_softmax(self.logits(features), dim=-1)
-        return log_probs.gather(-1, word_ids.unsqueeze(-1)).squeeze(-1)
+        return self.log_probs(features).gather(-1, word_ids.unsqueeze(-1)).squeeze(-1)
 
     def initial_state(self, batch_size: int) -> LSTMState:
         shape = (self.config.num_layers, batch_size, self.config.hidden_dim)

@@ -89,25 +89,25 @@ def test_adaptation_resumes_to_the_uninterrupted_result(demo_corpus, domain, gen
 
 def test_the_reference_gets_no_gradient_and_is_read_only_at_target_and_sample_words(general, tmp_path):
     reference_artifact = load_reference(general, load_artifact(general).vocab.sha256, "--reference")
-    reference = FrozenReference(reference_artifact.model)
+    reference = FrozenReference([reference_artifact.model])
     model = load_artifact(general).model
     model.train()
     V = model.config.vocab_size
     objective = TrainingObjective(model, "nce", bos_id=0, noise=UnigramNoise(torch.arange(V) + 1.0),
                                   reference=reference, gamma=0.3)
-    before = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    before = {k: v.clone() for k, v in reference.models[0].state_dict().items()}
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the reference must never compute logits over the vocabulary")
 
-    reference.model.logits = forbidden
+    reference.models[0].logits = forbidden
     inputs = torch.tensor([[0, 5, 6, 7], [0, 8, 9, 10]])
     targets = torch.tensor([[5, 6, 7, 1], [8, 9, 10, 1]])
     features, _ = reference.features(inputs, None)
     loss, _ = objective(inputs, targets, None, torch.tensor([3, 5, 5, 12]), features)
     loss.backward()
-    assert all(p.grad is None and not p.requires_grad for p in reference.model.parameters())
-    assert all(torch.equal(before[k], v) for k, v in reference.model.state_dict().items())
+    assert all(p.grad is None and not p.requires_grad for p in reference.models[0].parameters())
+    assert all(torch.equal(before[k], v) for k, v in reference.models[0].state_dict().items())
     assert model.lstm.weight_hh_l0.grad is not None  # the trained model does learn
 
 
@@ -116,7 +116,7 @@ def test_reference_features_cached_once_equal_those_computed_window_by_window(ge
     vocab: Vocabulary = artifact.vocab
     ids = encode_corpus(domain["domain-train"], vocab, tmp_path).ids()
     batches = BpttBatches(ids, batch_size=4, bptt=7)
-    reference = FrozenReference(artifact.model)
+    reference = FrozenReference([artifact.model])
     cached = list(ReferenceFeatures(reference, batches, cached=True).epoch())
     fresh = list(ReferenceFeatures(reference, batches, cached=False).epoch())
     assert len(cached) == len(batches) == len(fresh)
@@ -128,8 +128,8 @@ def test_temperature_divides_the_references_self_normalized_score(general):
     artifact = load_artifact(general)
     features = torch.randn(3, artifact.model.config.feature_dim)
     targets, samples = torch.tensor([4, 5, 6]), torch.tensor([7, 8])
-    plain = FrozenReference(artifact.model).log_probs_at(features, targets, samples)
-    hot = FrozenReference(artifact.model, temperature=2.0).log_probs_at(features, targets, samples)
+    plain = FrozenReference([artifact.model]).log_probs_at((features,), targets, samples)
+    hot = FrozenReference([artifact.model], temperature=2.0).log_probs_at((features,), targets, samples)
     torch.testing.assert_close(hot[0], plain[0] / 2)
     torch.testing.assert_close(hot[1], plain[1] / 2)
     expected = artifact.model.word_logits(features, torch.tensor([8, 8, 8])) - artifact.model.log_z

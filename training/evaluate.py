@@ -66,6 +66,8 @@ def evaluate(
     model.eval()
     device = model.device
     log_z = float(model.log_z)
+    mixture = model.config.output_kind == "mos"
+    chunk = max(LOGIT_CHUNK // model.config.experts, 1)  # a mos holds K (n, V) blocks
     norm_sum = self_sum = 0.0
     z_sum = z_sq_sum = z_abs_sum = 0.0
     count = 0
@@ -74,9 +76,16 @@ def evaluate(
         mask = batch.mask.to(device)
         features = features[mask]  # (N, D)
         targets = batch.targets.to(device)[mask]  # (N,)
-        for start in range(0, len(targets), LOGIT_CHUNK):
-            logits = model.logits(features[start : start + LOGIT_CHUNK]).double()  # (n, V)
-            y = targets[start : start + LOGIT_CHUNK]
+        for start in range(0, len(targets), chunk):
+            y = targets[start : start + chunk]
+            if mixture:  # normalized by construction: log Z(h) = 0, s = log p
+                log_p = model.log_probs(features[start : start + chunk]).double()  # (n, V)
+                target_log_p = float(log_p.gather(1, y.unsqueeze(1)).sum())
+                norm_sum += target_log_p
+                self_sum += target_log_p
+                count += len(y)
+                continue
+            logits = model.logits(features[start : start + chunk]).double()  # (n, V)
             target_logit = logits.gather(1, y.unsqueeze(1)).squeeze(1)  # (n,)
             log_z_h = torch.logsumexp(logits, dim=1) - log_z  # (n,) log Z(h) of s(.|h)
             self_sum += float((target_logit - log_z).sum())

@@ -60,6 +60,9 @@ class TrainingObjective(nn.Module):
         features = features.reshape(-1, features.shape[-1])  # (N, D)
         targets = targets.reshape(-1)  # (N,)
         if self.loss == "ce":
+            if self.model.config.output_kind == "mos":
+                log_probs = self.model.log_probs(features)  # (N, V)
+                return F.nll_loss(log_probs, targets, ignore_index=self.bos_id, reduction="sum"), state
             return cross_entropy_loss(self.model.logits(features), targets, self.bos_id), state
         return self._nce(features, targets, samples, reference_features), state
 
@@ -82,7 +85,7 @@ class TrainingObjective(nn.Module):
         if reference_features is None:
             raise ValueError("NCE+KLD needs the reference's features for the batch")
         reference_target, reference_samples = self.reference.log_probs_at(
-            reference_features.reshape(-1, reference_features.shape[-1]), targets, samples)  # (N,), (N, S)
+            reference_features, targets, samples)  # (N,), (N, S)
         # how often each target was drawn: the samples equal to y leave the partial expectation
         count = torch.bincount(samples, minlength=self.model.config.vocab_size)[targets]  # (N,)
         return nce_kld_loss(

@@ -141,7 +141,7 @@ def _train(
         noise = UnigramNoise(counts, config.noise_alpha).to(device)
     reference = None
     if config.uses_reference:
-        reference = FrozenReference(reference_artifact.model, config.reference_temperature)
+        reference = FrozenReference([reference_artifact.model], config.reference_temperature)
     objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads,
                                   reference, config.gamma)
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
@@ -213,7 +213,7 @@ def _adaptation_digests(config: TrainConfig) -> dict[str, str]:
 
 
 def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures:
-    size = ReferenceFeatures.cache_bytes(batches, reference.model.config.feature_dim)
+    size = ReferenceFeatures.cache_bytes(batches, reference.feature_dims)
     if config.cache_reference_features and size > REFERENCE_CACHE_LIMIT:
         raise ValueError(
             f"the reference's features for this corpus would take {size / 2**30:.1f} GiB (limit"
