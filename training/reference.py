@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
-from rescorer.model import LstmLanguageModel, LSTMState
+from rescorer.model import LstmLanguageModel
 from training.batches import BpttBatches
 
 

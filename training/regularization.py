@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rescorer.model import LSTMState, LstmLanguageModel
+from rescorer.model import LstmLanguageModel, LSTMState
 
 
 @dataclass(frozen=True)
