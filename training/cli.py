@@ -3,6 +3,7 @@
     rescorer-train train --corpus ptb --loss nce --out runs/ptb-nce
     rescorer-train train --train a.txt --dev b.txt --out runs/x --resume
     rescorer-train adapt --init general/artifact --gamma 0.5 --train id.txt --dev id-dev.txt --out runs/a
+    rescorer-train distill --teacher t1/artifact --teacher t2/artifact --loss tr --train a.txt --dev b.txt --out runs/s
     rescorer-train evaluate runs/ptb-nce/artifact ptb/ptb.test.txt.gz --json test.json
     torchrun --nproc-per-node 2 -m training.cli train ...   (data parallel)
 """
@@ -35,15 +36,17 @@ CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
     "wikitext-2": ("wikitext-2/train.txt.gz", "wikitext-2/valid.txt.gz", "wikitext-2/test.txt.gz"),
 }
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
-# options of `adapt` that `train` also has but adapt takes from the init artifact or fixes
-NOT_ADAPT_OPTIONS = {*ARCHITECTURE_FIELDS, "vocab_size", "min_count", "unk_symbol", "loss", "init_path", "reference_path"}
-ADAPT_HELP = {
-    "gamma": "Eq. 8: weight of the in-domain data; 1 - gamma goes to the reference (1 = plain NCE fine-tuning)",
-    "reference_temperature": "Eq. 22: the reference's p_t = exp(s_t / T)",
-    "cache_reference_features": "compute the frozen reference's features once per run (false: at every step)",
-    "lr": "SGD learning rate (adapt's default is a tenth of train's)",
-}
-ADAPT_DEFAULTS = {"lr": 0.1}
+# options each subcommand does not take from TrainConfig: set otherwise, or meaningless there
+ADAPTATION_FIELDS = {"init_path", "reference_path", "gamma", "reference_temperature", "cache_reference_features"}
+DISTILLATION_FIELDS = {"teacher_paths", "alpha", "trust_a"}
+VOCABULARY_FIELDS = {"vocab_path", "vocab_size", "min_count", "unk_symbol"}
+NOT_TRAIN_OPTIONS = ADAPTATION_FIELDS | DISTILLATION_FIELDS | {"vocab_path", "loss"}
+NOT_ADAPT_OPTIONS = ({*ARCHITECTURE_FIELDS, "output_kind", "experts", "loss", "init_path", "reference_path"}
+                     | VOCABULARY_FIELDS | DISTILLATION_FIELDS)
+NOT_DISTILL_OPTIONS = {"init_path", "reference_path", "gamma", "loss", "teacher_paths"} | VOCABULARY_FIELDS
+ADAPT_DEFAULTS = {"lr": 0.1}  # fine-tuning: a tenth of train's rate
+DISTILL_HELP = {"reference_temperature": "temperature T on the teachers: softmax(o / T), exp(s / T) for a"
+                                         " self-normalized one (paper 2 found T = 1 best)"}
 
 
 def resolve_data_path(path: str, data_dir: str) -> str:
@@ -54,19 +57,25 @@ def resolve_data_path(path: str, data_dir: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an LM and write an artifact",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus", choices=sorted(CORPORA), help="a known corpus under --data-dir")
-    p.add_argument("--train", help="training text, one sentence per line (plain or .gz)")
-    p.add_argument("--dev", help="held-out text for the schedule and model selection")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where relative corpus paths are looked up")
-    p.add_argument("--out", required=True, help="run directory (checkpoints; artifact in OUT/artifact)")
+def _add_run_options(p: argparse.ArgumentParser, train_help: str, dev_help: str) -> None:
+    p.add_argument("--train", help=train_help)
+    p.add_argument("--dev", help=dev_help)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"where relative corpus paths are looked up (default: {DEFAULT_DATA_DIR})")
+    p.add_argument("--out", required=True, help="run directory (checkpoints; the artifact in OUT/artifact)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--vocab", dest="vocab_path", help="Kaldi words.txt to use instead of building one")
-    _add_config_options(p, exclude={"vocab_path", "init_path", "reference_path", "gamma",
-                                    "reference_temperature", "cache_reference_features"})
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an LM and write an artifact", description="Train an LSTM LM:"
+                       " softmax or mixture-of-softmaxes cross-entropy, or self-normalized NCE.")
+    p.add_argument("--corpus", choices=sorted(CORPORA), help="a known corpus under --data-dir")
+    _add_run_options(p, "training text, one sentence per line (plain or .gz)",
+                     "held-out text for the schedule and model selection")
+    p.add_argument("--vocab", dest="vocab_path", help=_help("vocab_path"))
+    p.add_argument("--loss", choices=["ce", "nce"], default="nce", help=_help("loss"))
+    _add_config_options(p, exclude=NOT_TRAIN_OPTIONS)
 
 
 def _add_adapt_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,37 +83,63 @@ def _add_adapt_parser(sub: argparse._SubParsersAction) -> None:
         "adapt", help="adapt an artifact to in-domain text: NCE fine-tuning or NCE+KLD (paper 1)",
         description="Continue training an artifact on in-domain text. Its vocabulary, architecture"
         " and log_z are kept; gamma < 1 adds KL-divergence regularization toward the frozen"
-        " --reference (paper 1, Eq. 15-21); gamma = 1 is plain NCE fine-tuning.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        " --reference (paper 1, Eq. 15-21); gamma = 1 is plain NCE fine-tuning.")
     p.add_argument("--init", dest="init_path", required=True, help="artifact to start from (weights, vocabulary)")
     p.add_argument("--reference", dest="reference_path", help="frozen self-normalized artifact with the same"
                    " vocabulary that the KLD term pulls toward (default: --init)")
-    p.add_argument("--train", required=True, help="in-domain training text, one sentence per line (plain or .gz)")
-    p.add_argument("--dev", required=True, help="in-domain held-out text for the schedule and model selection")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where relative corpus paths are looked up")
-    p.add_argument("--out", required=True, help="run directory (checkpoints; artifact in OUT/artifact)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_config_options(p, exclude=NOT_ADAPT_OPTIONS | {"vocab_path"}, help_text=ADAPT_HELP, defaults=ADAPT_DEFAULTS)
+    _add_run_options(p, "in-domain training text, one sentence per line (plain or .gz)",
+                     "in-domain held-out text for the schedule and model selection")
+    _add_config_options(p, exclude=NOT_ADAPT_OPTIONS, defaults=ADAPT_DEFAULTS)
+
+
+def _add_distill_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill", help="train a student from a teacher ensemble (paper 2: KL, interpolation, trust"
+        " regularization; nce-tr for a self-normalized student)",
+        description="Train a student LM from frozen teachers whose probabilities are averaged."
+        " ce: cross-entropy only (no teacher term); kl: KL only (Eq. 4); interp: alpha CE + (1 - alpha) KL"
+        " (Eq. 1); tr: R(y) CE + KL with R(y) = -a ln(1 - Q(y|c)) (Eq. 5-6); nce-tr: a self-normalized"
+        " student trained with NCE+KLD toward the teachers at gamma = R(y) / (1 + R(y)).")
+    p.add_argument("--teacher", dest="teacher_paths", action="append", required=True,
+                   help="a teacher artifact; repeat for an ensemble (one vocabulary, also the student's)")
+    p.add_argument("--loss", choices=["ce", "kl", "interp", "tr", "nce-tr"], required=True,
+                   help="the distillation loss (see above)")
+    _add_run_options(p, "training text, one sentence per line (plain or .gz)",
+                     "held-out text for the schedule and model selection")
+    _add_config_options(p, exclude=NOT_DISTILL_OPTIONS, help_text=DISTILL_HELP)
+
+
+def _help(name: str, default=None, help_text: dict[str, str] | None = None) -> str:
+    """A field's help from TrainConfig, with its default unless the text already says it."""
+    spec = next(f for f in fields(TrainConfig) if f.name == name)
+    text = (help_text or {}).get(name, spec.metadata["help"])
+    default = spec.default if default is None else default
+    return text if default is None or "default" in text else f"{text} (default: {_shown(default)})"
+
+
+def _shown(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else "none" if value == () else str(value)
 
 
 def _add_config_options(p: argparse.ArgumentParser, exclude: set[str], help_text: dict[str, str] | None = None,
                         defaults: dict | None = None) -> None:
-    help_text, overrides = help_text or {}, defaults or {}
-    defaults = {f.name: overrides.get(f.name, f.default) for f in fields(TrainConfig)
-                if f.name not in {"train_path", "dev_path", "out_dir", *exclude}}
-    for name, default in defaults.items():
-        flag = "--" + name.replace("_", "-")
-        if name in BUDGET_FLAGS:
-            p.add_argument(flag, type=int, default=None, help=f"{BUDGET_FLAGS[name]} (default {default}; may be raised on --resume)")
-        elif name == "loss":
-            p.add_argument(flag, choices=["ce", "nce"], default=default, help="ce: softmax cross-entropy; nce: self-normalized NCE")
+    """One --kebab-case option per remaining TrainConfig field, typed and described by the field."""
+    overrides = defaults or {}
+    for spec in fields(TrainConfig):
+        name = spec.name
+        if name in {"train_path", "dev_path", "out_dir", *exclude}:
+            continue
+        default = overrides.get(name, spec.default)
+        flag, text = "--" + name.replace("_", "-"), _help(name, default, help_text)
+        if name in BUDGET_FLAGS:  # None: taken from the checkpoint on --resume
+            p.add_argument(flag, type=int, default=None, help=f"{text}; may be raised on --resume")
+        elif name == "output_kind":
+            p.add_argument(flag, choices=["auto", "self_normalized", "softmax", "mos"], default=default, help=text)
         elif isinstance(default, bool):
-            p.add_argument(flag, type=_parse_bool, default=default, metavar="{true,false}", help=help_text.get(name))
-        elif name in ("vocab_size", "projection_dim"):
-            p.add_argument(flag, type=int, default=default, help=help_text.get(name))
+            p.add_argument(flag, type=_parse_bool, default=default, metavar="{true,false}", help=text)
         else:
-            p.add_argument(flag, type=type(default), default=default, help=help_text.get(name))
+            kind = int if "int" in str(spec.type) else float if "float" in str(spec.type) else str
+            p.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _parse_bool(text: str) -> bool:
@@ -121,6 +156,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         args.loss = "nce"
         for name, value in architecture_of(args.init_path).items():
             setattr(args, name, value)
+    if args.command == "distill" and not args.resume and args.loss == "nce-tr" and args.output_kind == "auto":
+        args.output_kind = "self_normalized"
     if args.resume:
         stored = load_checkpoint(Path(args.out) / "checkpoint.pt")["config"]
         overrides = {"out_dir": args.out, "device": args.device}
@@ -213,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_parser(sub)
     _add_adapt_parser(sub)
+    _add_distill_parser(sub)
     _add_evaluate_parser(sub)
     _add_demo_corpus_parser(sub)
     return parser
@@ -221,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("train", "adapt"):
+        if args.command in ("train", "adapt", "distill"):
             return _cmd_train(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)

@@ -6,10 +6,20 @@ kebab-case flags map one to one onto these snake_case fields.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Literal
 
-LossKind = Literal["ce", "nce"]
+from training.regularization import Regularization
+
+LossKind = Literal["ce", "nce", "kl", "interp", "tr", "nce-tr"]
+LOSSES = ("ce", "nce", "kl", "interp", "tr", "nce-tr")
+DISTILLATION_LOSSES = ("kl", "interp", "tr", "nce-tr")  # read a teacher
+SELF_NORMALIZED_LOSSES = ("nce", "nce-tr")  # train a self-normalized model
+
+
+def option(default, help: str):
+    """A field with the help text that `rescorer-train --help` prints (one place for both)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -18,50 +28,84 @@ class TrainConfig:
     dev_path: str
     out_dir: str
     # vocabulary
-    vocab_path: str | None = None  # a Kaldi words.txt to use as is; else built from train_path
-    vocab_size: int | None = None  # cap, counting <s> </s> <unk>; None = every word
-    min_count: int = 1  # words seen fewer times map to <unk>
-    unk_symbol: str = "<unk>"
-    # model (see rescorer.model.ModelConfig)
-    embedding_dim: int = 256
-    hidden_dim: int = 256
-    num_layers: int = 2
-    dropout: float = 0.25  # paper 1
-    projection_dim: int | None = None
-    tie_weights: bool = False
+    vocab_path: str | None = option(None, "a Kaldi words.txt to use as is (default: built from the training text)")
+    vocab_size: int | None = option(None, "cap on the vocabulary, counting <s> </s> <unk> (default: every word)")
+    min_count: int = option(1, "words seen fewer times in the training text map to <unk>")
+    unk_symbol: str = option("<unk>", "the unknown-word symbol")
+    # model (rescorer.model.ModelConfig)
+    embedding_dim: int = option(256, "word embedding size")
+    hidden_dim: int = option(256, "LSTM units per layer (paper 1: 1024)")
+    num_layers: int = option(2, "LSTM layers (paper 1: 2)")
+    dropout: float = option(0.25, "feed-forward dropout, never on recurrent links (paper 1: 0.25)")
+    projection_dim: int | None = option(None, "linear bottleneck before the output layer (default: none)")
+    tie_weights: bool = option(False, "output rows = input embedding (needs feature size = embedding size)")
+    output_kind: str = option("auto", "auto: self_normalized for nce and nce-tr, softmax otherwise; or mos"
+                                      " (a mixture of softmaxes, scored with full normalization)")
+    experts: int = option(1, "K, the components of a mixture of softmaxes (--output-kind mos)")
+    # AWD-LSTM regularization for teachers (paper 2, section 2.1; training/regularization.py)
+    weight_drop: float = option(0.0, "DropConnect rate on the LSTM's hidden-to-hidden weights")
+    variational_dropout: float = option(0.0, "variational dropout rate on LSTM inputs and outputs, one mask per"
+                                             " sequence (replaces --dropout where > 0)")
+    embedding_dropout: float = option(0.0, "rate at which whole words are dropped from a batch")
+    activation_reg: float = option(0.0, "AR: alpha x mean square of the features reaching the output layer")
+    temporal_activation_reg: float = option(0.0, "TAR: beta x mean square step-to-step change of the last LSTM layer")
     # loss
-    loss: LossKind = "nce"
-    noise_alpha: float = 0.75  # paper 1, Eq. 13
-    noise_samples: int = 256  # S, shared by every position of a batch (paper 1); nu = S
+    loss: LossKind = option("nce", "ce: cross-entropy; nce: self-normalized NCE (paper 1, Eq. 12)")
+    noise_alpha: float = option(0.75, "NCE noise p_n ~ count^alpha (paper 1, Eq. 13)")
+    noise_samples: int = option(256, "S, noise words per batch shared by every position (paper 1: 256); nu = S")
     # adaptation (paper 1, section 4; `rescorer-train adapt`)
-    init_path: str | None = None  # artifact to start from: its weights, vocabulary, architecture, log_z
-    reference_path: str | None = None  # frozen self-normalized reference for NCE+KLD
-    gamma: float = 1.0  # Eq. 8: weight of the data vs the reference; 1 = plain NCE fine-tuning
-    reference_temperature: float = 1.0  # Eq. 22: p_t = exp(s_t / T); 1 = the reference as scored
-    cache_reference_features: bool = True  # reference features computed once per run, not every step
+    init_path: str | None = option(None, "artifact to start from: its weights, vocabulary, architecture, log_z")
+    reference_path: str | None = option(None, "frozen self-normalized reference for NCE+KLD")
+    gamma: float = option(1.0, "Eq. 8: weight of the in-domain data; 1 - gamma goes to the reference"
+                               " (1 = plain NCE fine-tuning)")
+    reference_temperature: float = option(1.0, "temperature T on the reference or teacher: p_t = exp(s_t / T)"
+                                               " (paper 1, Eq. 22), softmax(o / T) for a softmax or mos teacher")
+    cache_reference_features: bool = option(True, "compute the frozen reference's (or teachers') features once"
+                                                  " per run instead of at every step")
+    # distillation (paper 2; `rescorer-train distill`)
+    teacher_paths: tuple[str, ...] = option((), "frozen teacher artifacts with one vocabulary; their probabilities"
+                                                " are averaged")
+    alpha: float = option(0.5, "interp: alpha CE + (1 - alpha) KL (paper 2, Eq. 1)")
+    trust_a: float = option(0.1, "tr and nce-tr: R(y) = -a ln(1 - Q(y|c)) (paper 2, Eq. 6; 0.1 on PTB, 0.01 on WSJ)")
     # optimisation
-    batch_size: int = 64  # sequences per batch (paper 1: 128; 64 is faster on 2 cores)
-    bptt: int = 20  # truncated BPTT length (paper 1)
-    lr: float = 1.0  # SGD; the loss is summed over a window and averaged over sequences
-    clip_norm: float = 15.0  # global gradient-norm clip (paper 1)
-    weight_decay: float = 1e-6  # paper 1
-    max_epochs: int = 25  # paper 1's budget
-    anneal_threshold: float = 0.003  # start halving once dev improves by less than 0.3 %
-    anneal_epochs: int = 5  # halving epochs before stopping (paper 1: "5 additional")
-    sparse_grads: bool = True  # sparse embedding/output-row gradients (NCE touches few rows)
-    seed: int = 1
-    device: str = "auto"  # auto = cuda when present, else cpu
-    eval_max_tokens: int = 8192  # padded tokens per dev-evaluation batch
+    batch_size: int = option(64, "sequences per batch (paper 1: 128; 64 is faster on 2 cores)")
+    bptt: int = option(20, "truncated BPTT length (paper 1: 20)")
+    lr: float = option(1.0, "SGD learning rate; the loss is summed over a window and averaged over sequences")
+    clip_norm: float = option(15.0, "global gradient-norm clip (paper 1: 15)")
+    weight_decay: float = option(1e-6, "weight decay (paper 1: 1e-6)")
+    max_epochs: int = option(25, "maximum epochs (paper 1: 25)")
+    anneal_threshold: float = option(0.003, "halve the rate once dev perplexity improves by less than this share")
+    anneal_epochs: int = option(5, "halved-rate epochs after annealing starts (paper 1: 5)")
+    sparse_grads: bool = option(True, "sparse embedding and output-row gradients (NCE touches few rows)")
+    seed: int = option(1, "seed of initialization, dropout and noise sampling")
+    device: str = option("auto", "auto (cuda when present, else cpu), cpu or cuda")
+    eval_max_tokens: int = option(8192, "padded tokens per dev-evaluation batch")
 
     def __post_init__(self) -> None:
-        if self.loss not in ("ce", "nce"):
-            raise ValueError(f"loss must be 'ce' or 'nce', got {self.loss!r}")
+        object.__setattr__(self, "teacher_paths", tuple(self.teacher_paths))
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.output_kind not in ("auto", "self_normalized", "softmax", "mos"):
+            raise ValueError(f"output_kind must be auto, self_normalized, softmax or mos; got {self.output_kind!r}")
+        kind = self.model_output_kind
+        if (self.loss in SELF_NORMALIZED_LOSSES) != (kind == "self_normalized"):
+            raise ValueError(f"loss {self.loss!r} cannot train a {kind} model"
+                             " (nce and nce-tr train self_normalized models; ce, kl, interp, tr softmax or mos)")
+        if self.loss in DISTILLATION_LOSSES and not self.teacher_paths:
+            raise ValueError(f"loss {self.loss!r} needs at least one teacher")
+        if self.teacher_paths and (self.reference_path or self.init_path):
+            raise ValueError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
         checks = {
             "noise_samples": self.noise_samples >= 1, "batch_size": self.batch_size >= 1,
             "bptt": self.bptt >= 1, "lr": self.lr > 0, "clip_norm": self.clip_norm > 0,
             "weight_decay": self.weight_decay >= 0, "max_epochs": self.max_epochs >= 1,
             "anneal_epochs": self.anneal_epochs >= 0, "min_count": self.min_count >= 1,
             "gamma": 0.0 <= self.gamma <= 1.0, "reference_temperature": self.reference_temperature > 0,
+            "alpha": 0.0 <= self.alpha <= 1.0, "trust_a": self.trust_a >= 0.0,
+            "experts": isinstance(self.experts, int) and self.experts >= 1 and (self.experts == 1 or kind == "mos"),
+            **{name: 0.0 <= getattr(self, name) < 1.0 for name in
+               ("weight_drop", "variational_dropout", "embedding_dropout", "dropout")},
+            **{name: getattr(self, name) >= 0.0 for name in ("activation_reg", "temporal_activation_reg")},
         }
         for name, ok in checks.items():
             if not ok:
@@ -70,8 +114,8 @@ class TrainConfig:
             raise ValueError(f"gamma {self.gamma} < 1 needs a reference model (reference_path)")
         if (self.reference_path or self.gamma < 1.0) and self.loss != "nce":
             raise ValueError("NCE+KLD adaptation needs loss 'nce'")
-        if self.init_path and self.vocab_path:
-            raise ValueError("init_path brings its own vocabulary; do not also give vocab_path")
+        if (self.init_path or self.teacher_paths) and self.vocab_path:
+            raise ValueError("the init artifact or the teachers bring the vocabulary; do not also give vocab_path")
         if self.reference_path and not self.init_path:
             raise ValueError("a reference model needs init_path (the vocabulary comes from the init artifact)")
 
@@ -81,11 +125,26 @@ class TrainConfig:
         return self.reference_path is not None and self.gamma < 1.0
 
     @property
-    def output_kind(self) -> str:
-        return "self_normalized" if self.loss == "nce" else "softmax"
+    def model_output_kind(self) -> str:
+        if self.output_kind != "auto":
+            return self.output_kind
+        return "self_normalized" if self.loss in SELF_NORMALIZED_LOSSES else "softmax"
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.loss in DISTILLATION_LOSSES
+
+    def regularization(self) -> Regularization:
+        return Regularization(self.weight_drop, self.variational_dropout, self.embedding_dropout,
+                              self.activation_reg, self.temporal_activation_reg)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every field that has a default, with it."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -141,3 +141,56 @@ def kld_importance_weights(
     samples = ratio.mul_(scale.unsqueeze(-1))  # c(w), in place: no second (N, S) buffer
     return KldWeights(p_gamma_target - count * scale * ratio_target, samples, z)
 
+
+
+TRUST_FLOOR = 1e-6  # 1 - Q(y|c) is floored here: a teacher certain of y gives R = -a ln 1e-6, not inf
+
+
+def distillation_loss(
+    student_log_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str,
+    alpha: float = 0.5,
+    trust: float = 0.1,
+) -> torch.Tensor:
+    """Knowledge distillation, paper 2 Eq. 1-6, summed over valid positions.
+
+    student_log_probs  ln P(x|c)  (N, V)  normalized (softmax or mixture of softmaxes)
+    teacher_log_probs  ln Q(x|c)  (N, V)  normalized, no gradient (the teacher is frozen)
+    targets y (N,); mask (N,) bool
+    kind: `kl`      L_KL = -sum_x Q(x|c) ln P(x|c)                          (Eq. 4)
+          `interp`  alpha L_CE + (1 - alpha) L_KL, L_CE = -ln P(y|c)        (Eq. 1, 2)
+          `tr`      R(y) L_CE + L_KL, R(y) = -a ln(1 - Q(y|c))              (Eq. 5, 6)
+    R(y) is computed from the teacher alone and carries no gradient.
+    """
+    teacher_log_probs = teacher_log_probs.detach()
+    cross_entropy = -student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
+    kl = -(teacher_log_probs.exp() * student_log_probs).sum(-1)  # (N,)
+    if kind == "kl":
+        per_position = kl
+    elif kind == "interp":
+        per_position = alpha * cross_entropy + (1.0 - alpha) * kl
+    elif kind == "tr":
+        teacher_target = teacher_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # ln Q(y|c)
+        per_position = trust_weight(teacher_target, trust) * cross_entropy + kl
+    else:
+        raise ValueError(f"unknown distillation loss {kind!r}; expected kl, interp or tr")
+    return torch.where(mask, per_position, torch.zeros_like(per_position)).sum()
+
+
+@torch.no_grad()
+def trust_weight(teacher_target_log_probs: torch.Tensor, trust: float) -> torch.Tensor:
+    """R(y) = -a ln(1 - Q(y|c)) (paper 2, Eq. 6) from ln Q(y|c): (N,) -> (N,)."""
+    one_minus_q = -torch.expm1(teacher_target_log_probs.clamp_max(0.0))  # 1 - Q, exact for small Q
+    return -trust * torch.log(one_minus_q.clamp_min(TRUST_FLOOR))
+
+
+@torch.no_grad()
+def trust_gamma(teacher_target_log_probs: torch.Tensor, trust: float) -> torch.Tensor:
+    """The per-position gamma of a self-normalized student (`nce-tr`): trust regularization's
+    R(y) L_CE + L_KL is, up to the factor 1 + R, the cross-entropy against the normalized mixture
+    (R 1[x=y] + Q(x|c)) / (1 + R), which is p_gamma of Eq. 8 with gamma = R / (1 + R)."""
+    r = trust_weight(teacher_target_log_probs, trust)
+    return r / (1.0 + r)

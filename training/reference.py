@@ -41,19 +41,21 @@ def artifact_digest(path: str | Path) -> str:
     return hashlib.sha256((Path(path) / CONFIG_FILE).read_bytes()).hexdigest()
 
 
-def load_reference(path: str | Path, vocab_sha256: str, role: str, device: torch.device | str = "cpu") -> Artifact:
-    """Load an artifact as a frozen reference; its vocabulary must be the run's (`vocab_sha256`)."""
+def load_reference(path: str | Path, vocab_sha256: str | None, role: str, device: torch.device | str = "cpu",
+                   self_normalized: bool = True) -> Artifact:
+    """Load an artifact as a frozen reference; its vocabulary must be the run's (`vocab_sha256`,
+    None: any). `self_normalized`: refuse other output kinds (the NCE+KLD reference of `adapt`)."""
     try:
         artifact = load_artifact(path, device)
     except ArtifactError as e:
         raise ReferenceError(f"{role}: {e}") from None
-    if artifact.vocab.sha256 != vocab_sha256:
+    if vocab_sha256 is not None and artifact.vocab.sha256 != vocab_sha256:
         raise ReferenceError(
             f"{role} {path}: its vocabulary ({len(artifact.vocab)} words, sha256"
             f" {artifact.vocab.sha256[:12]}...) differs from the run's (sha256 {vocab_sha256[:12]}...);"
-            " NCE+KLD compares the two models word by word, so both need the same words.txt"
+            " the losses compare the models word by word, so all need the same words.txt"
         )
-    if not artifact.model.is_self_normalized:
+    if self_normalized and not artifact.model.is_self_normalized:
         raise ReferenceError(
             f"{role} {path}: output kind {artifact.model.config.output_kind!r}; the reference is"
             " evaluated only at the target and noise words, so it must be self_normalized"

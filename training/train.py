@@ -40,7 +40,7 @@ from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
 from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
 from training.batches import BpttBatches
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import TrainConfig
+from training.config import SELF_NORMALIZED_LOSSES, TrainConfig
 from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
 from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
 from training.evaluate import evaluate
@@ -91,14 +91,19 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
 def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     checkpoint = load_checkpoint(path)
-    stored = checkpoint["config"]
+    # a key missing from an older checkpoint had the field's default then
+    stored = {**TrainConfig.defaults(), **checkpoint["config"]}
     differing = sorted(
-        k for k, v in config.to_dict().items() if k not in RESUMABLE_OVERRIDES and stored.get(k) != v
+        k for k, v in config.to_dict().items() if k not in RESUMABLE_OVERRIDES and _as_stored(stored.get(k)) != _as_stored(v)
     )
     if differing:
         details = ", ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {getattr(config, k)!r}" for k in differing)
         raise ResumeError(f"{path}: cannot resume with a different configuration ({details})")
     return checkpoint
+
+
+def _as_stored(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _train(
@@ -112,38 +117,43 @@ def _train(
     reference_artifact = None
     if config.reference_path:  # checked even when gamma = 1 leaves it unused
         reference_artifact = load_reference(config.reference_path, init.vocab.sha256, "--reference", device)
-    coverage = vocabulary_coverage(config.train_path, init.vocab) if init is not None else None
+    teachers = _load_teachers(config, device)
+    vocabulary_source = init if init is not None else teachers[0] if teachers else None
+    coverage = vocabulary_coverage(config.train_path, vocabulary_source.vocab) if vocabulary_source else None
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, init)
+    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
     train_ids = train_corpus.ids()
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     init_dev = None
+    if coverage is not None and context.is_main:  # what the run starts from, with or without a progress bar
+        tqdm.write(coverage.describe(config.train_path))
     if init is not None:
         init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
-        if context.is_main:  # what the run starts from, with or without a progress bar
-            tqdm.write(coverage.describe(config.train_path))
+        if context.is_main:
             tqdm.write(f"init {config.init_path}: dev ppl {init_dev['normalized_ppl']:.2f}"
                        f" (self-normalized {init_dev['self_normalized_ppl']:.2f})")
     model_config = ModelConfig(
         vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
         num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
-        tie_weights=config.tie_weights, output_kind=config.output_kind,
+        tie_weights=config.tie_weights, output_kind=config.model_output_kind, experts=config.experts,
     )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = (model_from_init(init, config.dropout) if init is not None else LstmLanguageModel(model_config)).to(device)
     noise = None
-    if config.loss == "nce":
+    if config.loss in SELF_NORMALIZED_LOSSES:
         counts = unigram_counts(train_ids, len(vocab), vocab.bos_id)
         noise = UnigramNoise(counts, config.noise_alpha).to(device)
     reference = None
     if config.uses_reference:
         reference = FrozenReference([reference_artifact.model], config.reference_temperature)
+    elif config.uses_teacher:
+        reference = FrozenReference([t.model for t in teachers], config.reference_temperature)
     objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads,
-                                  reference, config.gamma)
+                                  reference, config.gamma, config.alpha, config.trust_a, config.regularization())
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
 
     schedule = Schedule()
@@ -207,9 +217,19 @@ def _train(
 
 
 def _adaptation_digests(config: TrainConfig) -> dict[str, str]:
-    """sha256 of the init and reference artifacts; a resumed run must see the same ones."""
-    return {role: artifact_digest(path) for role, path in
-            (("init", config.init_path), ("reference", config.reference_path)) if path}
+    """sha256 of the init, reference and teacher artifacts; a resumed run must see the same ones."""
+    named = [("init", config.init_path), ("reference", config.reference_path)]
+    named += [(f"teacher{i}", path) for i, path in enumerate(config.teacher_paths)]
+    return {role: artifact_digest(path) for role, path in named if path}
+
+
+def _load_teachers(config: TrainConfig, device) -> list[Artifact]:
+    """The distillation teachers, one vocabulary for all (checked against the first)."""
+    teachers: list[Artifact] = []
+    for path in config.teacher_paths:
+        vocab_sha = teachers[0].vocab.sha256 if teachers else None
+        teachers.append(load_reference(path, vocab_sha, "--teacher", device, self_normalized=False))
+    return teachers
 
 
 def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures:
@@ -271,16 +291,17 @@ def _run_epoch(step_fn, model, batches, reference_features, noise, config, sched
 
 def _prepare_data(
     config: TrainConfig, run_dir: Path, context: DistributedContext, checkpoint: dict[str, Any] | None,
-    init: Artifact | None,
+    vocabulary_source: Artifact | None,
 ) -> tuple[Vocabulary, EncodedCorpus, EncodedCorpus]:
-    """Vocabulary and encoded corpora; the main rank builds them, the others reuse its files."""
+    """Vocabulary and encoded corpora; the main rank builds them, the others reuse its files.
+    The vocabulary is the init's (adaptation) or the teachers' (distillation) where there is one."""
     words_path = run_dir / "words.txt"
 
     def build() -> Vocabulary:
         if words_path.exists() and (checkpoint is not None or not context.is_main):
             return read_symbol_table(words_path, config.unk_symbol)
-        if init is not None:
-            return init.vocab
+        if vocabulary_source is not None:
+            return vocabulary_source.vocab
         if config.vocab_path:
             return read_symbol_table(config.vocab_path, config.unk_symbol)
         counts = count_words([config.train_path])
@@ -310,8 +331,8 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
     best_epoch = min(history, key=lambda r: r["dev_normalized_ppl"])["epoch"]
     provenance = {
         "loss": "nce+kld" if config.uses_reference else config.loss,
-        "noise_alpha": config.noise_alpha if config.loss == "nce" else None,
-        "noise_samples": config.noise_samples if config.loss == "nce" else None,
+        "noise_alpha": config.noise_alpha if config.loss in SELF_NORMALIZED_LOSSES else None,
+        "noise_samples": config.noise_samples if config.loss in SELF_NORMALIZED_LOSSES else None,
         "train_data": config.train_path, "dev_data": config.dev_path,
         "train_words": train_corpus.num_words, "train_sentences": train_corpus.num_sentences,
         "epochs": len(history), "best_epoch": best_epoch,
@@ -320,5 +341,12 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
     }
     if adaptation is not None:
         provenance["adaptation"] = adaptation
+    if config.teacher_paths:
+        provenance["distillation"] = {
+            "teachers": [{"path": path, "sha256": artifact_digest(path)} for path in config.teacher_paths],
+            "loss": config.loss, "alpha": config.alpha if config.loss == "interp" else None,
+            "trust_a": config.trust_a if config.loss in ("tr", "nce-tr") else None,
+            "temperature": config.reference_temperature,
+        }
     path = save_artifact(Artifact(model, vocab, provenance), run_dir / "artifact")
     return TrainResult(path, history, final_dev)

@@ -1,0 +1,275 @@
+"""Distillation (paper 2): the losses' limits, mixture-of-softmaxes teachers, ensembles, the
+self-normalized `nce-tr` student, and `rescorer-train distill` end to end."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rescorer.artifact import load_artifact, save_artifact
+from rescorer.model import LstmLanguageModel, ModelConfig
+from rescorer.vocab import Vocabulary
+from tests.conftest import tiny_config
+from training.cli import main as train_cli
+from training.losses import distillation_loss, kld_importance_weights, nce_kld_loss, trust_gamma, trust_weight
+from training.noise import UnigramNoise
+from training.objective import TrainingObjective
+from training.reference import FrozenReference
+from training.regularization import Regularization, RegularizedFeatures
+from training.train import train
+
+
+def _distributions(N=7, V=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    student = torch.log_softmax(torch.randn(N, V, generator=g, dtype=torch.float64), -1).requires_grad_()
+    teacher = torch.log_softmax(torch.randn(N, V, generator=g, dtype=torch.float64) * 2, -1)
+    targets = torch.randint(0, V, (N,), generator=g)
+    return student, teacher, targets, torch.ones(N, dtype=torch.bool)
+
+
+def test_trust_regularization_with_a_zero_is_kl_only():
+    student, teacher, y, mask = _distributions()
+    tr = distillation_loss(student, teacher, y, mask, "tr", trust=0.0)
+    kl = distillation_loss(student, teacher, y, mask, "kl")
+    torch.testing.assert_close(tr, kl)
+    expected = -(teacher.exp() * student).sum()  # Eq. 4
+    torch.testing.assert_close(kl, expected)
+
+
+def test_interpolation_with_alpha_one_is_cross_entropy_and_zero_is_kl():
+    student, teacher, y, mask = _distributions()
+    torch.testing.assert_close(distillation_loss(student, teacher, y, mask, "interp", alpha=1.0),
+                               F.nll_loss(student, y, reduction="sum"))
+    torch.testing.assert_close(distillation_loss(student, teacher, y, mask, "interp", alpha=0.0),
+                               distillation_loss(student, teacher, y, mask, "kl"))
+
+
+def test_trust_weight_follows_eq_6_and_carries_no_gradient():
+    student, teacher, y, mask = _distributions()
+    q_y = teacher.gather(1, y[:, None])[:, 0].exp()
+    r = trust_weight(teacher.gather(1, y[:, None])[:, 0], 0.1)
+    torch.testing.assert_close(r, -0.1 * torch.log(1 - q_y))  # Eq. 6
+    loss = distillation_loss(student, teacher, y, mask, "tr", trust=0.1)
+    (grad,) = torch.autograd.grad(loss, student)
+    # d/dP of R L_CE + L_KL with R constant: -R at y, -Q elsewhere (in log space)
+    expected = -teacher.exp()
+    expected[torch.arange(len(y)), y] -= r
+    torch.testing.assert_close(grad, expected)
+    assert math.isfinite(float(trust_weight(torch.zeros(1), 0.1)))  # a certain teacher: floored, finite
+
+
+def _model(kind="softmax", experts=1, V=13, D=6, seed=0):
+    torch.manual_seed(seed)
+    return LstmLanguageModel(ModelConfig(vocab_size=V, embedding_dim=D, hidden_dim=D, num_layers=1, dropout=0.0,
+                                         output_kind=kind, experts=experts))
+
+
+def test_a_mixture_of_one_softmax_equals_the_softmax_model_with_the_same_weights():
+    softmax, mos = _model("softmax"), _model("mos", experts=1)
+    state = mos.state_dict()
+    state.update({k: v for k, v in softmax.state_dict().items()})
+    state["expert_projection.weight"] = torch.eye(6)
+    mos.load_state_dict(state)
+    features = torch.randn(4, 6)
+    torch.testing.assert_close(mos.log_probs(features), torch.log_softmax(softmax.logits(features), -1))
+    ids = torch.tensor([[1, 4, 5, 2]])
+    torch.testing.assert_close(mos.log_prob_of(mos.features(ids)[0], ids), softmax.log_prob_of(softmax.features(ids)[0], ids))
+
+
+def test_a_mixture_of_several_softmaxes_is_normalized_and_not_one_softmax():
+    mos = _model("mos", experts=3)
+    log_p = mos.log_probs(torch.randn(5, 6))
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(5))
+    with pytest.raises(ValueError, match="experts"):
+        ModelConfig(vocab_size=5, output_kind="softmax", experts=2)
+
+
+def test_an_ensemble_of_one_equals_its_member_and_two_average_probabilities():
+    a, b = _model("softmax", seed=1), _model("mos", experts=2, seed=2)
+    ids = torch.tensor([[0, 3, 4, 5]])
+    targets, samples = torch.tensor([3, 4, 5, 1]), torch.tensor([2, 7, 7])
+    one = FrozenReference([a])
+    features, _ = one.features(ids, None)
+    torch.testing.assert_close(one.log_probs(features), a.log_probs(features[0][0]))
+    both = FrozenReference([a, b])
+    features, _ = both.features(ids, None)
+    expected = torch.log((a.log_probs(features[0][0]).exp() + b.log_probs(features[1][0]).exp()) / 2)
+    torch.testing.assert_close(both.log_probs(features), expected)
+    at_y, at_s = both.log_probs_at(features, targets, samples)
+    torch.testing.assert_close(at_y, expected.gather(1, targets[:, None])[:, 0])
+    torch.testing.assert_close(at_s, expected[:, samples])
+
+
+def test_temperature_one_changes_nothing():
+    model = _model("mos", experts=2)
+    features = torch.randn(3, 6)
+    torch.testing.assert_close(model.log_probs(features, temperature=1.0), model.log_probs(features))
+    reference = FrozenReference([model], temperature=1.0)
+    torch.testing.assert_close(reference.log_probs((features[None],)), model.log_probs(features))
+
+
+def test_no_gradient_reaches_a_teacher_and_the_student_learns():
+    teachers = [_model("softmax", seed=1), _model("mos", experts=2, seed=2)]
+    before = [{k: v.clone() for k, v in t.state_dict().items()} for t in teachers]
+    reference = FrozenReference(teachers)
+    student = _model("softmax", seed=3)
+    for loss in ("kl", "interp", "tr"):
+        objective = TrainingObjective(student, loss, bos_id=0, reference=reference, trust_a=0.1)
+        ids, targets = torch.tensor([[0, 3, 4]]), torch.tensor([[3, 4, 1]])
+        value, _ = objective(ids, targets, None, None, reference.features(ids, None)[0])
+        value.backward()
+        assert student.lstm.weight_hh_l0.grad is not None
+    for teacher, state in zip(teachers, before, strict=True):
+        assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+        assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_the_nce_tr_students_loss_is_nce_kld_at_the_gammas_it_computes():
+    teachers = FrozenReference([_model("softmax", seed=1), _model("mos", experts=2, seed=2)])
+    student = _model("self_normalized", seed=3)
+    V = 13
+    noise = UnigramNoise(np.arange(V) + 1.0)
+    objective = TrainingObjective(student, "nce-tr", bos_id=0, noise=noise, reference=teachers, trust_a=0.3)
+    ids, targets = torch.tensor([[0, 3, 4, 5]]), torch.tensor([[3, 4, 5, 1]])
+    samples = torch.tensor([2, 4, 4, 9, 12])
+    features = teachers.features(ids, None)[0]
+    loss, _ = objective(ids, targets, None, samples, features)
+    y = targets.reshape(-1)
+    teacher_y, teacher_s = teachers.log_probs_at(features, y, samples)
+    gamma = trust_gamma(teacher_y, 0.3)
+    r = trust_weight(teacher_y, 0.3)
+    torch.testing.assert_close(gamma, r / (1 + r))
+    h = student.features(ids)[0].reshape(-1, 6)
+    scores = student.logits(h) - student.log_z  # (N, V), only to build the expected value
+    expected = nce_kld_loss(scores.gather(1, y[:, None])[:, 0], scores[:, samples], noise.log_probs[y],
+                            noise.log_probs[samples], teacher_y, teacher_s, (samples[None] == y[:, None]).sum(-1),
+                            gamma, y != 0)
+    torch.testing.assert_close(loss, expected)
+    weights = kld_importance_weights(noise.log_probs[y], noise.log_probs[samples], teacher_y, teacher_s,
+                                     (samples[None] == y[:, None]).sum(-1), gamma)
+    assert torch.isfinite(weights.z).all()
+
+
+def test_regularized_features_with_every_rate_zero_equal_the_models_features():
+    model = _model("softmax")
+    model.train()
+    ids = torch.tensor([[0, 3, 4, 5], [0, 6, 7, 8]])
+    plain, state = model.features(ids)
+    regularized, reg_state, penalty = RegularizedFeatures(model, Regularization())(ids, None)
+    torch.testing.assert_close(regularized, plain)
+    torch.testing.assert_close(reg_state[0], state[0])
+    assert float(penalty) == 0.0
+    ar = RegularizedFeatures(model, Regularization(activation_reg=2.0, temporal_activation_reg=3.0))
+    features, _, penalty = ar(ids, None)
+    raw, _ = model.lstm(model.embedding(ids))
+    expected = 2.0 * features.pow(2).mean() + 3.0 * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+    torch.testing.assert_close(penalty, expected)
+
+
+def test_weight_drop_masks_the_recurrent_weights_per_batch_but_leaves_them_stored_intact():
+    model = _model("softmax")
+    model.train()
+    before = model.lstm.weight_hh_l0.clone()
+    regularized = RegularizedFeatures(model, Regularization(weight_drop=0.5))
+    ids = torch.tensor([[0, 3, 4, 5]])
+    torch.manual_seed(0)
+    a = regularized(ids, None)[0]
+    torch.manual_seed(1)
+    b = regularized(ids, None)[0]
+    assert not torch.allclose(a, b)  # a different DropConnect mask per call
+    assert torch.equal(model.lstm.weight_hh_l0, before)
+    a.sum().backward()
+    assert model.lstm.weight_hh_l0.grad is not None
+
+
+@pytest.fixture(scope="module")
+def teachers(demo_corpus, tmp_path_factory) -> list[Path]:
+    """Two demo-sized members: a softmax model and a regularized mixture of softmaxes."""
+    out = tmp_path_factory.mktemp("teachers")
+    a = train(tiny_config(demo_corpus, out / "a", loss="ce", max_epochs=1), progress=False).artifact_path
+    b = train(tiny_config(demo_corpus, out / "b", loss="ce", output_kind="mos", experts=2, weight_drop=0.2,
+                          variational_dropout=0.1, embedding_dropout=0.1, activation_reg=1.0,
+                          temporal_activation_reg=1.0, max_epochs=1), progress=False).artifact_path
+    return [a, b]
+
+
+def _distill(demo_corpus, teachers, out, loss, capsys, *extra):
+    code = train_cli(["distill", *sum((["--teacher", str(t)] for t in teachers), []), "--loss", loss,
+                      "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out", str(out),
+                      "--embedding-dim", "16", "--hidden-dim", "16", "--num-layers", "1", "--batch-size", "8",
+                      "--bptt", "10", "--noise-samples", "32", "--max-epochs", "1", "--no-progress", *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", ["tr", "nce-tr"])
+def test_distill_writes_a_student_that_names_its_teachers_and_scores_like_the_rescorer(
+        demo_corpus, teachers, tmp_path, capsys, monkeypatch, loss):
+    from rescorer.cli import main as rescorer_cli
+
+    code, err = _distill(demo_corpus, teachers, tmp_path / "run", loss, capsys)
+    assert code == 0, err
+    artifact_dir = tmp_path / "run" / "artifact"
+    assert rescorer_cli(["info", str(artifact_dir)]) == 0
+    config = json.loads((artifact_dir / "config.json").read_text())
+    distillation = config["provenance"]["distillation"]
+    assert [t["path"] for t in distillation["teachers"]] == [str(t) for t in teachers]
+    assert all(len(t["sha256"]) == 64 for t in distillation["teachers"]) and distillation["loss"] == loss
+    assert config["output_kind"] == ("self_normalized" if loss == "nce-tr" else "softmax")
+    student = load_artifact(artifact_dir)
+    assert student.model.config.hidden_dim == 16
+    if loss == "nce-tr":
+        _scored_and_served_without_a_softmax(artifact_dir, tmp_path, monkeypatch)
+
+
+def _scored_and_served_without_a_softmax(artifact_dir, tmp_path, monkeypatch):
+    import httpx
+
+    from rescorer.cli import main as rescorer_cli
+    from server.settings import Settings
+    from tests.server_harness import running_server
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a self-normalized student must be scored without a softmax")
+
+    monkeypatch.setattr(LstmLanguageModel, "logits", forbidden)
+    monkeypatch.setattr(LstmLanguageModel, "log_probs", forbidden)
+    text = tmp_path / "text"
+    text.write_text("k1 the cook bakes bread\nk2 a sailor ties a net\n")
+    assert rescorer_cli(["score", str(artifact_dir), str(text), str(tmp_path / "costs")]) == 0
+    cli_costs = (tmp_path / "costs").read_text().split()
+    with running_server(Settings(model_dir=artifact_dir, telemetry_share=0.0)) as (url, _):
+        response = httpx.post(f"{url}/v1/score/kaldi", content=text.read_bytes(), timeout=10)
+    assert response.status_code == 200
+    served = response.text.split()
+    assert served[0::2] == cli_costs[0::2] == ["k1", "k2"]
+    np.testing.assert_allclose([float(c) for c in served[1::2]], [float(c) for c in cli_costs[1::2]], atol=1e-4)
+
+
+def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, teachers, tmp_path, capsys):
+    other = load_artifact(teachers[0])
+    words = list(other.vocab.words)
+    words[-1] = "zzzz"
+    other.vocab = Vocabulary(tuple(words), other.vocab.unk_symbol)
+    save_artifact(other, tmp_path / "other")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cases = [
+        ([teachers[0], tmp_path / "other"], "tr", [], "vocabulary"),
+        ([plain], "tr", [], "--teacher"),
+        ([teachers[0]], "tr", ["--trust-a", "-1"], "trust_a"),
+        ([teachers[0]], "interp", ["--alpha", "1.5"], "alpha"),
+        ([teachers[0]], "interp", ["--alpha", "nan"], "alpha"),
+    ]
+    for i, (members, loss, extra, expected) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        code, err = _distill(demo_corpus, members, out, loss, capsys, *extra)
+        assert code == 2 and expected in err and "Traceback" not in err, (members, extra, err)
+        assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse: a loss that does not exist
+        _distill(demo_corpus, teachers, tmp_path / "x", "nonsense", capsys)
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
