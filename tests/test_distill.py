@@ -71,7 +71,7 @@ def _model(kind="softmax", experts=1, V=13, D=6, seed=0):
 def test_a_mixture_of_one_softmax_equals_the_softmax_model_with_the_same_weights():
     softmax, mos = _model("softmax"), _model("mos", experts=1)
     state = mos.state_dict()
-    state.update({k: v for k, v in softmax.state_dict().items()})
+    state.update(softmax.state_dict())
     state["expert_projection.weight"] = torch.eye(6)
     mos.load_state_dict(state)
     features = torch.randn(4, 6)
