@@ -41,23 +41,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import evaluation, plot_gamma, run, train_seconds, write_json
+from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, evaluation, plot_gamma, run, train_seconds, write_json
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.eval_job import run_evaluation
 from rescorer.evaluation import error_table
 from rescorer.nbest_reader import NbestSource, read_nbest
-from rescorer.tuning import Grid
 from rescorer.vocab import build_vocabulary
 from rescorer.wer import paired_bootstrap
 from training.config import TrainConfig
 from training.corpus import count_words
 from training.text_normalization import wikitext_to_librispeech
-
-# am_score is a per-token mean (about -0.3 for a 1-best); a sentence log-prob is tens of nats
-ATIS_GRID = Grid(lm_weights=(0.0, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2),
-                 interp_weights=(1.0,),
-                 word_penalties=(-0.1, -0.06, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.06, 0.1))
 
 
 def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
@@ -146,7 +140,7 @@ def main() -> None:
     for name, artifact_path in models.items():
         report_dir = args.out / "reports" / name.lower().replace("+", "_").replace("-", "_")
         document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir,
-                                  grid=ATIS_GRID, progress=False)
+                                  grid=LENGTH_NORMALIZED_GRID, progress=False)
         test = document["sets"][0]
         errors[name] = per_utterance_errors(test, first_errors, utt_ids)
         rows[name] = {"artifact": str(artifact_path), "weights": document["weights"],
@@ -163,7 +157,7 @@ def main() -> None:
     plot_gamma(gamma_rows, args.out / "gamma.png", "ATIS", "WikiText-2 valid")
     write_json(args.out / "results.json", {
         "settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
-        "grid": {"lm_weights": ATIS_GRID.lm_weights, "word_penalties": ATIS_GRID.word_penalties},
+        "grid": {"lm_weights": LENGTH_NORMALIZED_GRID.lm_weights, "word_penalties": LENGTH_NORMALIZED_GRID.word_penalties},
         "fine_tune_lr_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "fine_tune_lr": ft_lr,
         "kld_gamma": best_gamma, "gamma_sweep": gamma_rows, "models": rows,
         "kld_minus_fine_tune": kld_vs_ft.to_dict(),

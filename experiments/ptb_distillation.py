@@ -1,0 +1,133 @@
+"""PTB distillation, as paper 2 Tables 2 and 3, scaled down to 2 CPU cores.
+
+    python experiments/ptb_distillation.py --data-dir ../shared/data --out runs/ptb-distill
+
+Teachers: an ensemble of --members mixture-of-softmaxes LSTMs (--member-layers x --member-hidden,
+--experts K, embedding = hidden), trained with cross-entropy and the AWD-LSTM regularizations
+(variational dropout 0.25, DropConnect 0.25 on W_hh, embedding dropout 0.05, AR 2, TAR 1), one
+seed each; their probabilities are averaged. Students: 1 x --student-hidden LSTM (embedding =
+hidden), about a third of one member's parameters, trained on PTB train with the teachers:
+TR (a = --trust-a), KL only, fixed interpolation alpha in --alphas, TR with dropout 0.25;
+without a teacher: CE only with dropout 0.25, NCE alone (self-normalized, dropout 0.25); and the
+self-normalized `nce-tr` student (NCE+KLD toward the teachers at gamma = R / (1 + R)).
+Students other than the "with dropout" ones use no dropout (paper 2: regularization off for
+distillation). Every model: normalized valid and test perplexity (sentences from a zero state,
+as the rescorer scores them), parameters, training seconds; self-normalized models also their
+self-normalized perplexity and log Z(h) statistics. The ensemble is scored token by token (the
+log of the members' mean probability). Models are trained in the order of the list below, each
+resumable, so a stopped run continues where it was; OUT/results.json holds what is finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
+from rescorer.artifact import load_artifact
+from rescorer.scoring import score_sentences
+from training.config import TrainConfig
+from training.corpus import iter_sentences
+
+TEACHER_REGULARIZATION = dict(variational_dropout=0.25, weight_drop=0.25, embedding_dropout=0.05,
+                              activation_reg=2.0, temporal_activation_reg=1.0)
+
+
+def parameters(artifact: Path) -> int:
+    return sum(p.numel() for p in load_artifact(artifact).model.parameters())
+
+
+def ensemble_perplexity(members: list[Path], text: Path) -> float:
+    """exp(-mean ln((1/M) sum_m P_m(w|h))) over every predicted token (words and </s>)."""
+    sentences = list(iter_sentences(text))
+    per_member = [score_sentences(load_artifact(m), sentences, per_token=True).token_log_probs for m in members]
+    total, count = 0.0, 0
+    for tokens in zip(*per_member, strict=True):
+        stacked = np.stack(tokens)  # (M, n)
+        total += float((np.logaddexp.reduce(stacked, axis=0) - math.log(len(members))).sum())
+        count += stacked.shape[1]
+    return math.exp(-total / count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/ptb-distill"))
+    parser.add_argument("--members", type=int, default=2)
+    parser.add_argument("--member-hidden", type=int, default=256)
+    parser.add_argument("--member-layers", type=int, default=1)
+    parser.add_argument("--experts", type=int, default=3)
+    parser.add_argument("--member-epochs", type=int, default=6)
+    parser.add_argument("--student-hidden", type=int, default=96)
+    parser.add_argument("--student-epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trust-a", type=float, default=0.1)
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.2, 0.5])
+    parser.add_argument("--only", nargs="*", help="train only these rows (names as in results.json)")
+    args = parser.parse_args()
+    ptb = args.data_dir / "ptb"
+    train_text, valid, test = (str(ptb / f"ptb.{n}.txt.gz") for n in ("train", "valid", "test"))
+
+    def config(name: str, hidden: int, layers: int, epochs: int, **values) -> TrainConfig:
+        return TrainConfig(train_path=train_text, dev_path=valid, out_dir=str(args.out / name),
+                           embedding_dim=hidden, hidden_dim=hidden, num_layers=layers, batch_size=args.batch_size,
+                           max_epochs=epochs, **values)
+
+    members = []
+    for i in range(args.members):
+        members.append(run(config(f"member{i + 1}", args.member_hidden, args.member_layers, args.member_epochs,
+                                  loss="ce", output_kind="mos", experts=args.experts, seed=17 + 14 * i,
+                                  **TEACHER_REGULARIZATION)))
+    teachers = tuple(str(m) for m in members)
+
+    def student(name: str, **values) -> TrainConfig:
+        values = {"dropout": 0.0, **values}
+        return config(name, args.student_hidden, 1, args.student_epochs, **values)
+
+    plans = {
+        "TR": student("tr", loss="tr", teacher_paths=teachers, trust_a=args.trust_a),
+        "CE only, dropout": student("ce_dropout", loss="ce", dropout=0.25),
+        "KL only": student("kl", loss="kl", teacher_paths=teachers),
+        "nce-tr (self-normalized)": student("nce_tr", loss="nce-tr", teacher_paths=teachers, trust_a=args.trust_a),
+        "NCE alone, dropout": student("nce_dropout", loss="nce", dropout=0.25),
+        **{f"interp alpha {a:g}": student(f"interp_{a:g}", loss="interp", teacher_paths=teachers, alpha=a)
+           for a in args.alphas},
+        "TR, dropout": student("tr_dropout", loss="tr", teacher_paths=teachers, trust_a=args.trust_a, dropout=0.25),
+    }
+    rows = {}
+    for i, artifact in enumerate(members):
+        rows[f"member {i + 1}"] = describe(artifact, Path(valid), Path(test))
+    rows["ensemble"] = {"valid_ppl": ensemble_perplexity(members, Path(valid)),
+                        "test_ppl": ensemble_perplexity(members, Path(test)),
+                        "parameters": sum(parameters(m) for m in members),
+                        "train_seconds": sum(train_seconds(m) for m in members)}
+    for name, plan in plans.items():
+        if args.only and name not in args.only:
+            continue
+        rows[name] = describe(run(plan), Path(valid), Path(test))
+        write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
+                                                                         "out": str(args.out)}, "rows": rows})
+    write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
+                                                                     "out": str(args.out)}, "rows": rows})
+    print(f"{'model':26s} {'params':>9s} {'valid':>8s} {'test':>8s} {'self-norm test':>14s} {'train s':>8s}")
+    for name, row in rows.items():
+        self_norm = row.get("test", {}).get("self_normalized_ppl") if row.get("self_normalized") else None
+        print(f"{name:26s} {row['parameters']:9d} {row['valid_ppl']:8.2f} {row['test_ppl']:8.2f}"
+              f" {'' if self_norm is None else f'{self_norm:14.2f}':>14s} {row['train_seconds']:8.0f}")
+
+
+def describe(artifact: Path, valid: Path, test: Path) -> dict:
+    valid_eval, test_eval = evaluation(artifact, valid, "valid"), evaluation(artifact, test, "test")
+    return {"artifact": str(artifact), "parameters": parameters(artifact), "train_seconds": train_seconds(artifact),
+            "valid_ppl": valid_eval["normalized_ppl"], "test_ppl": test_eval["normalized_ppl"],
+            "self_normalized": load_artifact(artifact).model.is_self_normalized, "test": test_eval}
+
+
+if __name__ == "__main__":
+    main()

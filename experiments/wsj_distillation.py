@@ -1,0 +1,180 @@
+"""WSJ 5-best rescoring with the PTB teachers and students, as paper 2 Table 4.
+
+    python experiments/wsj_distillation.py --data-dir ../shared/data --models runs/ptb-distill --out runs/wsj
+
+Lists: HyPoradise `test_wsj_score` (836 utterances of WSJ read speech, 5 hypotheses each, with a
+length-normalized log-probability `score`, used as the acoustic score; PTB is WSJ text).
+Hypotheses are brought to PTB's conventions for the LM only (`to_ptb`; WER is computed on the
+text as given): punctuation stripped from word edges (`$one` -> `one`, `thousand,` -> `thousand`),
+`mister` -> `mr.`, a run of spoken number words -> `N` (a single `one` .. `nine` stays a word, as
+PTB writes them), and `'s`, `'re`, `'ve`, `'ll`, `'d`, `'m`, `n't` split off as PTB does; words
+outside PTB's 10k vocabulary are scored as `<unk>`.
+Weights by two-fold cross-validation: fold A = the even-numbered utterances (file order), fold
+B = the odd ones; tuned on A and applied to B, tuned on B and applied to A, the two test halves
+pooled. The grid is the length-normalized one of the ATIS experiment. WER of the first pass, each
+member, the ensemble (token by token: the log of the members' mean probability), the CE-only,
+TR and nce-tr students, with the oracle, paired-bootstrap intervals against the first pass and
+between students, parameters, and scoring speed (hypotheses/s through `score_sentences` on all
+lists, every model timed in this run, best of --repeats). Results to OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, write_json
+from rescorer.artifact import load_artifact
+from rescorer.combination import best_hypotheses, build_arrays, total_scores
+from rescorer.evaluation import error_table, oracle_hypotheses
+from rescorer.nbest import Utterance
+from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.scoring import score_sentences
+from rescorer.tuning import tune_weights
+from rescorer.wer import paired_bootstrap
+
+UNITS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+NUMBER_WORDS = UNITS | {"ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+                        "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty",
+                        "ninety", "hundred", "thousand", "point"}
+CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
+MODELS = {"member 1": "member1", "member 2": "member2", "member 3": "member3",
+          "CE only student": "ce_dropout", "TR student": "tr", "nce-tr student": "nce_tr"}
+
+
+def _is_number(token: str) -> bool:
+    return bool(token) and all(part in NUMBER_WORDS for part in token.split("-"))
+
+
+def to_ptb(words: list[str]) -> list[str]:
+    """A hypothesis in PTB's conventions (see the module docstring)."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 and run[0] in UNITS else "N")
+            run.clear()
+
+    for raw in words:
+        word = raw.strip(",.;:!?\"$()")
+        if not word:
+            continue
+        if _is_number(word) and not (word == "point" and not run):
+            run.append(word)
+            continue
+        flush()
+        word = "mr." if word == "mister" else word
+        clitic = next((c for c in CLITICS if word.endswith(c) and len(word) > len(c)), None)
+        out.extend([word[: -len(clitic)], clitic] if clitic else [word])
+    flush()
+    return out
+
+
+def score_models(named: dict[str, Path], sentences: list[list[str]], repeats: int) -> tuple[dict, dict]:
+    """Per-token log-probs of every hypothesis for each model, and its best scoring time."""
+    scores, seconds = {}, {}
+    artifacts = {name: load_artifact(path) for name, path in named.items()}
+    for _ in range(repeats):  # interleaved: every model once per round
+        for name, artifact in artifacts.items():
+            start = time.perf_counter()
+            result = score_sentences(artifact, sentences, per_token=True)
+            elapsed = time.perf_counter() - start
+            seconds[name] = min(seconds.get(name, math.inf), elapsed)
+            scores[name] = result
+    return scores, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--models", type=Path, default=Path("runs/ptb-distill"))
+    parser.add_argument("--out", type=Path, default=Path("runs/wsj"))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    utterances = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_wsj_score.json.gz"),
+                                        "hyporadise"))
+    named = {name: args.models / run / "artifact" for name, run in MODELS.items()
+             if (args.models / run / "artifact" / "config.json").exists()}
+    sentences = [to_ptb(h.words) for u in utterances for h in u.hyps]
+    scores, seconds = score_models(named, sentences, args.repeats)
+    members = [n for n in named if n.startswith("member")]
+    nnlm = {name: s.log_probs for name, s in scores.items()}
+    oov = scores[next(iter(scores))].num_oov
+    if len(members) > 1:  # the ensemble: per token, the log of the members' mean probability
+        tokens = zip(*(scores[m].token_log_probs for m in members), strict=True)
+        nnlm["ensemble"] = np.array([float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
+                                     for t in tokens])
+        seconds["ensemble"] = sum(seconds[m] for m in members)
+
+    folds = [np.arange(0, len(utterances), 2), np.arange(1, len(utterances), 2)]
+    offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
+    table = error_table(utterances)
+    first = table.hyp_errors[offsets[:-1]]
+    rows, chosen_errors = {}, {}
+    for name, values in nnlm.items():
+        errors = np.zeros(len(utterances), dtype=np.int64)
+        weights = []
+        for tune, test in (folds, folds[::-1]):
+            tuned = _tune(utterances, offsets, values, oov, tune, table)
+            weights.append(tuned.to_dict())
+            errors[test] = _errors_at(utterances, offsets, values, oov, test, table, tuned)
+        chosen_errors[name] = errors
+        rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
+                      "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
+                      "hyps_per_second": len(sentences) / seconds[name],
+                      "parameters": (sum(rows_params(named[m]) for m in members) if name == "ensemble"
+                                     else rows_params(named[name]))}
+    arrays = build_arrays(utterances, np.zeros(len(sentences)), oov)
+    oracle = table.hyp_errors[oracle_hypotheses(arrays, table.hyp_errors)]
+    between = {}
+    for a, b in (("CE only student", "TR student"), ("TR student", "nce-tr student"), ("CE only student", "nce-tr student")):
+        if a in chosen_errors and b in chosen_errors:
+            between[f"{b} - {a}"] = paired_bootstrap(chosen_errors[a], chosen_errors[b], table.ref_words).to_dict()
+    document = {"settings": {k: str(v) for k, v in vars(args).items()}, "utterances": len(utterances),
+                "hypotheses": len(sentences), "ref_words": int(table.ref_words.sum()),
+                "first_pass_wer": float(first.sum() / table.ref_words.sum()),
+                "oracle_wer": float(oracle.sum() / table.ref_words.sum()),
+                "lm_oov_tokens": int(oov.sum()), "lm_tokens": int(sum(len(s) for s in sentences)),
+                "models": rows, "between_students": between}
+    write_json(args.out / "results.json", document)
+    print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}")
+    for name, row in rows.items():
+        b = row["vs_first_pass"]
+        print(f"{name:18s} WER {row['wer']:.2%}  change {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]"
+              f"  {row['parameters']:9d} params  {row['hyps_per_second']:8.0f} hyps/s")
+    for name, b in between.items():
+        print(f"{name}: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
+
+
+def rows_params(path: Path) -> int:
+    return sum(p.numel() for p in load_artifact(path).model.parameters())
+
+
+def _subset(utterances: list[Utterance], offsets: np.ndarray, values: np.ndarray, oov: np.ndarray,
+            picks: np.ndarray):
+    utts = [utterances[i] for i in picks]
+    index = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in picks])
+    return utts, build_arrays(utts, values[index], oov[index]), index
+
+
+def _tune(utterances, offsets, values, oov, picks, table):
+    utts, arrays, index = _subset(utterances, offsets, values, oov, picks)
+    return tune_weights(arrays, table.hyp_errors[index], table.ref_words[picks], LENGTH_NORMALIZED_GRID).weights
+
+
+def _errors_at(utterances, offsets, values, oov, picks, table, weights) -> np.ndarray:
+    utts, arrays, index = _subset(utterances, offsets, values, oov, picks)
+    choice = best_hypotheses(arrays, total_scores(arrays, weights))  # flat indices into the subset
+    return table.hyp_errors[index][choice]
+
+
+if __name__ == "__main__":
+    main()
