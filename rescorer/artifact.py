@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,23 +95,19 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
 
 
 def read_artifact_config(path: str | Path) -> dict[str, Any]:
+    """config.json, checked whole (types, bounds, a hash for every file); ArtifactError otherwise."""
     config_path = Path(path) / CONFIG_FILE
-    if not Path(path).is_dir():
-        raise ArtifactError(f"{path}: not a directory (expected an artifact directory)")
     try:
+        if not Path(path).is_dir():
+            raise ArtifactError(f"{path}: not a directory (expected an artifact directory)")
         document = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{config_path}: missing (is {path} an artifact directory?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ArtifactError(f"{config_path}: not valid JSON ({e})") from None
-    if not isinstance(document, dict) or document.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{config_path}: expected format_version {FORMAT_VERSION}, found"
-            f" {document.get('format_version') if isinstance(document, dict) else document!r}"
-        )
-    for key in ("model", "log_z", "vocab_sha256", "files"):
-        if key not in document:
-            raise ArtifactError(f"{config_path}: missing key {key!r}")
+    except OSError as e:  # a symlink loop, a directory named config.json, no permission
+        raise ArtifactError(f"{config_path}: cannot read ({e.strerror or e})") from None
+    check_config_document(document, config_path)
     return document
 
 
@@ -119,12 +116,13 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     path = Path(path)
     document = read_artifact_config(path)
     config_path = path / CONFIG_FILE
-    for name in (WORDS_FILE, WEIGHTS_FILE):
+    for name in (WORDS_FILE, WEIGHTS_FILE):  # check_config_document: both have a recorded hash
         file_path = path / name
-        if not file_path.is_file():
-            raise ArtifactError(f"{file_path}: missing")
-        expected = document["files"].get(name)
-        if expected is not None and _sha256(file_path) != expected:
+        try:
+            actual = _sha256(file_path)
+        except OSError as e:
+            raise ArtifactError(f"{file_path}: cannot read ({e.strerror or e})") from None
+        if actual != document["files"][name]:
             raise ArtifactError(
                 f"{file_path}: sha256 does not match the one recorded in {config_path}"
                 " (truncated, replaced or modified after it was written)"
@@ -133,6 +131,12 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
         model_config = ModelConfig(**document["model"])
     except (TypeError, ValueError) as e:
         raise ArtifactError(f"{config_path}: invalid 'model' section: {e}") from None
+    weights_bytes = (path / WEIGHTS_FILE).stat().st_size
+    if parameter_count(model_config) * 4 > weights_bytes:  # before allocating anything
+        raise ArtifactError(
+            f"{config_path}: 'model' describes {parameter_count(model_config):,} parameters, more than"
+            f" {path / WEIGHTS_FILE} holds ({weights_bytes:,} bytes)"
+        )
     try:
         vocab = parse_symbol_table(
             (path / WORDS_FILE).read_text(encoding="utf-8"), str(path / WORDS_FILE),
@@ -145,10 +149,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
             f"{path / WORDS_FILE}: vocabulary ({len(vocab)} words) does not match {config_path}"
             f" (vocab_size {model_config.vocab_size}, vocab_sha256 {document['vocab_sha256'][:12]}...)"
         )
-    log_z = float(document["log_z"])
-    if not math.isfinite(log_z):
-        raise ArtifactError(f"{config_path}: log_z must be finite, found {document['log_z']!r}")
-    model = LstmLanguageModel(model_config, log_z=log_z)
+    model = LstmLanguageModel(model_config, log_z=float(document["log_z"]))
     try:
         state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError) as e:
@@ -176,3 +177,81 @@ def set_log_z(path: str | Path, log_z: float, note: dict[str, Any] | None = None
     if note:
         document.setdefault("provenance", {}).setdefault("recentering", []).append(note)
     write_text_atomic(Path(path) / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_DIMENSION = 1 << 16  # embedding, hidden, projection sizes
+MAX_VOCABULARY = 1 << 24
+MAX_LAYERS, MAX_EXPERTS = 64, 256
+INT_BOUNDS = {"vocab_size": (3, MAX_VOCABULARY), "embedding_dim": (1, MAX_DIMENSION),
+              "hidden_dim": (1, MAX_DIMENSION), "num_layers": (1, MAX_LAYERS),
+              "projection_dim": (1, MAX_DIMENSION), "experts": (1, MAX_EXPERTS)}
+WEIGHT_NAMES = ("am_weight", "lm_weight", "interp_weight", "word_penalty", "oov_penalty")
+MAX_WEIGHT = 1e6  # |tuned weight|: far beyond any useful value, small enough that totals stay finite
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_config_document(document: Any, config_path: Path) -> None:
+    """Every key config.json may hold, with its type and bounds; the first fault is named."""
+    def fail(what: str) -> None:
+        raise ArtifactError(f"{config_path}: {what}")
+
+    if not isinstance(document, dict):
+        fail(f"expected a JSON object, found {type(document).__name__}")
+    if document.get("format_version") != FORMAT_VERSION or isinstance(document.get("format_version"), bool):
+        fail(f"expected format_version {FORMAT_VERSION}, found {document.get('format_version')!r}")
+    for key in ("model", "log_z", "vocab_sha256", "files"):
+        if key not in document:
+            fail(f"missing key {key!r}")
+    model = document["model"]
+    if not isinstance(model, dict):
+        fail(f"'model' must be an object, found {type(model).__name__}")
+    for key, (low, high) in INT_BOUNDS.items():
+        value = model.get(key)
+        if value is None and key in ("projection_dim", "experts"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            fail(f"'model.{key}' must be an integer in [{low}, {high}], found {value!r}")
+    if not _is_number(model.get("dropout", 0.0)) or not 0.0 <= model.get("dropout", 0.0) < 1.0:
+        fail(f"'model.dropout' must be a number in [0, 1), found {model.get('dropout')!r}")
+    if not isinstance(model.get("tie_weights", False), bool):
+        fail(f"'model.tie_weights' must be true or false, found {model.get('tie_weights')!r}")
+    if not _is_number(document["log_z"]):
+        fail(f"'log_z' must be a finite number, found {document['log_z']!r}")
+    if not isinstance(document["vocab_sha256"], str) or not HEX64.fullmatch(document["vocab_sha256"]):
+        fail(f"'vocab_sha256' must be 64 hex digits, found {document['vocab_sha256']!r}")
+    files = document["files"]
+    if not isinstance(files, dict) or set(files) != {WORDS_FILE, WEIGHTS_FILE}:
+        fail(f"'files' must map exactly {WORDS_FILE} and {WEIGHTS_FILE} to their sha256, found {files!r}")
+    for name, digest in files.items():
+        if not isinstance(digest, str) or not HEX64.fullmatch(digest):
+            fail(f"'files.{name}' must be 64 hex digits, found {digest!r}")
+    if not isinstance(document.get("unk_symbol", "<unk>"), str):
+        fail(f"'unk_symbol' must be a string, found {document.get('unk_symbol')!r}")
+    provenance = document.get("provenance", {})
+    if not isinstance(provenance, dict):
+        fail(f"'provenance' must be an object, found {type(provenance).__name__}")
+    tuned = provenance.get("rescoring_weights")
+    if tuned is not None:
+        if not isinstance(tuned, dict):
+            fail(f"'provenance.rescoring_weights' must be an object, found {type(tuned).__name__}")
+        for name, value in tuned.items():
+            if name == "tuned_by":
+                continue
+            if name not in WEIGHT_NAMES:
+                fail(f"'provenance.rescoring_weights.{name}': unknown weight (expected {', '.join(WEIGHT_NAMES)})")
+            if not _is_number(value) or abs(value) > MAX_WEIGHT:
+                fail(f"'provenance.rescoring_weights.{name}' must be a number within +-{MAX_WEIGHT:g}, found {value!r}")
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The number of weights a config describes (computed, not allocated)."""
+    V, E, H, D = config.vocab_size, config.embedding_dim, config.hidden_dim, config.feature_dim
+    lstm = sum(4 * H * ((E if layer == 0 else H) + H + 2) for layer in range(config.num_layers))
+    projection = (H + 1) * config.projection_dim if config.projection_dim else 0
+    output = (0 if config.tie_weights else V * D) + V
+    mixture = D * config.experts + D * D * config.experts if config.output_kind == "mos" else 0
+    return V * E + lstm + projection + output + mixture

@@ -26,7 +26,7 @@ from rescorer.nbest import NbestError
 from rescorer.nbest_reader import FORMATS, NbestSource, read_nbest, read_references
 from rescorer.rescoring import best_texts, rerank, score_nbest
 from rescorer.scoring import score_sentences
-from rescorer.text_files import open_text
+from rescorer.text_files import TextFile, open_text, parse_keyed_lines
 from rescorer.trn_format import write_trn
 from rescorer.vocab import VocabularyError
 from rescorer.wer import compute_wer
@@ -62,15 +62,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     """Kaldi's contract: same keys, same order; cost = -ln p(words </s>)."""
     artifact = load_artifact(args.lm_dir, device=args.device)
-    keys, sentences = [], []
-    source = sys.stdin if args.text == "-" else open_text(args.text)
+    source = TextFile(sys.stdin.buffer, "<stdin>") if args.text == "-" else open_text(args.text)
     with source:
-        for line_no, line in enumerate(source, start=1):
-            fields = line.split()
-            if not fields:
-                raise NbestError(f"{args.text}:{line_no}: empty line (expected 'key word word ...')")
-            keys.append(fields[0])
-            sentences.append(fields[1:])
+        keys, sentences = parse_keyed_lines(source, args.text)
     scores = score_sentences(artifact, sentences, max_tokens=args.max_tokens)
     with _output(args.out) as out:
         write_cost_archive(zip(keys, (-scores.log_probs).tolist(), strict=True), out)

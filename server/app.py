@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
 from server.metrics import create_metrics
-from server.registry import UnknownModel, load_registry, pick_device
+from server.registry import Registry, UnknownModel, load_registry, pick_device
 from server.routes import health, models, rescore, score
 from server.settings import Settings
 
@@ -107,7 +107,9 @@ def batching_delay_ms(settings: Settings, device: torch.device) -> float:
     return 0.0 if device.type == "cpu" else ACCELERATOR_BATCH_DELAY_MS
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """The app; `registry`: models already loaded (the CLI loads them first, so that a bad
+    artifact is one line and exit 2 instead of a failed lifespan), else loaded in the lifespan."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -115,12 +117,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device = pick_device(settings.device)
         workers, threads = scoring_threads(settings, device)
         torch.set_num_threads(threads)  # threads started after this (the workers) take this count
-        registry = load_registry(settings.model_dir, device, settings.half_precision)
-        batcher = DynamicBatcher(registry, app.state.metrics, settings.batch_tokens, batching_delay_ms(settings, device),
+        models = registry or load_registry(settings.model_dir, device, settings.half_precision)
+        batcher = DynamicBatcher(models, app.state.metrics, settings.batch_tokens, batching_delay_ms(settings, device),
                                  settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share,
                                  workers=workers)
         batcher.start()
-        app.state.registry, app.state.batcher, app.state.ready = registry, batcher, True
+        app.state.registry, app.state.batcher, app.state.ready = models, batcher, True
         yield
         app.state.ready = False
         batcher.stop()

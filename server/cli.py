@@ -6,7 +6,9 @@ import argparse
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
+from rescorer.artifact import ArtifactError
 from server.settings import Settings
 
 
@@ -28,10 +30,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(flag, type=base, default=None, help=f"(default {info.default!r})")
     args = parser.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None}
-    settings = Settings(**values)
     from server.app import create_app
+    from server.registry import load_registry, pick_device
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+    try:
+        settings = Settings(**values)
+        # loaded and self-tested before the server starts: bad input is one line and exit 2
+        registry = load_registry(settings.model_dir, pick_device(settings.device), settings.half_precision)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+        print(f"rescorer-server: error: {problems}", file=sys.stderr)
+        return 2
+    except (ArtifactError, ValueError) as e:
+        print(f"rescorer-server: error: {e}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings, registry), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8000
     token: str | None = None  # bearer token required on every /v1 route when set
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        # RESCORER_TOKEN= (empty) would otherwise let "Authorization: Bearer" with no token in
+        if value is not None and not value.strip():
+            raise ValueError("an empty token would accept an empty credential; unset it or give a token")
+        return value
     device: str = "auto"  # auto = cuda when present, else cpu
     half_precision: bool = False  # fp16 weights on CUDA
     # scoring threads, each scoring its own batch; default: on CPU one per core, on CUDA one

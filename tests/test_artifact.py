@@ -50,14 +50,56 @@ def test_truncated_weights_are_reported_by_file_name(tmp_path):
         load_artifact(tmp_path / "lm")
 
 
-def test_tampered_weights_without_a_recorded_hash_still_fail_cleanly(tmp_path):
+def test_every_file_must_have_a_recorded_hash(tmp_path):
     save_artifact(_artifact(), tmp_path / "lm")
     config_path = tmp_path / "lm" / "config.json"
     config = json.loads(config_path.read_text())
-    del config["files"]["model.safetensors"]
+    del config["files"]["model.safetensors"]  # would have skipped the check on the weights
     config_path.write_text(json.dumps(config))
     (tmp_path / "lm" / "model.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(ArtifactError, match=r"model\.safetensors: cannot read safetensors"):
+    with pytest.raises(ArtifactError, match=r"config\.json: 'files' must map exactly"):
+        load_artifact(tmp_path / "lm")
+
+
+TAMPERED = [
+    (lambda c: c.update(files=["words.txt"]), "'files'"),
+    (lambda c: c.update(files=None), "'files'"),
+    (lambda c: c["files"].update({"words.txt": 5}), "'files.words.txt'"),
+    (lambda c: c.update(log_z=None), "'log_z'"),
+    (lambda c: c.update(log_z="abc"), "'log_z'"),
+    (lambda c: c.update(log_z=1e400), "'log_z'"),
+    (lambda c: c.update(vocab_sha256=12), "'vocab_sha256'"),
+    (lambda c: c["model"].update(hidden_dim=128.5), "'model.hidden_dim'"),
+    (lambda c: c["model"].update(hidden_dim=10**7), "'model.hidden_dim'"),
+    (lambda c: c["model"].update(hidden_dim=True), "'model.hidden_dim'"),
+    (lambda c: c["model"].update(hidden_dim=4096), "parameters, more than"),  # fits the bounds, not the file
+    (lambda c: c["model"].update(dropout="x"), "'model.dropout'"),
+    (lambda c: c.update(model=[1, 2]), "'model' must be an object"),
+    (lambda c: c.update(provenance=[1]), "'provenance'"),
+    (lambda c: c["provenance"].update(rescoring_weights={"am_weight": "x"}), "rescoring_weights.am_weight"),
+    (lambda c: c["provenance"].update(rescoring_weights=[1]), "rescoring_weights"),
+    (lambda c: c["provenance"].update(rescoring_weights={"lm_weight": 1e300}), "rescoring_weights.lm_weight"),
+    (lambda c: c["provenance"].update(rescoring_weights={"bogus": 1}), "unknown weight"),
+    (lambda c: c.update(format_version=True), "format_version"),
+]
+
+
+@pytest.mark.parametrize("tamper, named", TAMPERED)
+def test_a_tampered_config_is_one_error_naming_the_key(tmp_path, tamper, named):
+    save_artifact(_artifact(), tmp_path / "lm")
+    config_path = tmp_path / "lm" / "config.json"
+    config = json.loads(config_path.read_text())
+    tamper(config)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="config.json") as error:
+        load_artifact(tmp_path / "lm")
+    assert named in str(error.value)
+
+
+def test_a_symlink_loop_is_an_artifact_error(tmp_path):
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").symlink_to(tmp_path / "lm" / "config.json")
+    with pytest.raises(ArtifactError, match="cannot read"):
         load_artifact(tmp_path / "lm")
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from rescorer.nbest import NbestError
+from rescorer.text_files import parse_keyed_lines, split_lines
 from server.routes.limits import check_count, limit_error
 from server.schemas import ScoreRequest, ScoreResponse, SentenceScoreOut, json_response
 
@@ -38,14 +40,12 @@ async def score_kaldi(request: Request, model: str | None = None) -> PlainTextRe
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError as e:
         raise limit_error([], f"body is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    keys, sentences = [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        check_count([f"line {line_no}"], len(fields) - 1, settings.max_words_per_hyp, "words")
-        keys.append(fields[0])
-        sentences.append(fields[1:])
+    try:  # the CLI's parser: lines end at \n only, fields split on ASCII whitespace
+        keys, sentences = parse_keyed_lines(split_lines(text), "body")
+    except NbestError as e:
+        raise limit_error([], str(e)) from None
+    for line_no, words in enumerate(sentences, start=1):
+        check_count([f"line {line_no}"], len(words), settings.max_words_per_hyp, "words")
     if not keys:
         raise limit_error([], "no 'key word word ...' lines in the body")
     check_count([], len(keys), settings.max_sentences, "lines")

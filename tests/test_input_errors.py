@@ -1,0 +1,113 @@
+"""Bad input is one message naming the input, never a traceback or a wrong answer (hardening)."""
+
+import gzip
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from rescorer.cli import main as rescorer_cli
+from rescorer.jsonl_format import read_jsonl
+from rescorer.nbest import NbestError
+from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.text_files import open_text, parse_keyed_lines, read_keyed_lines, split_lines
+from server.cli import main as server_cli
+from server.settings import Settings
+from tests.server_harness import running_server
+from tests.test_server import model_dir  # noqa: F401  (the tiny artifact fixture)
+
+ODD_SEPARATORS = ["\u2028", "\u0085", "\x0b", "\x0c", "\x1c", "\r"]
+
+
+def test_a_line_ends_at_newline_only_and_fields_split_on_ascii_whitespace():
+    for odd in ODD_SEPARATORS:
+        text = f"k1 one{odd}child\nk2 a\n"
+        keys, sentences = parse_keyed_lines(split_lines(text), "t")
+        assert keys == ["k1", "k2"], repr(odd)
+        ascii_space = odd in ("\x0b", "\x0c", "\r")
+        assert sentences[0] == (["one", "child"] if ascii_space else [f"one{odd}child"])
+    keys, sentences = parse_keyed_lines(split_lines("k1\tone\ttwo\r\nk2  a\n"), "t")
+    assert keys == ["k1", "k2"] and sentences == [["one", "two"], ["a"]]
+    with pytest.raises(NbestError, match="t:2: empty line"):
+        parse_keyed_lines(split_lines("k1 a\n \nk3 b\n"), "t")
+
+
+def test_tab_separated_kaldi_files_are_read_by_key(tmp_path):
+    text = tmp_path / "text"
+    text.write_text("demo-00000\tone child waters\ndemo-00001 \t a\n")
+    assert read_keyed_lines(text) == {"demo-00000": "one child waters", "demo-00001": "a"}
+    costs = tmp_path / "costs"
+    assert rescorer_cli(["wer", str(text), str(text)]) == 0
+    del costs
+
+
+def test_the_service_and_the_cli_give_one_line_out_per_line_in(model_dir, tmp_path):  # noqa: F811
+    body = "k1 the cat\u2028sat\nk2 a dog\n".encode()
+    text = tmp_path / "text"
+    text.write_bytes(body)
+    assert rescorer_cli(["score", str(model_dir / "tiny"), str(text), str(tmp_path / "costs")]) == 0
+    cli = (tmp_path / "costs").read_text().split()
+    with running_server(Settings(model_dir=model_dir)) as (url, _):
+        served = httpx.post(f"{url}/v1/score/kaldi", content=body, timeout=10)
+        blank = httpx.post(f"{url}/v1/score/kaldi", content=b"k1 a\n\nk2 b\n", timeout=10)
+    assert served.status_code == 200
+    assert served.text.split()[0::2] == cli[0::2] == ["k1", "k2"]
+    np.testing.assert_allclose([float(c) for c in served.text.split()[1::2]], [float(c) for c in cli[1::2]], atol=1e-4)
+    assert blank.status_code == 422 and "body:2: empty line" in blank.text
+
+
+def test_a_bad_byte_is_reported_on_its_own_line_past_the_first_block(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"".join(b"k%d " % i + b"word " * 400 + b"\n" for i in range(14)) + b"k14 bad \xff\n")
+    with pytest.raises(NbestError, match=r"a\.txt:15: not UTF-8"), open_text(path) as f:
+        list(f)
+    with pytest.raises(NbestError, match=r"a\.txt:15: not UTF-8"), open_text(path) as f:
+        f.read()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_truncated_or_corrupt_gzip_is_an_input_error(tmp_path, damage):
+    path = tmp_path / "lists.jsonl.gz"
+    data = gzip.compress(b"".join(json.dumps({"utt_id": f"u{i}", "hyps": [{"text": "a b"}]}).encode() + b"\n"
+                                  for i in range(500)))
+    data = data[: len(data) // 2] if damage == "truncate" else data[:20] + bytes(b ^ 0xFF for b in data[20:60]) + data[60:]
+    path.write_bytes(data)
+    with pytest.raises(NbestError, match="gzip"):
+        read_jsonl(path)
+    assert rescorer_cli(["convert", str(path), "--to", "jsonl", str(tmp_path / "out.jsonl")]) == 2
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("name, fmt", [("deep.jsonl", "jsonl"), ("deep.json", "hyporadise")])
+def test_json_nested_100000_deep_is_an_input_error(tmp_path, name, fmt):
+    path = tmp_path / name
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(NbestError, match="nested too deeply"):
+        read_nbest(NbestSource(str(path), fmt))
+
+
+def test_reading_a_directory_or_a_symlink_loop_names_the_file(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(NbestError, match="cannot read"):
+        open_text(tmp_path / "loop")
+    with pytest.raises(NbestError, match="is a directory"):
+        open_text(tmp_path)
+
+
+def test_the_server_refuses_a_tampered_artifact_or_an_empty_token_in_one_line(model_dir, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir / "tiny", bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["log_z"] = None
+    (bad / "config.json").write_text(json.dumps(config))
+    assert server_cli(["--model-dir", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "'log_z'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert server_cli(["--model-dir", str(model_dir), "--token", ""]) == 2
+    err = capsys.readouterr().err
+    assert "token" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="empty token"):
+        Settings(model_dir=model_dir, token="  ")
