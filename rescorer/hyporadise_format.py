@@ -40,7 +40,7 @@ def read_hyporadise(path: str | Path) -> list[Utterance]:
             raw = record[score_key]
             if not isinstance(raw, list) or len(raw) != len(texts):
                 raise NbestError(f"{where}: '{score_key}' must be a list of {len(texts)} numbers, found {raw!r}")
-            scores = [parse_score(v, score_key, where) for v in raw]
+            scores = [parse_score(v, score_key, where, strict=True) for v in raw]
         utt_id = str(record.get("id", f"utt{i:06d}"))
         if utt_id in seen:
             raise NbestError(f"{where}: id {utt_id!r} appears twice")

@@ -54,12 +54,12 @@ def _parse_hyp(record: Any, where: str, mapping: ScoreMapping | None) -> Hypothe
         if key in HYP_FIELDS:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_SCORES:
-            scores[key] = parse_score(value, key, where)
+            scores[key] = parse_score(value, key, where, strict=True)
         else:
             extra[key] = value
     if "am_score" in record:
-        am = parse_score(record["am_score"], "am_score", where)
-        lm = None if record.get("lm_score") is None else parse_score(record["lm_score"], "lm_score", where)
+        am = parse_score(record["am_score"], "am_score", where, strict=True)
+        lm = None if record.get("lm_score") is None else parse_score(record["lm_score"], "lm_score", where, strict=True)
     elif mapping is not None:
         am, lm = _apply_mapping(mapping, scores, where)
     else:

@@ -42,35 +42,54 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
+MAX_SCORE = 1e9  # |score| accepted: far beyond any real log-probability, far below float overflow
+
+
 def check_utterance(utt: Utterance, where: str) -> Utterance:
-    """Reject what no rescoring can use: no hypotheses, non-finite scores, and first-pass LM
-    "log-probabilities" above zero, which are costs or log10 values given in the wrong field."""
+    """Reject what no rescoring can use: no hypotheses, scores that are not finite or beyond
+    +-MAX_SCORE (with weights within +-1e6 every total stays finite), a named score that some
+    hypotheses of the list have and others lack (a missing lm_score must not count as 0, a
+    perfect log-probability), and first-pass LM "log-probabilities" above zero, which are costs
+    or log10 values given in the wrong field."""
     if not utt.hyps:
         raise NbestError(f"{where}: utterance {utt.utt_id!r} has no hypotheses (expected at least one)")
+    counts: dict[str, int] = {}
     for n, hyp in enumerate(utt.hyps, start=1):
         values = {"am_score": hyp.am_score, "lm_score": hyp.lm_score, **hyp.scores}
         for name, value in values.items():
-            if value is not None and not math.isfinite(value):
+            if value is None:
+                continue
+            counts[name] = counts.get(name, 0) + 1
+            if not math.isfinite(value) or abs(value) > MAX_SCORE:
                 raise NbestError(
                     f"{where}: utterance {utt.utt_id!r} hypothesis {n}: {name} is {value}"
-                    " (expected a finite natural-log score)"
+                    f" (expected a finite natural-log score within +-{MAX_SCORE:g})"
                 )
         if hyp.lm_score is not None and hyp.lm_score > 1e-6:
             raise NbestError(
                 f"{where}: utterance {utt.utt_id!r} hypothesis {n}: lm_score {hyp.lm_score} is positive, but a"
                 " log-probability is at most 0 (a cost? negate it; Kaldi archives are read as costs by --format kaldi)"
             )
+    partial = {name: count for name, count in counts.items() if count != len(utt.hyps)}
+    if partial:
+        name, count = next(iter(partial.items()))
+        raise NbestError(
+            f"{where}: utterance {utt.utt_id!r}: {name} given for {count} of {len(utt.hyps)} hypotheses"
+            " (a list has each score for every hypothesis or for none)"
+        )
     return utt
 
 
-def parse_score(value: Any, name: str, where: str) -> float:
-    """A finite float from a JSON number (or a numeric string); an error names field and place."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+def parse_score(value: Any, name: str, where: str, strict: bool = False) -> float:
+    """A finite float from a JSON number (`strict`: numbers only, as JSON readers want) or a
+    numeric string (text formats); an error names the field and the place."""
+    allowed = (int, float) if strict else (int, float, str)
+    if isinstance(value, bool) or not isinstance(value, allowed):
         raise NbestError(f"{where}: {name} must be a number, found {value!r}")
     try:
         number = float(value)
-    except ValueError:
-        raise NbestError(f"{where}: {name} must be a number, found {value!r}") from None
+    except (ValueError, OverflowError):
+        raise NbestError(f"{where}: {name} must be a number, found {value!r:.80}") from None
     if not math.isfinite(number):
-        raise NbestError(f"{where}: {name} is {value!r} (expected a finite natural-log score)")
+        raise NbestError(f"{where}: {name} is {value!r:.80} (expected a finite natural-log score)")
     return number

@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from rescorer.artifact import MAX_WEIGHT
+from rescorer.nbest import MAX_SCORE
+
 
 def json_response(body: BaseModel) -> Response:
     """A response body already built from its schema, serialized once, in pydantic's Rust core
@@ -17,8 +20,10 @@ class HypothesisIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     text: str = Field(max_length=20_000)
-    am_score: float = Field(allow_inf_nan=False)
-    lm_score: float | None = Field(default=None, allow_inf_nan=False, le=1e-6)
+    # strict: a JSON number, never true or "-1.5" (the JSONL reader's rule); bounded so that
+    # no weighted total can overflow (rescorer.nbest.MAX_SCORE, MAX_WEIGHT below)
+    am_score: float = Field(strict=True, allow_inf_nan=False, ge=-MAX_SCORE, le=MAX_SCORE)
+    lm_score: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_SCORE, le=1e-6)
 
 
 class UtteranceIn(BaseModel):
@@ -32,11 +37,11 @@ class UtteranceIn(BaseModel):
 
 class WeightsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    am_weight: float | None = Field(default=None, allow_inf_nan=False)
-    lm_weight: float | None = Field(default=None, allow_inf_nan=False)
-    interp_weight: float | None = Field(default=None, allow_inf_nan=False)
-    word_penalty: float | None = Field(default=None, allow_inf_nan=False)
-    oov_penalty: float | None = Field(default=None, allow_inf_nan=False)
+    am_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+    lm_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+    interp_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+    word_penalty: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+    oov_penalty: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
 
 
 class RescoreRequest(BaseModel):

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rescorer.artifact import MAX_WEIGHT
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=())
@@ -43,11 +45,11 @@ class Settings(BaseSettings):
     queue_tokens: int = 200_000  # tokens waiting beyond this: 503 with Retry-After
     request_timeout_s: float = 30.0  # a request not answered by then: 504
     # default combination weights (a request may give its own)
-    am_weight: float = 1.0
-    lm_weight: float = 1.0
-    interp_weight: float = 0.5
-    word_penalty: float = 0.0
-    oov_penalty: float = 0.0
+    am_weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
+    lm_weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
+    interp_weight: float = Field(default=0.5, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
+    word_penalty: float = Field(default=0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
+    oov_penalty: float = Field(default=0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
     # self-normalization telemetry: exact log Z(h) at live positions, spending at most this
     # share of the scoring time on it (0 = off); see server/batcher.py
     telemetry_share: float = Field(default=0.01, ge=0.0)

@@ -111,3 +111,41 @@ def test_the_server_refuses_a_tampered_artifact_or_an_empty_token_in_one_line(mo
     assert "token" in err and "Traceback" not in err
     with pytest.raises(ValueError, match="empty token"):
         Settings(model_dir=model_dir, token="  ")
+
+
+MISSING_LM = {"utt_id": "m", "hyps": [{"text": "the cat sat on the mat", "am_score": 0, "lm_score": -50},
+                                      {"text": "zzz qqq", "am_score": -5}]}
+
+
+def test_a_score_that_some_hypotheses_lack_is_refused_not_counted_as_zero(model_dir, tmp_path):  # noqa: F811
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(MISSING_LM) + "\n")
+    with pytest.raises(NbestError, match="lm_score given for 1 of 2 hypotheses"):
+        read_jsonl(path)
+    with running_server(Settings(model_dir=model_dir)) as (url, _):
+        response = httpx.post(f"{url}/v1/rescore", json={"utterances": [MISSING_LM]}, timeout=10)
+    assert response.status_code == 422 and "lm_score given for 1 of 2" in response.text
+
+
+@pytest.mark.parametrize("hyp, weights", [
+    ({"text": "a", "am_score": 1e308}, {"am_weight": 10}),  # was a 200 with null totals
+    ({"text": "a", "am_score": -1.0}, {"am_weight": 1e300}),
+    ({"text": "a", "am_score": True}, None),  # the JSONL reader's rule: numbers only
+    ({"text": "a", "am_score": "-1.5"}, None),
+    ({"text": "a", "am_score": -1.0}, {"lm_weight": "2"}),
+])
+def test_scores_and_weights_are_strict_finite_numbers_within_bounds(model_dir, hyp, weights):  # noqa: F811
+    body = {"utterances": [{"utt_id": "u", "hyps": [hyp]}]}
+    if weights:
+        body["weights"] = weights
+    with running_server(Settings(model_dir=model_dir)) as (url, _):
+        response = httpx.post(f"{url}/v1/rescore", json=body, timeout=10)
+    assert response.status_code == 422, response.text
+
+
+def test_the_jsonl_reader_takes_json_numbers_only(tmp_path):
+    for value in ('"-1.5"', "true", "1e400"):
+        path = tmp_path / "s.jsonl"
+        path.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": %s}]}\n' % value)
+        with pytest.raises(NbestError, match="am_score"):
+            read_jsonl(path)

@@ -8,18 +8,25 @@ from fastapi.responses import Response
 from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, build_arrays
 from rescorer.evaluation import error_table, oracle_hypotheses
-from rescorer.nbest import Hypothesis, Utterance, normalize_text
+from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.rescoring import rerank
-from server.routes.limits import check_count
+from server.routes.limits import check_count, limit_error
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
 
 router = APIRouter(tags=["rescoring"])
 
 
 def _to_utterances(body: RescoreRequest) -> list[Utterance]:
-    return [Utterance(u.utt_id, [Hypothesis(normalize_text(h.text), h.am_score, h.lm_score) for h in u.hyps],
-                      None if u.ref is None else normalize_text(u.ref))
-            for u in body.utterances]
+    """The library's utterances, checked by the readers' own rule (check_utterance): 422 otherwise."""
+    utterances = []
+    for i, u in enumerate(body.utterances):
+        utt = Utterance(u.utt_id, [Hypothesis(normalize_text(h.text), h.am_score, h.lm_score) for h in u.hyps],
+                        None if u.ref is None else normalize_text(u.ref))
+        try:
+            utterances.append(check_utterance(utt, "request"))
+        except NbestError as e:
+            raise limit_error(["utterances", i], str(e)) from None
+    return utterances
 
 
 def check_rescore_limits(body: RescoreRequest, settings) -> None:
