@@ -146,6 +146,6 @@ def test_scores_and_weights_are_strict_finite_numbers_within_bounds(model_dir, h
 def test_the_jsonl_reader_takes_json_numbers_only(tmp_path):
     for value in ('"-1.5"', "true", "1e400"):
         path = tmp_path / "s.jsonl"
-        path.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": %s}]}\n' % value)
+        path.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": ' + value + "}]}\n")
         with pytest.raises(NbestError, match="am_score"):
             read_jsonl(path)
