@@ -103,8 +103,8 @@ def read_artifact_config(path: str | Path) -> dict[str, Any]:
         document = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{config_path}: missing (is {path} an artifact directory?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ArtifactError(f"{config_path}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # JSON syntax, not UTF-8, an integer too long
+        raise ArtifactError(f"{config_path}: not valid JSON ({str(e)[:200]})") from None
     except OSError as e:  # a symlink loop, a directory named config.json, no permission
         raise ArtifactError(f"{config_path}: cannot read ({e.strerror or e})") from None
     check_config_document(document, config_path)

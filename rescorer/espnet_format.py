@@ -54,6 +54,8 @@ def read_espnet_decode_dir(
                 named_raw = json.loads(scores[utt])
             except json.JSONDecodeError as e:
                 raise NbestError(f"{where}: not a JSON object of scores ({e.msg})") from None
+            except ValueError as e:
+                raise NbestError(f"{where}: not a JSON object of scores ({str(e)[:120]})") from None
             except RecursionError:
                 raise NbestError(f"{where}: JSON nested too deeply") from None
             if not isinstance(named_raw, dict):

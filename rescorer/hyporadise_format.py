@@ -21,6 +21,8 @@ def read_hyporadise(path: str | Path) -> list[Utterance]:
             records = json.load(f)
         except json.JSONDecodeError as e:
             raise NbestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except ValueError as e:  # e.g. an integer beyond Python's digit limit
+            raise NbestError(f"{path}: not valid JSON ({str(e)[:120]})") from None
         except RecursionError:
             raise NbestError(f"{path}: JSON nested too deeply") from None
     if not isinstance(records, list):

@@ -94,6 +94,8 @@ def iter_jsonl(path: str | Path, mapping: ScoreMapping | None = None) -> Iterato
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise NbestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except ValueError as e:  # e.g. an integer beyond Python's digit limit
+                raise NbestError(f"{where}: not valid JSON ({str(e)[:120]})") from None
             except RecursionError:
                 raise NbestError(f"{where}: JSON nested too deeply") from None
             utt = parse_utterance(record, where, mapping)

@@ -58,6 +58,14 @@ def read_references(path: str | Path) -> dict[str, str]:
 
 
 def read_nbest(source: NbestSource) -> list[Utterance]:
+    """Every utterance of the source, checked; an input with none is an error naming it."""
+    utterances = _read(source)
+    if not utterances:
+        raise NbestError(f"{source.path}: no utterances (an empty file or directory?)")
+    return utterances
+
+
+def _read(source: NbestSource) -> list[Utterance]:
     fmt = source.format or infer_format(source.path)
     if fmt not in FORMATS:
         raise NbestError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -12,7 +12,7 @@ import time
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -132,6 +132,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings, app.state.metrics, app.state.ready = settings, create_metrics(), False
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
+    if settings.token is not None:
+        # before anything reads the body (inside the metrics, so 401s are counted): without
+        # the token, malformed or deeply nested JSON is a 401 like any other request
+        app.add_middleware(BearerToken, token=settings.token, prefix="/v1")
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     @app.exception_handler(Overloaded)
@@ -152,22 +156,33 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    def authorize(request: Request) -> None:
-        if settings.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    secured = [Depends(authorize)]
-    app.include_router(rescore.router, prefix="/v1", dependencies=secured)
-    app.include_router(score.router, prefix="/v1", dependencies=secured)
-    app.include_router(models.router, prefix="/v1", dependencies=secured)
+    app.include_router(rescore.router, prefix="/v1")
+    app.include_router(score.router, prefix="/v1")
+    app.include_router(models.router, prefix="/v1")
     app.include_router(health.router)
+
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class BearerToken:
+    """Pure ASGI: requests under `prefix` need `Authorization: Bearer <token>` (compared in
+    constant time); the check runs before the request body is read."""
+
+    def __init__(self, app, token: str, prefix: str) -> None:
+        self.app, self.token, self.prefix = app, token.encode(), prefix
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            header = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, given = header.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given, self.token):
+                response = JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

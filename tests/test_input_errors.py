@@ -149,3 +149,32 @@ def test_the_jsonl_reader_takes_json_numbers_only(tmp_path):
         path.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": ' + value + "}]}\n")
         with pytest.raises(NbestError, match="am_score"):
             read_jsonl(path)
+
+
+def test_the_token_is_checked_before_the_body_is_read(model_dir):  # noqa: F811
+    with running_server(Settings(model_dir=model_dir, token="s3cret")) as (url, _):
+        malformed = httpx.post(f"{url}/v1/rescore", content=b"{not json", timeout=10)
+        deep = httpx.post(f"{url}/v1/rescore", content=b"[" * 50_000, timeout=10,
+                          headers={"content-type": "application/json"})
+        empty_bearer = httpx.post(f"{url}/v1/rescore", content=b"{}", headers={"authorization": "Bearer"}, timeout=10)
+        right = httpx.post(f"{url}/v1/rescore", content=b"{not json", timeout=10,
+                           headers={"authorization": "Bearer s3cret", "content-type": "application/json"})
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert malformed.status_code == deep.status_code == empty_bearer.status_code == 401
+    assert malformed.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 422
+    assert 'status="401"' in metrics
+
+
+def test_empty_inputs_and_overlong_numbers_name_the_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(NbestError, match=r"empty\.jsonl: no utterances"):
+        read_nbest(NbestSource(str(empty)))
+    (tmp_path / "kaldi").mkdir()
+    with pytest.raises(NbestError, match="kaldi"):
+        read_nbest(NbestSource(str(tmp_path / "kaldi"), "kaldi"))
+    long = tmp_path / "long.jsonl"
+    long.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": ' + "9" * 5000 + "}]}\n")
+    with pytest.raises(NbestError, match=r"long\.jsonl:1: not valid JSON"):
+        read_jsonl(long)
