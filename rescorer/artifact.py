@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rescorer.atomic import write_directory_atomic, write_text_atomic
+from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
 
@@ -33,7 +34,7 @@ WORDS_FILE = "words.txt"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(InputError):
     """An artifact directory that cannot be loaded; the message names the file at fault."""
 
 

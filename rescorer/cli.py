@@ -16,8 +16,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from rescorer.artifact import ArtifactError, load_artifact, set_rescoring_weights
+from rescorer.artifact import load_artifact, set_rescoring_weights
+from rescorer.atomic import atomic_file
 from rescorer.combination import Weights
+from rescorer.errors import InputError, OutputError
 from rescorer.eval_job import run_evaluation
 from rescorer.evaluation import error_table, evaluate_set
 from rescorer.jsonl_format import write_jsonl
@@ -28,7 +30,6 @@ from rescorer.rescoring import best_texts, rerank, score_nbest
 from rescorer.scoring import score_sentences
 from rescorer.text_files import TextFile, open_text, parse_keyed_lines
 from rescorer.trn_format import write_trn
-from rescorer.vocab import VocabularyError
 from rescorer.wer import compute_wer
 
 EXIT_BAD_INPUT = 2
@@ -36,14 +37,23 @@ EXIT_BAD_INPUT = 2
 
 @contextmanager
 def _output(path: str):
+    """A text output: '-' is stdout; an existing device or pipe (/dev/stdout, a FIFO) is written
+    in place; anything else is written to a temporary file and renamed over `path` (atomic)."""
     if path == "-":
         yield sys.stdout
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        yield f
-    tmp.replace(path)
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise OutputError(f"{path}: is a directory (expected an output file)")
+        if target.exists() and not target.is_file():
+            with target.open("w", encoding="utf-8") as f:
+                yield f
+            return
+        with atomic_file(target) as tmp, tmp.open("w", encoding="utf-8") as f:
+            yield f
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ArtifactError, NbestError, VocabularyError, ValueError) as e:
+    except InputError as e:  # bad input only: anything else is a bug and shows as one
         print(f"rescorer: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

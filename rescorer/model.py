@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rescorer.errors import ConfigError
+
 OutputKind = Literal["self_normalized", "softmax", "mos"]
 OUTPUT_KINDS: tuple[str, ...] = ("self_normalized", "softmax", "mos")
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
@@ -45,16 +47,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
-            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
+            raise ConfigError(f"output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}")
         if not isinstance(self.experts, int) or self.experts < 1 or (self.experts > 1 and self.output_kind != "mos"):
-            raise ValueError(f"experts must be 1, or more with output_kind 'mos'; got {self.experts!r}")
+            raise ConfigError(f"experts must be 1, or more with output_kind 'mos'; got {self.experts!r}")
         for name in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.feature_dim != self.embedding_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"tie_weights needs the output feature size ({self.feature_dim}) to equal"
                 f" embedding_dim ({self.embedding_dim}); set projection_dim={self.embedding_dim}"
             )

@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rescorer.errors import InputError
 
-class NbestError(ValueError):
+
+class NbestError(InputError):
     """Malformed N-best input; the message names the source, where, what and what was expected."""
 
 

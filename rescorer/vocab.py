@@ -13,13 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rescorer.errors import InputError
+
 BOS = "<s>"
 EOS = "</s>"
 UNK = "<unk>"
 SPECIAL_SYMBOLS = (BOS, EOS, UNK)
 
 
-class VocabularyError(ValueError):
+class VocabularyError(InputError):
     """A symbol table that cannot be used: malformed line, duplicate word or id, gap in ids."""
 
 

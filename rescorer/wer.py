@@ -16,6 +16,7 @@ import jiwer
 import numpy as np
 
 from rescorer.alignment import sclite_counts
+from rescorer.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ class WerResult:
 def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
     """Corpus WER of hypotheses against references (lists of the same length, same order)."""
     if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+        raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
-        raise ValueError("no utterances to score")
+        raise InputError("no utterances to score")
     out = jiwer.process_words(list(references), list(hypotheses))  # jiwer's word splitting
     totals = np.zeros(4, dtype=np.int64)
     sentence_errors = 0

@@ -8,7 +8,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from rescorer.artifact import ArtifactError
+from rescorer.errors import InputError
 from server.settings import Settings
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
         print(f"rescorer-server: error: {problems}", file=sys.stderr)
         return 2
-    except (ArtifactError, ValueError) as e:
+    except InputError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings, registry), host=settings.host, port=settings.port, log_level="info",

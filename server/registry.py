@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
+from rescorer.errors import ConfigError
 from rescorer.scoring import score_sentences
 
 SELF_TEST = [["<s>"], []]  # an odd word and the empty sentence: both must score finitely
@@ -43,7 +44,7 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+        raise ConfigError(f"device {requested!r} requested but CUDA is not available")
     return torch.device(requested)
 
 

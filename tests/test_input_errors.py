@@ -178,3 +178,23 @@ def test_empty_inputs_and_overlong_numbers_name_the_file(tmp_path):
     long.write_text('{"utt_id": "u", "hyps": [{"text": "a", "am_score": ' + "9" * 5000 + "}]}\n")
     with pytest.raises(NbestError, match=r"long\.jsonl:1: not valid JSON"):
         read_jsonl(long)
+
+
+def test_outputs_a_device_in_place_and_unwritable_paths_as_one_error(model_dir, tmp_path, capsys):  # noqa: F811
+    import stat
+
+    from training.cli import main as train_cli
+
+    text = tmp_path / "text"
+    text.write_text("k1 the cat\n")
+    tiny = str(model_dir / "tiny")
+    assert rescorer_cli(["score", tiny, str(text), "/dev/null"]) == 0
+    assert stat.S_ISCHR(__import__("os").stat("/dev/null").st_mode)  # written to, not replaced
+    for bad in ("/proc/version", str(tmp_path)):
+        assert rescorer_cli(["score", tiny, str(text), bad]) == 2
+        err = capsys.readouterr().err
+        assert bad in err and "Traceback" not in err
+    existing = tmp_path / "a-file"
+    existing.write_text("x")
+    assert train_cli(["train", "--train", str(text), "--dev", str(text), "--out", str(existing), "--no-progress"]) == 2
+    assert "is not a directory" in capsys.readouterr().err and existing.read_text() == "x"

@@ -13,17 +13,19 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from rescorer.errors import ConfigError
+
 
 class BpttBatches:
     def __init__(
         self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1
     ) -> None:
         if batch_size < 1 or bptt < 1:
-            raise ValueError(f"batch_size and bptt must be positive, got {batch_size}, {bptt}")
+            raise ConfigError(f"batch_size and bptt must be positive, got {batch_size}, {bptt}")
         shard = (len(ids) - 1) // world_size  # usable positions: every input needs a target
         self.column_length = shard // batch_size
         if self.column_length < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"corpus of {len(ids)} tokens is too small for batch size {batch_size}"
                 f" x {world_size} processes: each column needs at least 2 tokens"
             )

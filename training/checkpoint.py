@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from rescorer.atomic import atomic_file
+from rescorer.errors import InputError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     pass
 
 

@@ -17,16 +17,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from rescorer.artifact import ArtifactError, load_artifact, set_log_z
-from rescorer.vocab import VocabularyError
+from rescorer.artifact import load_artifact, set_log_z
+from rescorer.errors import InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
-from training.checkpoint import CheckpointError, load_checkpoint
+from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
 from training.demo_nbest import write_demo_nbest
 from training.evaluate import EvaluationResult, evaluate
-from training.train import ResumeError, TrainingDivergedError, train
+from training.train import TrainingDivergedError, train
 
 # the epoch budget: taken from the checkpoint on --resume unless given, and then may be raised
 BUDGET_FLAGS = {"max_epochs": "maximum epochs", "anneal_epochs": "halved-rate epochs once the dev gain falls below the threshold"}
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as e:
         print(f"rescorer-train: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (CorpusError, VocabularyError, ArtifactError, CheckpointError, ResumeError, ValueError) as e:
+    except InputError as e:  # bad input only: anything else is a bug and shows as one
         print(f"rescorer-train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Literal
 
+from rescorer.errors import ConfigError
 from training.regularization import Regularization
 
 LossKind = Literal["ce", "nce", "kl", "interp", "tr", "nce-tr"]
@@ -84,17 +85,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_paths", tuple(self.teacher_paths))
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.output_kind not in ("auto", "self_normalized", "softmax", "mos"):
-            raise ValueError(f"output_kind must be auto, self_normalized, softmax or mos; got {self.output_kind!r}")
+            raise ConfigError(f"output_kind must be auto, self_normalized, softmax or mos; got {self.output_kind!r}")
         kind = self.model_output_kind
         if (self.loss in SELF_NORMALIZED_LOSSES) != (kind == "self_normalized"):
-            raise ValueError(f"loss {self.loss!r} cannot train a {kind} model"
+            raise ConfigError(f"loss {self.loss!r} cannot train a {kind} model"
                              " (nce and nce-tr train self_normalized models; ce, kl, interp, tr softmax or mos)")
         if self.loss in DISTILLATION_LOSSES and not self.teacher_paths:
-            raise ValueError(f"loss {self.loss!r} needs at least one teacher")
+            raise ConfigError(f"loss {self.loss!r} needs at least one teacher")
         if self.teacher_paths and (self.reference_path or self.init_path):
-            raise ValueError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
+            raise ConfigError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
         checks = {
             "noise_samples": self.noise_samples >= 1, "batch_size": self.batch_size >= 1,
             "bptt": self.bptt >= 1, "lr": self.lr > 0, "clip_norm": self.clip_norm > 0,
@@ -109,15 +110,15 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"invalid {name}: {getattr(self, name)!r}")
+                raise ConfigError(f"invalid {name}: {getattr(self, name)!r}")
         if self.gamma < 1.0 and not self.reference_path:
-            raise ValueError(f"gamma {self.gamma} < 1 needs a reference model (reference_path)")
+            raise ConfigError(f"gamma {self.gamma} < 1 needs a reference model (reference_path)")
         if (self.reference_path or self.gamma < 1.0) and self.loss != "nce":
-            raise ValueError("NCE+KLD adaptation needs loss 'nce'")
+            raise ConfigError("NCE+KLD adaptation needs loss 'nce'")
         if (self.init_path or self.teacher_paths) and self.vocab_path:
-            raise ValueError("the init artifact or the teachers bring the vocabulary; do not also give vocab_path")
+            raise ConfigError("the init artifact or the teachers bring the vocabulary; do not also give vocab_path")
         if self.reference_path and not self.init_path:
-            raise ValueError("a reference model needs init_path (the vocabulary comes from the init artifact)")
+            raise ConfigError("a reference model needs init_path (the vocabulary comes from the init artifact)")
 
     @property
     def uses_reference(self) -> bool:

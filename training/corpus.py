@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.errors import InputError
 from rescorer.text_files import open_binary
 from rescorer.vocab import Vocabulary
 
 ENCODE_CHUNK = 1 << 20  # ids buffered in memory before they are appended to the file
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """Unreadable corpus: missing file, bytes that are not UTF-8, no sentences."""
 
 

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from rescorer.atomic import write_text_atomic
+from rescorer.errors import ConfigError
 
 DETERMINERS = ["the", "a", "this", "that", "every", "one"]
 PLURAL_DETERMINERS = ["the", "some", "these", "those", "many", "two", "three"]
@@ -89,7 +90,7 @@ def write_demo_domain(out_dir: str | Path, topic: str = DEMO_DOMAIN, train: int 
                       test: int = 200, seed: int = 20261121) -> dict[str, Path]:
     """In-domain train/dev/test.txt under `out_dir`: every sentence about `topic`."""
     if topic not in TOPICS:
-        raise ValueError(f"unknown demo topic {topic!r}; expected one of {sorted(TOPICS)}")
+        raise ConfigError(f"unknown demo topic {topic!r}; expected one of {sorted(TOPICS)}")
     out_dir = Path(out_dir)
     paths = {}
     for offset, (name, count) in enumerate((("train", train), ("dev", dev), ("test", test))):

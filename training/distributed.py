@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rescorer.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -37,7 +39,7 @@ def pick_device(requested: str, context: DistributedContext) -> torch.device:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available")
+            raise ConfigError("device 'cuda' requested but CUDA is not available")
         return torch.device("cuda", context.local_rank)
     return torch.device(requested)
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel
 from rescorer.sentence_batches import make_sentence_batches, step_cost_for
 
@@ -61,7 +62,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Score every sentence (word ids, no `<s>`/`</s>`) with a full softmax and s(w|h)."""
     if not sentences:
-        raise ValueError("nothing to evaluate: no sentences")
+        raise InputError("nothing to evaluate: no sentences")
     was_training = model.training
     model.eval()
     device = model.device

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rescorer.errors import ConfigError
+
 
 class UnigramNoise:
     def __init__(self, counts: np.ndarray, alpha: float = 0.75) -> None:
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"noise alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"noise alpha must be in [0, 1], got {alpha}")
         counts_t = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
         if counts_t.sum() <= 0:
-            raise ValueError("noise distribution needs at least one word with a positive count")
+            raise ConfigError("noise distribution needs at least one word with a positive count")
         weights = torch.where(counts_t > 0, counts_t.pow(alpha), torch.zeros_like(counts_t))
         self.alpha = alpha
         self.probs = (weights / weights.sum()).float()  # (V,)

@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
+from rescorer.errors import ConfigError, InputError
 from rescorer.model import LstmLanguageModel
 from training.batches import BpttBatches
 
 
-class ReferenceError(ValueError):
+class ReferenceError(InputError):
     """A reference (or init) artifact that cannot be used for this run; names the file."""
 
 
@@ -71,7 +72,7 @@ class FrozenReference:
 
     def __init__(self, models: Sequence[LstmLanguageModel], temperature: float = 1.0) -> None:
         if not temperature > 0:
-            raise ValueError(f"reference temperature must be positive, got {temperature}")
+            raise ConfigError(f"reference temperature must be positive, got {temperature}")
         if not models:
             raise ValueError("a reference needs at least one model")
         if len({m.config.vocab_size for m in models}) > 1:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from rescorer.errors import ConfigError
 from rescorer.model import LstmLanguageModel, LSTMState
 
 
@@ -39,10 +40,10 @@ class Regularization:
     def __post_init__(self) -> None:
         for name in ("weight_drop", "variational_dropout", "embedding_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name in ("activation_reg", "temporal_activation_reg"):
             if not getattr(self, name) >= 0.0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @property
     def active(self) -> bool:

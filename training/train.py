@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from rescorer.artifact import Artifact, save_artifact
 from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.errors import ConfigError, InputError, OutputError
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
 from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
@@ -59,7 +60,7 @@ class TrainingDivergedError(RuntimeError):
     """A non-finite loss or gradient; the last good checkpoint is left untouched."""
 
 
-class ResumeError(ValueError):
+class ResumeError(InputError):
     pass
 
 
@@ -72,6 +73,8 @@ class TrainResult:
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     run_dir = Path(config.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"{run_dir}: exists and is not a directory (--out names the run directory)")
     checkpoint_path = run_dir / "checkpoint.pt"
     checkpoint = _checkpoint_to_resume(config, checkpoint_path) if resume else None
     if checkpoint is None and checkpoint_path.exists():
@@ -235,7 +238,7 @@ def _load_teachers(config: TrainConfig, device) -> list[Artifact]:
 def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures:
     size = ReferenceFeatures.cache_bytes(batches, reference.feature_dims)
     if config.cache_reference_features and size > REFERENCE_CACHE_LIMIT:
-        raise ValueError(
+        raise ConfigError(
             f"the reference's features for this corpus would take {size / 2**30:.1f} GiB (limit"
             f" {REFERENCE_CACHE_LIMIT / 2**30:.0f} GiB); pass --cache-reference-features false to"
             " run the reference at every step instead"
