@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_utterances: int = 256  # per request
     max_hyps_per_utterance: int = 1000
     max_words_per_hyp: int = 200
+    max_words_per_ref: int = 1000
+    # per request, the sclite alignments behind the WER fields (pure Python, about 3.6 M cells/s
+    # on the project's 2-core machine): sum over utterances of |ref| x 3 x the longest hypothesis
+    max_alignment_cells: int = 4_000_000
     max_sentences: int = 4096  # per /v1/score request
     # dynamic batching
     batch_tokens: int = 8192  # a batch is scored once it holds this many tokens ...

@@ -198,3 +198,27 @@ def test_outputs_a_device_in_place_and_unwritable_paths_as_one_error(model_dir, 
     existing.write_text("x")
     assert train_cli(["train", "--train", str(text), "--dev", str(text), "--out", str(existing), "--no-progress"]) == 2
     assert "is not a directory" in capsys.readouterr().err and existing.read_text() == "x"
+
+
+def test_a_long_reference_is_refused_before_any_work_and_a_request_at_the_limits_is_fast(model_dir):  # noqa: F811
+    import time
+
+    settings = Settings(model_dir=model_dir, max_words_per_ref=1000, max_alignment_cells=4_000_000)
+    hyp = " ".join(["the cat sat"] * 66)  # 198 words
+    ten_thousand = " ".join(["a"] * 10_000)
+    with running_server(settings) as (url, _):
+        too_long = httpx.post(f"{url}/v1/rescore", timeout=30, json={"utterances": [
+            {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": ten_thousand} for i in range(40)]})
+        # at the limits: 1000-word refs, 198-word hypotheses, as many utterances as the cell budget allows
+        n = settings.max_alignment_cells // (1000 * 3 * 198)
+        start = time.perf_counter()
+        at_limits = httpx.post(f"{url}/v1/rescore", timeout=60, json={"utterances": [
+            {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": " ".join(["a"] * 1000)}
+            for i in range(n)]})
+        seconds = time.perf_counter() - start
+        one_past = httpx.post(f"{url}/v1/rescore", timeout=30, json={"utterances": [
+            {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": " ".join(["a"] * 1000)}
+            for i in range(n + 1)]})
+    assert too_long.status_code == 422 and "ref" in too_long.text
+    assert at_limits.status_code == 200 and seconds < settings.request_timeout_s
+    assert one_past.status_code == 422 and "alignment" in one_past.text

@@ -30,11 +30,24 @@ def _to_utterances(body: RescoreRequest) -> list[Utterance]:
 
 
 def check_rescore_limits(body: RescoreRequest, settings) -> None:
+    """Every per-request cost bounded by a documented limit (docs/SERVER.md), checked before any
+    work: utterances, hypotheses, words per hypothesis and per reference, and the reference
+    alignments (three per utterance: first pass, rescored, oracle) behind the WER fields."""
     check_count(["utterances"], len(body.utterances), settings.max_utterances, "utterances")
+    cells = 0
     for i, u in enumerate(body.utterances):
         check_count(["utterances", i, "hyps"], len(u.hyps), settings.max_hyps_per_utterance, "hypotheses")
+        longest = 0
         for j, h in enumerate(u.hyps):
-            check_count(["utterances", i, "hyps", j, "text"], len(h.text.split()), settings.max_words_per_hyp, "words")
+            words = len(h.text.split())
+            check_count(["utterances", i, "hyps", j, "text"], words, settings.max_words_per_hyp, "words")
+            longest = max(longest, words)
+        if u.ref is not None:
+            ref_words = len(u.ref.split())
+            check_count(["utterances", i, "ref"], ref_words, settings.max_words_per_ref, "words")
+            cells += ref_words * 3 * max(longest, 1)
+    check_count(["utterances"], cells, settings.max_alignment_cells,
+                "reference-alignment cells (sum of |ref| x 3 x longest hypothesis; send fewer or shorter refs)")
 
 
 def _wer_out(counts: np.ndarray) -> WerOut:
