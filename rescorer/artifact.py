@@ -74,7 +74,7 @@ def _config_document(artifact: Artifact, file_hashes: dict[str, str]) -> dict[st
 
 
 def save_artifact(artifact: Artifact, path: str | Path) -> Path:
-    """Write the artifact directory atomically (DESIGN.md section 2)."""
+    """Write the artifact directory atomically (docs/ARCHITECTURE.md, section 2)."""
     path = Path(path)
     if len(artifact.vocab) != artifact.model.config.vocab_size:
         raise ArtifactError(

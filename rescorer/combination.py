@@ -1,4 +1,4 @@
-"""Combining scores and picking the best hypothesis (DESIGN.md section 4).
+"""Combining scores and picking the best hypothesis (docs/ARCHITECTURE.md, section 4).
 
     total = am_weight * am_score
           + lm_weight * (interp_weight * nnlm_score + (1 - interp_weight) * lm_score)

@@ -3,7 +3,7 @@
     ids (B, T) -> embedding (B, T, E) -> LSTM x N (B, T, H) -> [projection (B, T, P)]
         -> output layer o(h)_w = u_w . h + b_w
 
-Output kinds (DESIGN.md section 3):
+Output kinds (docs/ARCHITECTURE.md, section 3):
 - `self_normalized`: log p(w|h) := o(h)_w - log_z with a constant `log_z` (initialised to ln V).
   Scoring a word touches one row u_w: O(H) per token, never O(H V).
 - `softmax`: log p(w|h) = log_softmax(o(h))_w, the cross-entropy baseline.
@@ -29,6 +29,7 @@ from rescorer.errors import ConfigError
 OutputKind = Literal["self_normalized", "softmax", "mos"]
 OUTPUT_KINDS: tuple[str, ...] = ("self_normalized", "softmax", "mos")
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, H)
+LOGIT_CHUNK = 2048  # positions per full-vocabulary block (bounds memory at large V)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class LstmLanguageModel(nn.Module):
 
     def reset_parameters(self) -> None:
         # Small uniform init: N(0, 1) embeddings produce denormals in the LSTM backward,
-        # which made CPU steps 4-13x slower (DESIGN.md section 6).
+        # which slow CPU steps several-fold (docs/ARCHITECTURE.md, section 5).
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if self.output_embedding is not None:
             nn.init.uniform_(self.output_embedding.weight, -0.1, 0.1)
@@ -176,6 +177,21 @@ class LstmLanguageModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device
+
+
+def token_log_probs(model: LstmLanguageModel, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target | h) for N positions: features (N, D), targets (N,) -> (N,).
+
+    Self-normalized: one gathered row per position. Softmax and mos: full normalization, in chunks.
+    """
+    if model.is_self_normalized:
+        return model.log_prob_of(features, targets)
+    out = torch.empty(len(targets), dtype=features.dtype, device=features.device)
+    chunk = max(LOGIT_CHUNK // model.config.experts, 1)  # a mos holds K (n, V) blocks
+    for start in range(0, len(targets), chunk):
+        stop = start + chunk
+        out[start:stop] = model.log_prob_of(features[start:stop], targets[start:stop])
+    return out
 
 
 def detach_state(state: LSTMState) -> LSTMState:

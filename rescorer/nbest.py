@@ -1,6 +1,6 @@
 """The N-best data model: utterances, each with its hypotheses and their scores.
 
-Scores are natural-log, higher is better (DESIGN.md section 2): `am_score` (acoustic, or
+Scores are natural-log, higher is better (docs/ARCHITECTURE.md, section 2): `am_score` (acoustic, or
 whatever the first pass calls its non-LM score), `lm_score` (first-pass LM, optional), and any
 other named scores kept as they came (`scores`). Readers keep the decoder's order, so the
 first hypothesis of a list is the first-pass 1-best.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from rescorer.artifact import Artifact
-from rescorer.scoring import token_log_probs
+from rescorer.model import token_log_probs
 
 
 def score_with_prefix_sharing(

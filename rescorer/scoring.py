@@ -20,10 +20,8 @@ import torch
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact
-from rescorer.model import LstmLanguageModel
+from rescorer.model import token_log_probs
 from rescorer.sentence_batches import make_sentence_batches, step_cost_for
-
-LOGIT_CHUNK = 2048  # positions per full-vocabulary block for softmax artifacts
 
 
 @dataclass
@@ -39,20 +37,6 @@ def encode_sentences(artifact: Artifact, sentences: Sequence[Sequence[str]]) -> 
     ids = [vocab.encode(words) for words in sentences]
     oov = np.array([sum(1 for w in words if w not in vocab) for words in sentences], dtype=np.int64)
     return ids, oov
-
-
-def token_log_probs(model: LstmLanguageModel, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target | h) for N positions: features (N, D), targets (N,) -> (N,).
-
-    Self-normalized: one gathered row per position. Softmax: full log-softmax, in chunks.
-    """
-    if model.is_self_normalized:
-        return model.log_prob_of(features, targets)
-    out = torch.empty(len(targets), dtype=features.dtype, device=features.device)
-    for start in range(0, len(targets), LOGIT_CHUNK):
-        stop = start + LOGIT_CHUNK
-        out[start:stop] = model.log_prob_of(features[start:stop], targets[start:stop])
-    return out
 
 
 @torch.inference_mode()

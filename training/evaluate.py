@@ -3,7 +3,7 @@
 - normalized perplexity: full softmax over V (comparable across every model kind);
 - self-normalized perplexity: exp(-mean s(y|h)) with s = o(h)_y - log_z, what the rescorer uses;
 - log Z(h) = logsumexp_w s(w|h) at every held-out position: its mean, variance and mean |.|
-  (DESIGN.md section 3). A perfectly self-normalized model has log Z(h) = 0 everywhere.
+  (docs/ARCHITECTURE.md, section 3). A perfectly self-normalized model has log Z(h) = 0 everywhere.
 
 Sentences are scored independently from a zero state (the rescoring condition), so these
 perplexities are slightly higher than carried-state figures quoted for PTB in the literature.
@@ -18,10 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from rescorer.errors import InputError
-from rescorer.model import LstmLanguageModel
+from rescorer.model import LOGIT_CHUNK, LstmLanguageModel
 from rescorer.sentence_batches import make_sentence_batches, step_cost_for
-
-LOGIT_CHUNK = 2048  # positions per full-vocabulary logit block (bounds memory at large V)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Training losses. Each returns the loss summed over the valid positions it is given.
 
-Conventions (DESIGN.md section 3): scores are natural logs; s(w|h) = o(h)_w - log_z is the
+Conventions (docs/ARCHITECTURE.md, sections 2-3): scores are natural logs; s(w|h) = o(h)_w - log_z is the
 self-normalized log-probability; masked positions (target `<s>`) contribute nothing.
 """
 
