@@ -188,8 +188,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per scoring batch")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per scoring batch (default: 4096)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,18 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="verify an artifact and print its config and provenance")
-    p.add_argument("lm_dir")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
 
     p = sub.add_parser("score", help="Kaldi sentence scoring: 'key word ...' lines in, 'key cost' lines out")
-    p.add_argument("lm_dir")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
     p.add_argument("text", help="'key word word ...' per line ('-' for stdin)")
     p.add_argument("out", help="'key cost' per line, cost = -ln p ('-' for stdout)")
     p.add_argument("--oov-report", action="store_true", help="print the number of <unk>-scored words to stderr")
     _add_model_options(p)
 
     p = sub.add_parser("rescore", help="rescore N-best lists with fixed weights")
-    p.add_argument("lm_dir")
-    p.add_argument("input")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
+    p.add_argument("input", help="N-best lists: a JSONL or HyPoradise file, an ESPnet decode directory, a Kaldi directory or lattice archive")
     p.add_argument("--ref", help="references (Kaldi text or .trn); WER is printed when every utterance has one")
     p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
     for name, default in Weights().to_dict().items():
@@ -222,31 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
 
     p = sub.add_parser("eval", help="tune weights on dev, report WER on test sets (Markdown, JSON, PNG)")
-    p.add_argument("lm_dir")
-    p.add_argument("--dev", required=True)
-    p.add_argument("--dev-ref")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
+    p.add_argument("--dev", required=True, help="N-best lists to tune the weights on (any input format)")
+    p.add_argument("--dev-ref", help="references for --dev, where the lists carry none (Kaldi text or .trn)")
     p.add_argument("--test", action="append", required=True, help="repeat for several test sets")
-    p.add_argument("--test-ref", action="append")
+    p.add_argument("--test-ref", action="append", help="references for each --test, in the same order")
     p.add_argument("--out", required=True, help="directory for report.md, report.json, wer_vs_weights.png")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_input_options(p)
     _add_model_options(p)
 
     p = sub.add_parser("set-weights", help="store tuned weights in an artifact (the service's defaults for it)")
-    p.add_argument("lm_dir")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
     p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
     for name, default in Weights().to_dict().items():
         p.add_argument("--" + name.replace("_", "-"), type=float, help=f"(default {default}, or from --weights)")
 
     p = sub.add_parser("wer", help="WER of a hypothesis text against a reference text (Kaldi text or .trn)")
-    p.add_argument("ref")
-    p.add_argument("hyp")
+    p.add_argument("ref", help="reference text: Kaldi text (key words) or sclite .trn")
+    p.add_argument("hyp", help="hypothesis text in the same form, the same keys")
 
     p = sub.add_parser("convert", help="convert N-best lists between formats")
-    p.add_argument("input")
-    p.add_argument("--to", choices=("jsonl", "kaldi", "trn"), required=True)
+    p.add_argument("input", help="N-best lists in any input format")
+    p.add_argument("--to", choices=("jsonl", "kaldi", "trn"), required=True, help="output format")
     p.add_argument("output", help="file (jsonl, trn) or directory (kaldi)")
-    p.add_argument("--ref")
+    p.add_argument("--ref", help="references to attach (Kaldi text or .trn)")
     _add_input_options(p)
     return parser
 

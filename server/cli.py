@@ -12,8 +12,9 @@ from rescorer.errors import InputError
 from server.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rescorer-server", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rescorer-server", description=__doc__ + " Every option can also be"
+                                     " set by an environment variable RESCORER_<NAME> (e.g. RESCORER_TOKEN).")
     fields = Settings.model_fields
     parser.add_argument("--model-dir", required=True, help=fields["model_dir"].description)
     for name, info in fields.items():
@@ -21,13 +22,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kind = info.annotation
         flag = "--" + name.replace("_", "-")
+        text = info.description if "(default" in info.description else f"{info.description} (default: {info.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{info.description} (default: {str(info.default).lower()})")
         else:
             base = {int: int, float: float, str: str}.get(kind)
             if base is None:  # optional fields: int | None, float | None, str | None
                 base = next((t for t in (int, float) if t.__name__ in str(kind)), str)
-            parser.add_argument(flag, type=base, default=None, help=f"(default {info.default!r})")
+            parser.add_argument(flag, type=base, default=None, help=text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None}
     from server.app import create_app

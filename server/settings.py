@@ -14,9 +14,47 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=())
 
     model_dir: Path = Field(description="an artifact, or a directory whose subdirectories are artifacts")
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 8000
-    token: str | None = None  # bearer token required on every /v1 route when set
+    host: str = Field("127.0.0.1", description="address to bind: loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    token: str | None = Field(None, description="bearer token required on every /v1 route (default: none"
+                                                " required; an empty token is refused)")
+    device: str = Field("auto", description="auto (cuda when present, else cpu), cpu or cuda")
+    half_precision: bool = Field(False, description="fp16 weights on CUDA (no effect on CPU)")
+    scoring_workers: int | None = Field(None, ge=1, description="scoring threads, each scoring its own batch"
+                                                                " (default: one per core on CPU, one on CUDA)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker"
+                                                              " (default: cores // workers on CPU)")
+    # limits (docs/SERVER.md, "Resource bounds")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="request body size; larger: 413")
+    max_utterances: int = Field(256, ge=1, description="utterances per /v1/rescore request")
+    max_hyps_per_utterance: int = Field(1000, ge=1, description="hypotheses per utterance")
+    max_words_per_hyp: int = Field(200, ge=1, description="words per hypothesis, sentence or kaldi line")
+    max_words_per_ref: int = Field(1000, ge=1, description="words per reference")
+    max_alignment_cells: int = Field(4_000_000, ge=1, description="per request, the sclite alignments behind the"
+                                     " WER fields: sum over utterances of |ref| x 3 x the longest hypothesis"
+                                     " (pure Python, about 3.6 M cells/s on the project's 2-core machine)")
+    max_sentences: int = Field(4096, ge=1, description="sentences per /v1/score request, lines per /v1/score/kaldi")
+    # dynamic batching
+    batch_tokens: int = Field(8192, ge=1, description="a batch is scored once it holds this many tokens ...")
+    max_delay_ms: float | None = Field(None, ge=0.0, description="... or once its oldest request waited this"
+                                       " long (default: 0 on CPU, where batching gains little, 5 on CUDA)")
+    max_batch_requests: int | None = Field(None, ge=1, description="requests per batch (default: no limit;"
+                                           " 1 = no batching across requests, for measurement)")
+    queue_tokens: int = Field(200_000, ge=1, description="tokens waiting beyond this: 503 with Retry-After")
+    request_timeout_s: float = Field(30.0, gt=0.0, description="a request not answered by then: 504")
+    # default combination weights (a request, then the artifact's tuned weights, take precedence)
+    am_weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
+                             description="default scale of am_score")
+    lm_weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
+                             description="default scale of the interpolated LM score")
+    interp_weight: float = Field(0.5, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
+                                 description="default share of our LM against the first-pass LM")
+    word_penalty: float = Field(0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
+                                description="default score added per word")
+    oov_penalty: float = Field(0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
+                               description="default score subtracted per word scored as <unk>")
+    telemetry_share: float = Field(0.01, ge=0.0, description="self-normalization telemetry: the share of scoring"
+                                   " time spent on exact log Z(h) at live positions (0 = off)")
 
     @field_validator("token")
     @classmethod
@@ -25,35 +63,3 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("an empty token would accept an empty credential; unset it or give a token")
         return value
-    device: str = "auto"  # auto = cuda when present, else cpu
-    half_precision: bool = False  # fp16 weights on CUDA
-    # scoring threads, each scoring its own batch; default: on CPU one per core, on CUDA one
-    scoring_workers: int | None = Field(default=None, ge=1)
-    torch_threads: int | None = Field(default=None, ge=1)  # per process; default: cores // workers on CPU
-    # limits
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_utterances: int = 256  # per request
-    max_hyps_per_utterance: int = 1000
-    max_words_per_hyp: int = 200
-    max_words_per_ref: int = 1000
-    # per request, the sclite alignments behind the WER fields (pure Python, about 3.6 M cells/s
-    # on the project's 2-core machine): sum over utterances of |ref| x 3 x the longest hypothesis
-    max_alignment_cells: int = 4_000_000
-    max_sentences: int = 4096  # per /v1/score request
-    # dynamic batching
-    batch_tokens: int = 8192  # a batch is scored once it holds this many tokens ...
-    # ... or once its oldest request has waited this long; default: 0 on CPU, where batching
-    # gains little (batches still form from what queues while the workers are busy), 5 on CUDA
-    max_delay_ms: float | None = Field(default=None, ge=0.0)
-    max_batch_requests: int | None = None  # 1 = no batching across requests (for measurement)
-    queue_tokens: int = 200_000  # tokens waiting beyond this: 503 with Retry-After
-    request_timeout_s: float = 30.0  # a request not answered by then: 504
-    # default combination weights (a request may give its own)
-    am_weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
-    lm_weight: float = Field(default=1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
-    interp_weight: float = Field(default=0.5, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
-    word_penalty: float = Field(default=0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
-    oov_penalty: float = Field(default=0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)
-    # self-normalization telemetry: exact log Z(h) at live positions, spending at most this
-    # share of the scoring time on it (0 = off); see server/batcher.py
-    telemetry_share: float = Field(default=0.01, ge=0.0)

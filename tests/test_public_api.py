@@ -66,3 +66,35 @@ def test_no_import_circle_and_the_dependency_direction_holds():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+def _options(parser, prefix=""):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{prefix}{name} ")
+        elif not isinstance(action, argparse._HelpAction):
+            yield prefix + (action.option_strings[-1] if action.option_strings else action.dest), action
+
+
+def test_every_option_of_the_three_clis_has_help_with_its_default():
+    from rescorer.cli import build_parser as rescorer_parser
+    from server.cli import build_parser as server_parser
+    from training.cli import build_parser as train_parser
+
+    parsers = {"rescorer": rescorer_parser(), "rescorer-train": train_parser(), "rescorer-server": server_parser()}
+    missing, no_default = [], []
+    for program, parser in parsers.items():
+        for name, action in _options(parser):
+            if action.dest == "command":
+                continue
+            if not action.help:
+                missing.append(f"{program} {name}")
+            # an option with a default value says it (None: "not given", described by the help)
+            has_default = action.option_strings and action.nargs != 0 and action.default not in (None, False)
+            if has_default and "default" not in action.help:
+                no_default.append(f"{program} {name}: {action.help}")
+    assert not missing, missing
+    assert not no_default, no_default

@@ -192,11 +192,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="perplexities and self-normalization of an artifact on a text")
     p.add_argument("lm_dir", help="artifact directory")
     p.add_argument("text", help="one sentence per line (plain or .gz); relative paths also tried under --data-dir")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"where relative paths are looked up (default: {DEFAULT_DATA_DIR})")
     p.add_argument("--json", help="also write every figure as JSON to this file ('-' for stdout)")
     p.add_argument("--recenter", action="store_true",
                    help="shift the artifact's log_z by the measured mean log Z(h) (use a dev set, not test)")
-    p.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch")
+    p.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch (default: 8192)")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -241,7 +242,7 @@ def _add_demo_corpus_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-corpus", help="write the deterministic toy corpus (train/dev/test.txt), a"
                        " one-topic sub-domain (domain/train|dev|test.txt) and synthetic N-best lists"
                        " (nbest/dev.jsonl, nbest/test.jsonl)")
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", help="directory to write into (created if needed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
