@@ -60,9 +60,11 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
         "model": str(artifact.path), "output_kind": artifact.model.config.output_kind, "log_z": artifact.log_z,
         "weights": tuning.weights.to_dict(),
         "tuning": {"method": "grid search", "dev_wer": tuning.wer,
-                   "grid_points": len(tuning.grid.lm_weights) * len(tuning.grid.interp_weights) * len(grid.word_penalties),
+                   "grid_points": len(tuning.grid.lm_weights) * len(tuning.grid.interp_weights)
+                   * len(tuning.grid.word_penalties),
                    "lm_weights": list(tuning.grid.lm_weights), "interp_weights": list(tuning.grid.interp_weights),
-                   "word_penalties": list(grid.word_penalties), "surface": tuning.surface.tolist()},
+                   "word_penalties": list(tuning.grid.word_penalties), "extended": tuning.extended,
+                   "surface": tuning.surface.tolist()},
         "dev": {"name": _name(dev_source)},
         "sets": [r for r in reports if r["role"] == "test"] or reports,
         "dev_set": reports[0],

@@ -23,7 +23,9 @@ def markdown_report(document: dict[str, Any]) -> str:
         f"Weights tuned on **{document['dev']['name']}** by grid search ({document['tuning']['grid_points']} points),"
         f" frozen, then applied to the test sets: am_weight {w['am_weight']:g}, lm_weight {w['lm_weight']:g},"
         f" interp_weight {w['interp_weight']:g}, word_penalty {w['word_penalty']:g}, oov_penalty {w['oov_penalty']:g}.",
-        f"Dev WER at these weights: {_pct(document['tuning']['dev_wer'])} %.", "",
+        f"Dev WER at these weights: {_pct(document['tuning']['dev_wer'])} %."
+        + (f" The best point lay on the grid's edge, so the grid was extended ({'; '.join(document['tuning']['extended'])})."
+           if document["tuning"].get("extended") else ""), "",
         "| set | utts | words | first pass | acoustic only | rescored | oracle | change (95% CI) | gain share | S / D / I after |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -100,3 +100,25 @@ def test_wer_agrees_with_nist_sclite_to_the_printed_digit(tmp_path, seed):
     assert f"{100 * ours.insertions / ours.ref_words:.1f}" == f"{ins:.1f}"
     assert f"{100 * ours.substitutions / ours.ref_words:.1f}" == f"{sub:.1f}"
     assert f"{100 * ours.deletions / ours.ref_words:.1f}" == f"{dele:.1f}"
+
+
+def test_tuning_extends_the_grid_when_the_best_point_lies_on_its_edge():
+    import numpy as np
+
+    from rescorer.combination import build_arrays
+    from rescorer.nbest import Hypothesis, Utterance
+    from rescorer.tuning import Grid, tune_weights
+
+    # the right hypotheses have the worse acoustic scores: the first wins above lm_weight 1,
+    # the second above 2.5, so the best point of a grid ending at 1.5 lies on its edge
+    utts = [Utterance("a", [Hypothesis("wrong", 0.0), Hypothesis("right", -2.0)], "right"),
+            Utterance("b", [Hypothesis("wrong", 0.0), Hypothesis("right", -5.0)], "right")]
+    arrays = build_arrays(utts, np.array([-10.0, -8.0, -10.0, -8.0]), np.zeros(4, dtype=np.int64))
+    errors, words = np.array([1, 0, 1, 0]), np.array([1, 1])
+    grid = Grid(lm_weights=(0.0, 0.5, 1.0, 1.5), interp_weights=(1.0,), word_penalties=(0.0,))
+    result = tune_weights(arrays, errors, words, grid)
+    assert result.errors == 0 and result.weights.lm_weight > 2.5
+    assert result.extended[0] == "lm_weight above 1.5"
+    inside = tune_weights(arrays, errors, words, Grid(lm_weights=(0.0, 3.0, 6.0, 9.0), interp_weights=(1.0,),
+                                                      word_penalties=(0.0,)))
+    assert inside.extended == [] and inside.weights.lm_weight == 3.0

@@ -1,5 +1,5 @@
 from rescorer.jsonl_format import read_jsonl
-from training.demo_corpus import generate_sentences
+from training.demo_corpus import TOPICS, generate_sentences
 from training.demo_nbest import write_demo_nbest
 from training.text_normalization import wikitext_to_librispeech
 
@@ -11,6 +11,19 @@ def test_demo_corpus_is_deterministic_and_grammatical():
         words = sentence.split()
         if words[0] in ("these", "those", "many", "two", "three", "some"):
             assert not words[2].endswith("s") or words[2].endswith("ss")  # plural subject, plural verb
+
+
+def test_every_verb_of_the_demo_grammar_has_its_plural_form():
+    singular = {v for topic in TOPICS.values() for v in topic[2]}
+    plural = {"bake", "cook", "serve", "taste", "plant", "water", "grow", "pick", "write", "sign", "read",
+              "review", "repair", "tie", "check", "carry"}
+    seen = set()
+    for sentence in generate_sentences(3000, seed=2):
+        words = sentence.split()
+        verb = words[2]  # determiner, subject, verb
+        if verb in singular | plural:
+            seen.add(verb)
+    assert seen == singular | plural  # "ties" -> "tie", never "ty"
 
 
 def test_demo_nbest_lists_hold_the_reference_and_are_sorted_by_score(tmp_path):

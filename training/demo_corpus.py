@@ -38,7 +38,8 @@ def _plural(noun: str) -> str:
 
 
 def _verb_plural(verb: str) -> str:
-    if verb.endswith("ies"):
+    """The form a plural subject takes: carries -> carry, ties -> tie, watches -> watch, bakes -> bake."""
+    if verb.endswith("ies") and len(verb) > 4:  # carries -> carry; but ties -> tie
         return verb[:-3] + "y"
     return verb[:-2] if verb.endswith("es") and verb[:-2].endswith(("sh", "ch", "x", "s")) else verb[:-1]
 
