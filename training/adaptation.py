@@ -67,15 +67,16 @@ class VocabularyCoverage:
     oov_types: int
     most_frequent_oov: list[tuple[str, int]]
 
-    def describe(self, path: str) -> str:
+    def describe(self, path: str, source: str) -> str:
         share = self.oov_tokens / max(self.tokens, 1)
         top = ", ".join(f"{w} ({n})" for w, n in self.most_frequent_oov)
         return (f"{path}: {self.oov_tokens} of {self.tokens} words ({share:.2%}, {self.oov_types} distinct)"
-                f" are outside the init vocabulary and train <unk>" + (f"; most frequent: {top}" if top else ""))
+                f" are outside the {source}'s vocabulary and train <unk>" + (f"; most frequent: {top}" if top else ""))
 
 
 def vocabulary_coverage(path: str, vocab: Vocabulary) -> VocabularyCoverage:
-    """Count the in-domain words the vocabulary lacks; none known at all is an error."""
+    """Count the training words the vocabulary (the init's or the teachers') lacks; none known
+    at all is an error."""
     oov: Counter[str] = Counter()
     tokens = 0
     for words in iter_sentences(path):
@@ -85,8 +86,8 @@ def vocabulary_coverage(path: str, vocab: Vocabulary) -> VocabularyCoverage:
         raise CorpusError(f"{path}: no words (empty corpus)")
     oov_tokens = sum(oov.values())
     if oov_tokens == tokens:
-        raise CorpusError(f"{path}: none of its {tokens} words is in the init vocabulary"
-                          " (wrong corpus, or text normalized differently from the init model's?)")
+        raise CorpusError(f"{path}: none of its {tokens} words is in the vocabulary of the model it starts"
+                          " from (wrong corpus, or text normalized differently from that model's?)")
     return VocabularyCoverage(tokens, oov_tokens, len(oov), oov.most_common(10))
 
 
