@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= ../shared/data
 DEMO_DIR ?= build/demo
 
-.PHONY: install demo test test-slow test-gpu lint bench experiments clean
+.PHONY: install demo test test-slow test-gpu fuzz lint bench experiments clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: install lint
 
 test-slow: install
 	$(PY) -m pytest -m slow
+
+fuzz: install  # the fuzz tier, longer: every reader and the HTTP API with many more examples
+	FUZZ_EXAMPLES=2000 $(PY) -m pytest tests/test_reader_fuzz.py tests/test_server_fuzz.py
 
 test-gpu: install  # on a machine with CUDA (the tests skip without one)
 	$(PY) -m pytest -m gpu

@@ -5,6 +5,7 @@ extreme or odd values; raw bytes go to the Kaldi form. Bounded: a fixed number o
 """
 
 import json
+import os
 
 import httpx
 import pytest
@@ -49,7 +50,7 @@ def _post_json(client: httpx.Client, path: str, body) -> httpx.Response:
     return client.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
 

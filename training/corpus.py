@@ -8,7 +8,6 @@ file opened with `mmap_mode="r"`, so a corpus larger than RAM is read window by 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from collections import Counter
@@ -20,7 +19,7 @@ import numpy as np
 
 from rescorer.atomic import atomic_file, write_text_atomic
 from rescorer.errors import InputError
-from rescorer.text_files import open_binary
+from rescorer.text_files import TextFile, open_binary, split_fields
 from rescorer.vocab import Vocabulary
 
 ENCODE_CHUNK = 1 << 20  # ids buffered in memory before they are appended to the file
@@ -31,22 +30,14 @@ class CorpusError(InputError):
 
 
 def iter_sentences(path: str | Path) -> Iterator[list[str]]:
-    """Yield the words of each non-blank line; an undecodable line is an error naming it."""
-    path = Path(path)
-    with open_binary(path, CorpusError, "corpus file") as f:
-        try:
-            for line_no, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise CorpusError(
-                        f"{path}:{line_no}: not UTF-8 ({e.reason} at byte {e.start} of the line)"
-                    ) from None
-                words = line.split()
-                if words:
-                    yield words
-        except (gzip.BadGzipFile, EOFError) as e:
-            raise CorpusError(f"{path}: corrupt gzip data ({e})") from None
+    """Yield the words of each non-blank line, read as every text input is (rescorer.text_files:
+    lines end at \\n, fields split on ASCII whitespace); bad bytes and corrupt gzip data are
+    errors naming the file and line."""
+    with TextFile(open_binary(path, CorpusError, "corpus file"), str(path), CorpusError) as f:
+        for line in f:
+            words = split_fields(line)
+            if words:
+                yield words
 
 
 def count_words(paths: Iterable[str | Path]) -> Counter[str]:
