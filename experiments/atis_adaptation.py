@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--ft-lrs", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", choices=["models", "ood_id", "report"],
+                        help="one part (to run the two long trainings as two processes): models = General,"
+                             " ID, Fine-Tune, KLD; ood_id = OOD+ID; report = the WER table (trains what is missing)")
     args = parser.parse_args()
     paths = prepare(args.data_dir, args.out, args.seed)
     common = dict(embedding_dim=args.hidden, hidden_dim=args.hidden, num_layers=1, batch_size=args.batch_size,
@@ -116,6 +119,9 @@ def main() -> None:
                                init_path=str(init), reference_path=str(init) if gamma < 1 else None,
                                gamma=gamma, lr=lr, max_epochs=args.id_epochs, **common))
 
+    if args.only == "ood_id":
+        scratch("ood_id", paths["ood_id_train"], id_dev, args.epochs)
+        return
     models = {"General": scratch("general", paths["wt2_train"], str(paths["wt2_valid"]), args.epochs),
               "ID": scratch("id", paths["id_train"], id_dev, args.id_epochs)}
     ft_runs = {lr: adapt(f"ft_lr{lr:g}", models["General"], lr, 1.0) for lr in args.ft_lrs}
@@ -125,6 +131,8 @@ def main() -> None:
     kld_runs[1.0] = ft_runs[ft_lr]
     kld_dev = {g: evaluation(a, paths["id_dev"], "id_dev")["normalized_ppl"] for g, a in kld_runs.items()}
     best_gamma = min(kld_dev, key=kld_dev.get)
+    if args.only == "models":
+        return
     models["OOD+ID"] = scratch("ood_id", paths["ood_id_train"], id_dev, args.epochs)
     models["Fine-Tune"] = ft_runs[ft_lr]
     models["KLD"] = kld_runs[best_gamma]
