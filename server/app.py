@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
@@ -141,6 +142,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
         return JSONResponse({"detail": f"overloaded: {exc}"}, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect):
+        # the client left (or was dropped for not sending its body in time): nobody to answer
+        return Response(status_code=400)
 
     @app.exception_handler(DeadlineExceeded)
     async def deadline(request: Request, exc: DeadlineExceeded):

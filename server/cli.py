@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from rescorer.errors import InputError
+from server.connections import uvicorn_config
 from server.settings import Settings
 
 
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings, registry), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+    config = uvicorn_config(create_app(settings, registry), settings.host, settings.port,
+                            settings.request_read_timeout_s, settings.max_connections, log_level="info",
+                            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+    uvicorn.Server(config).run()
     return 0
 
 

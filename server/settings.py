@@ -42,6 +42,10 @@ class Settings(BaseSettings):
                                            " 1 = no batching across requests, for measurement)")
     queue_tokens: int = Field(200_000, ge=1, description="tokens waiting beyond this: 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0.0, description="a request not answered by then: 504")
+    request_read_timeout_s: float = Field(10.0, gt=0.0, description="a connection whose request (headers and"
+                                          " body) has not arrived whole by then is closed (slow clients)")
+    max_connections: int = Field(512, ge=1, description="open connections (or requests in progress) beyond"
+                                 " this are answered 503")
     # default combination weights (a request, then the artifact's tuned weights, take precedence)
     am_weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
                              description="default scale of am_score")

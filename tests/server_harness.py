@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from server.app import create_app
+from server.connections import uvicorn_config
 from server.readiness import wait_until_ready
 from server.settings import Settings
 
@@ -25,7 +26,8 @@ def running_server(settings: Settings):
     port = free_port()
     settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, settings.request_read_timeout_s,
+                                           settings.max_connections, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -222,3 +222,46 @@ def test_a_long_reference_is_refused_before_any_work_and_a_request_at_the_limits
     assert too_long.status_code == 422 and "ref" in too_long.text
     assert at_limits.status_code == 200 and seconds < settings.request_timeout_s
     assert one_past.status_code == 422 and "alignment" in one_past.text
+
+
+def test_slow_clients_are_dropped_and_do_not_hold_the_service(model_dir):  # noqa: F811
+    import socket
+    import time
+
+    settings = Settings(model_dir=model_dir, request_read_timeout_s=1.0, max_connections=64)
+    with running_server(settings) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(40):  # half a header each, then nothing
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Len")
+            stalled.append(s)
+        body_staller = socket.create_connection(("127.0.0.1", port), timeout=5)  # a body that stops
+        body_staller.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{\"sentences\": [")
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200  # still serving meanwhile
+        start = time.perf_counter()
+        for s in stalled + [body_staller]:
+            s.settimeout(5)  # the server must close it before this: recv then returns b""
+            while s.recv(1024):
+                pass
+            s.close()
+        dropped_after = time.perf_counter() - start
+        ok = httpx.post(f"{url}/v1/score", json={"sentences": ["the cat"]}, timeout=10)
+    assert dropped_after < 4.0  # closed by the server about 1 s after they stalled, not held
+    assert ok.status_code == 200
+
+
+def test_connections_beyond_the_limit_are_answered_503(model_dir):  # noqa: F811
+    import socket
+
+    settings = Settings(model_dir=model_dir, request_read_timeout_s=5.0, max_connections=4)
+    with running_server(settings) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+        for s in held:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # incomplete: the connection stays open
+        over = httpx.get(f"{url}/healthz", timeout=5)
+        for s in held:
+            s.close()
+    assert over.status_code == 503
