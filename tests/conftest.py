@@ -32,3 +32,16 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (the slow tier reads ../shared/data)")
     return path
+
+
+def with_other_vocabulary(artifact_dir: Path, out: Path) -> Path:
+    """A copy of an artifact whose vocabulary differs in one word (same size): the input a
+    vocabulary check must refuse."""
+    from rescorer.artifact import load_artifact, save_artifact
+    from rescorer.vocab import Vocabulary
+
+    other = load_artifact(artifact_dir)
+    words = list(other.vocab.words)
+    words[-1] = "zzzz"
+    other.vocab = Vocabulary(tuple(words), other.vocab.unk_symbol)
+    return save_artifact(other, out)

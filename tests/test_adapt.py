@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rescorer.artifact import load_artifact, save_artifact
+from rescorer.artifact import load_artifact
 from rescorer.vocab import Vocabulary
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, with_other_vocabulary
 from training.batches import BpttBatches
 from training.cli import main as train_cli
 from training.corpus import encode_corpus
@@ -158,11 +158,7 @@ def test_adapt_cli_writes_an_artifact_that_rescorer_info_verifies(general, domai
 
 def test_adapt_cli_refuses_bad_input_with_exit_2_and_writes_nothing(general, domain, demo_corpus, tmp_path, capsys):
     # a reference with another vocabulary
-    other = load_artifact(general)
-    words = list(other.vocab.words)
-    words[-1] = "zzzz"
-    other.vocab = Vocabulary(tuple(words), other.vocab.unk_symbol)
-    save_artifact(other, tmp_path / "other")
+    with_other_vocabulary(general, tmp_path / "other")
     not_an_artifact = tmp_path / "plain"
     not_an_artifact.mkdir()
     foreign = tmp_path / "foreign.txt"

@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rescorer.artifact import load_artifact, save_artifact
+from rescorer.artifact import load_artifact
 from rescorer.model import LstmLanguageModel, ModelConfig
-from rescorer.vocab import Vocabulary
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, with_other_vocabulary
 from training.cli import main as train_cli
 from training.losses import distillation_loss, kld_importance_weights, nce_kld_loss, trust_gamma, trust_weight
 from training.noise import UnigramNoise
@@ -250,11 +249,7 @@ def _scored_and_served_without_a_softmax(artifact_dir, tmp_path, monkeypatch):
 
 
 def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, teachers, tmp_path, capsys):
-    other = load_artifact(teachers[0])
-    words = list(other.vocab.words)
-    words[-1] = "zzzz"
-    other.vocab = Vocabulary(tuple(words), other.vocab.unk_symbol)
-    save_artifact(other, tmp_path / "other")
+    with_other_vocabulary(teachers[0], tmp_path / "other")
     plain = tmp_path / "plain"
     plain.mkdir()
     cases = [
