@@ -11,8 +11,9 @@ for every (vocabulary size, hidden size, loss) and for two implementations:
 It reports each implementation's NCE/CE speed-up and the share of the bare speed-up that the
 trainer keeps.
 
-NCE+KLD (paper 1, Eq. 21; `rescorer-train adapt`) is measured beside them on the same model and
-batches, against a frozen reference of the same size, gamma 0.5: `trainer_nce_kld` as the
+NCE+KLD (paper 1, Eq. 21; `rescorer-train adapt`) is measured beside them on the same model
+instance as trainer_nce (so the ratio is the loss's cost, not that of two differently initialized
+models) and the same batches, against a frozen reference of the same size, gamma 0.5: `trainer_nce_kld` as the
 training loop runs it (the reference's features computed once per run for the fixed batch
 layout, `training.reference.ReferenceFeatures`), and `trainer_nce_kld_recomputed` with the
 reference's LSTM run at every step. `kld_vs_nce` is trainer_nce_kld / trainer_nce (the aim is
@@ -51,11 +52,11 @@ def zipf_counts(vocab_size: int) -> np.ndarray:
 class TrainerStep:
     """loss: ce, nce, nce_kld (reference features cached per batch) or nce_kld_recomputed."""
 
-    def __init__(self, loss: str, vocab_size: int, hidden: int, samples: int):
+    def __init__(self, loss: str, vocab_size: int, hidden: int, samples: int, model: LstmLanguageModel | None = None):
         nce = loss.startswith("nce")
         config = ModelConfig(vocab_size=vocab_size, embedding_dim=hidden, hidden_dim=hidden, num_layers=1,
                              dropout=0.0, output_kind="self_normalized" if nce else "softmax")
-        self.model = LstmLanguageModel(config)
+        self.model = model if model is not None else LstmLanguageModel(config)
         noise = UnigramNoise(zipf_counts(vocab_size)) if nce else None
         self.reference = FrozenReference([LstmLanguageModel(config)]) if loss.startswith("nce_kld") else None
         self.objective = TrainingObjective(self.model, "nce" if nce else "ce", bos_id=0, noise=noise,
@@ -161,7 +162,9 @@ def main() -> None:
             batches = [(b[:, :-1], b[:, 1:]) for b in ids]
             steps = {(impl, loss): cls(loss, vocab_size, hidden, args.noise_samples)
                      for impl, cls in (("trainer", TrainerStep), ("bare", BareStep)) for loss in ("ce", "nce")}
-            steps |= {("trainer", loss): TrainerStep(loss, vocab_size, hidden, args.noise_samples)
+            # the same model as trainer_nce: the comparison is the loss's cost, not two models'
+            nce_model = steps[("trainer", "nce")].model
+            steps |= {("trainer", loss): TrainerStep(loss, vocab_size, hidden, args.noise_samples, model=nce_model)
                       for loss in ("nce_kld", "nce_kld_recomputed")}
             cache_seconds = steps[("trainer", "nce_kld")].build_cache(batches)
             best = {key: float("inf") for key in steps}
