@@ -35,6 +35,7 @@ import gzip
 import json
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, evaluation, plot_gamma, run, train_seconds, write_json
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
+from rescorer.combination import best_hypotheses, build_arrays, total_scores
 from rescorer.eval_job import run_evaluation
 from rescorer.evaluation import error_table
 from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.tuning import tune_weights
 from rescorer.vocab import build_vocabulary
 from rescorer.wer import paired_bootstrap
 from training.config import TrainConfig
@@ -159,6 +162,9 @@ def main() -> None:
         print(f"{name:10s} test WER {e['rescored']['wer']:.2%} (first pass {e['first_pass']['wer']:.2%},"
               f" oracle {e['oracle']['wer']:.2%}) change {e['bootstrap']}", flush=True)
     kld_vs_ft = paired_bootstrap(errors["Fine-Tune"], errors["KLD"], table.ref_words, 1000)
+    # the acoustic score with a tuned word penalty and no LM: what each LM adds is measured from here
+    no_lm, no_lm_errors = _no_lm_row(dev_source, test_utterances, table)
+    versus_no_lm = {name: paired_bootstrap(no_lm_errors, e, table.ref_words, 1000).to_dict() for name, e in errors.items()}
     gamma_rows = [{"gamma": g, "id_dev_ppl": kld_dev[g],
                    "ood_test_ppl": evaluation(a, paths["wt2_valid"], "wt2_valid")["normalized_ppl"]}
                   for g, a in sorted(kld_runs.items())]
@@ -168,10 +174,27 @@ def main() -> None:
         "grid": {"lm_weights": LENGTH_NORMALIZED_GRID.lm_weights, "word_penalties": LENGTH_NORMALIZED_GRID.word_penalties},
         "fine_tune_lr_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "fine_tune_lr": ft_lr,
         "kld_gamma": best_gamma, "gamma_sweep": gamma_rows, "models": rows,
-        "kld_minus_fine_tune": kld_vs_ft.to_dict(),
+        "kld_minus_fine_tune": kld_vs_ft.to_dict(), "no_lm": no_lm, "each_lm_minus_no_lm": versus_no_lm,
     })
+    print(f"no LM (word penalty {no_lm['word_penalty']:g}): test WER {no_lm['test_wer']:.2%}")
+    for name, b in versus_no_lm.items():
+        print(f"{name} - no LM: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
     print(f"KLD - Fine-Tune: {kld_vs_ft.to_dict()}")
 
 
 if __name__ == "__main__":
     main()
+
+
+def _no_lm_row(dev_source: NbestSource, test_utterances, table) -> tuple[dict, np.ndarray]:
+    """Tune only the word penalty (LM weight 0) on dev; the test WER and per-utterance errors."""
+    dev = read_nbest(dev_source)
+    dev_table = error_table(dev)
+    dev_arrays = build_arrays(dev, np.zeros(sum(len(u.hyps) for u in dev)), np.zeros(sum(len(u.hyps) for u in dev), dtype=np.int64))
+    grid = replace(LENGTH_NORMALIZED_GRID, lm_weights=(0.0,))
+    weights = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid).weights
+    n = sum(len(u.hyps) for u in test_utterances)
+    arrays = build_arrays(test_utterances, np.zeros(n), np.zeros(n, dtype=np.int64))
+    chosen = best_hypotheses(arrays, total_scores(arrays, weights))
+    errors = table.hyp_errors[chosen]
+    return {"word_penalty": weights.word_penalty, "test_wer": float(errors.sum() / table.ref_words.sum())}, errors
