@@ -93,6 +93,20 @@ def per_utterance_errors(report: dict, first_errors: np.ndarray, utt_ids: list[s
     return errors
 
 
+def _no_lm_row(dev_source: NbestSource, test_utterances, table) -> tuple[dict, np.ndarray]:
+    """Tune only the word penalty (LM weight 0) on dev; the test WER and per-utterance errors."""
+    dev = read_nbest(dev_source)
+    dev_table = error_table(dev)
+    dev_arrays = build_arrays(dev, np.zeros(sum(len(u.hyps) for u in dev)), np.zeros(sum(len(u.hyps) for u in dev), dtype=np.int64))
+    grid = replace(LENGTH_NORMALIZED_GRID, lm_weights=(0.0,))
+    weights = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid).weights
+    n = sum(len(u.hyps) for u in test_utterances)
+    arrays = build_arrays(test_utterances, np.zeros(n), np.zeros(n, dtype=np.int64))
+    chosen = best_hypotheses(arrays, total_scores(arrays, weights))
+    errors = table.hyp_errors[chosen]
+    return {"word_penalty": weights.word_penalty, "test_wer": float(errors.sum() / table.ref_words.sum())}, errors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -185,16 +199,3 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-
-def _no_lm_row(dev_source: NbestSource, test_utterances, table) -> tuple[dict, np.ndarray]:
-    """Tune only the word penalty (LM weight 0) on dev; the test WER and per-utterance errors."""
-    dev = read_nbest(dev_source)
-    dev_table = error_table(dev)
-    dev_arrays = build_arrays(dev, np.zeros(sum(len(u.hyps) for u in dev)), np.zeros(sum(len(u.hyps) for u in dev), dtype=np.int64))
-    grid = replace(LENGTH_NORMALIZED_GRID, lm_weights=(0.0,))
-    weights = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid).weights
-    n = sum(len(u.hyps) for u in test_utterances)
-    arrays = build_arrays(test_utterances, np.zeros(n), np.zeros(n, dtype=np.int64))
-    chosen = best_hypotheses(arrays, total_scores(arrays, weights))
-    errors = table.hyp_errors[chosen]
-    return {"word_penalty": weights.word_penalty, "test_wer": float(errors.sum() / table.ref_words.sum())}, errors
