@@ -4,7 +4,7 @@
 
 Data (HyPoradise v0: real 5-best lists of ATIS with `am_score`, plus WikiText-2):
 1. The `train_atis` records, sorted by id and shuffled with a fixed seed (--seed 1); the first
-   10 % (397 utterances) are held out: their 5-best lists are the dev lists on which the
+   10 % (396 utterances) are held out: their 5-best lists are the dev lists on which the
    rescoring weights are tuned, their references the in-domain (ID) dev text. The references
    of the other 90 % are the ID training text. The 809 `test_atis` lists are the test set.
 2. WikiText-2 train/valid brought to the lists' conventions (training/text_normalization.py,
