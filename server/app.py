@@ -19,9 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rescorer.device import pick_device
 from server.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
 from server.metrics import create_metrics
-from server.registry import Registry, UnknownModel, load_registry, pick_device
+from server.registry import Registry, UnknownModel, load_registry
 from server.routes import health, models, rescore, score
 from server.settings import Settings
 

@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None}
+    from rescorer.device import pick_device
     from server.app import create_app
-    from server.registry import load_registry, pick_device
+    from server.registry import load_registry
 
     try:
         settings = Settings(**values)

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
-from rescorer.errors import ConfigError
 from rescorer.scoring import score_sentences
 
 SELF_TEST = [["<s>"], []]  # an odd word and the empty sentence: both must score finitely
@@ -38,14 +37,6 @@ class Registry:
         if name not in self.models:
             raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(sorted(self.models))}")
         return name, self.models[name]
-
-
-def pick_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {requested!r} requested but CUDA is not available")
-    return torch.device(requested)
 
 
 def load_registry(model_dir: Path, device: torch.device, half_precision: bool = False) -> Registry:

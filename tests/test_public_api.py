@@ -98,3 +98,20 @@ def test_every_option_of_the_three_clis_has_help_with_its_default():
                 no_default.append(f"{program} {name}: {action.help}")
     assert not missing, missing
     assert not no_default, no_default
+
+
+def test_one_device_rule_for_the_trainer_and_the_service():
+    import pytest
+    import torch
+
+    from rescorer.device import pick_device
+    from rescorer.errors import ConfigError
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(ConfigError, match="CUDA is not available"):
+                pick_device(name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from rescorer.errors import ConfigError
+from rescorer.device import pick_device as pick_torch_device
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,8 @@ class DistributedContext:
 
 
 def pick_device(requested: str, context: DistributedContext) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", context.local_rank)
-    return torch.device(requested)
+    """This process's device (rescorer.device.pick_device with the process's local rank)."""
+    return pick_torch_device(requested, context.local_rank)
 
 
 def init_distributed(device_kind: str) -> DistributedContext:
