@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, write_json
+from experiments.ptb_distillation import parameters
 from rescorer.artifact import load_artifact
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
 from rescorer.evaluation import error_table, oracle_hypotheses
@@ -130,8 +131,8 @@ def main() -> None:
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
                       "hyps_per_second": len(sentences) / seconds[name],
-                      "parameters": (sum(rows_params(named[m]) for m in members) if name == "ensemble"
-                                     else rows_params(named[name]))}
+                      "parameters": (sum(parameters(named[m]) for m in members) if name == "ensemble"
+                                     else parameters(named[name]))}
     arrays = build_arrays(utterances, np.zeros(len(sentences)), oov)
     oracle = table.hyp_errors[oracle_hypotheses(arrays, table.hyp_errors)]
     between = {}
@@ -152,10 +153,6 @@ def main() -> None:
               f"  {row['parameters']:9d} params  {row['hyps_per_second']:8.0f} hyps/s")
     for name, b in between.items():
         print(f"{name}: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
-
-
-def rows_params(path: Path) -> int:
-    return sum(p.numel() for p in load_artifact(path).model.parameters())
 
 
 def _subset(utterances: list[Utterance], offsets: np.ndarray, values: np.ndarray, oov: np.ndarray,

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
+
+from rescorer.errors import OutputError
 
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path`."""
+    """Yield a temporary path beside `path`; on success it is renamed over `path`.
+
+    Only regular files are replaced: an existing device, pipe or directory at `path` is an
+    OutputError (a rename would replace /dev/stdout itself), and so is a place the temporary
+    file cannot be made (a read-only or missing directory). `text_output` writes devices in place.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path}: not a regular file (a directory, device or pipe); expected an output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -23,6 +37,25 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def text_output(path: str | Path) -> Iterator[TextIO]:
+    """A text stream to write an output to: '-' is stdout; an existing device or pipe
+    (/dev/stdout, a FIFO) is written in place; anything else atomically (`atomic_file`)."""
+    if str(path) == "-":
+        yield sys.stdout
+        return
+    target = Path(path)
+    try:
+        if target.exists() and not target.is_file() and not target.is_dir():
+            with target.open("w", encoding="utf-8") as f:
+                yield f
+            return
+        with atomic_file(target) as tmp, tmp.open("w", encoding="utf-8") as f:
+            yield f
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from rescorer.artifact import load_artifact, set_rescoring_weights
-from rescorer.atomic import atomic_file
+from rescorer.atomic import text_output
 from rescorer.combination import Weights
-from rescorer.errors import InputError, OutputError
+from rescorer.errors import InputError
 from rescorer.eval_job import run_evaluation
 from rescorer.evaluation import error_table, evaluate_set
 from rescorer.jsonl_format import write_jsonl
@@ -33,27 +32,6 @@ from rescorer.trn_format import write_trn
 from rescorer.wer import compute_wer
 
 EXIT_BAD_INPUT = 2
-
-
-@contextmanager
-def _output(path: str):
-    """A text output: '-' is stdout; an existing device or pipe (/dev/stdout, a FIFO) is written
-    in place; anything else is written to a temporary file and renamed over `path` (atomic)."""
-    if path == "-":
-        yield sys.stdout
-        return
-    target = Path(path)
-    try:
-        if target.is_dir():
-            raise OutputError(f"{path}: is a directory (expected an output file)")
-        if target.exists() and not target.is_file():
-            with target.open("w", encoding="utf-8") as f:
-                yield f
-            return
-        with atomic_file(target) as tmp, tmp.open("w", encoding="utf-8") as f:
-            yield f
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -76,7 +54,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with source:
         keys, sentences = parse_keyed_lines(source, args.text)
     scores = score_sentences(artifact, sentences, max_tokens=args.max_tokens)
-    with _output(args.out) as out:
+    with text_output(args.out) as out:
         write_cost_archive(zip(keys, (-scores.log_probs).tolist(), strict=True), out)
     if args.oov_report:
         print(f"{int(scores.num_oov.sum())} of {sum(map(len, sentences))} words scored as"
@@ -104,18 +82,18 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
     weights = _weights(args)
     reranked = rerank(utterances, arrays, weights)
     if args.out_jsonl:
-        with _output(args.out_jsonl) as out:
+        with text_output(args.out_jsonl) as out:
             write_jsonl(reranked, out)
     if args.out_text:
-        with _output(args.out_text) as out:
+        with text_output(args.out_text) as out:
             write_kaldi_text(best_texts(reranked), out)
     if args.out_trn:
-        with _output(args.out_trn) as out:
+        with text_output(args.out_trn) as out:
             write_trn(best_texts(reranked), out)
     if args.out_lm_costs:  # keyed like the input: utt-1 .. utt-N in first-pass order
         mixed = weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
         keys = [f"{u.utt_id}-{n}" for u in utterances for n in range(1, len(u.hyps) + 1)]
-        with _output(args.out_lm_costs) as out:
+        with text_output(args.out_lm_costs) as out:
             write_cost_archive(zip(keys, (-mixed).tolist(), strict=True), out)
     if all(u.ref is not None for u in utterances):
         evaluation = evaluate_set(utterances, arrays, error_table(utterances), weights)
@@ -138,23 +116,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     utterances = read_nbest(_source(args, args.input, args.ref))
     if args.to == "jsonl":
-        with _output(args.output) as out:
+        with text_output(args.output) as out:
             write_jsonl(utterances, out)
     elif args.to == "trn":  # the first (first-pass 1-best) hypothesis of each list
-        with _output(args.output) as out:
+        with text_output(args.output) as out:
             write_trn([(u.utt_id, u.hyps[0].text) for u in utterances], out)
     else:  # kaldi: a directory as steps/rnnlmrescore.sh lays out nbest-to-linear's outputs
         root = Path(args.output)
         keyed = [(f"{u.utt_id}-{n}", h) for u in utterances for n, h in enumerate(u.hyps, start=1)]
-        with _output(str(root / "words_text")) as out:
+        with text_output(str(root / "words_text")) as out:
             write_kaldi_text([(k, h.text) for k, h in keyed], out)
-        with _output(str(root / "acwt")) as out:
+        with text_output(str(root / "acwt")) as out:
             write_cost_archive([(k, -h.am_score) for k, h in keyed], out)
         if all(h.lm_score is not None for _, h in keyed):
-            with _output(str(root / "lmwt.withlm")) as out:
+            with text_output(str(root / "lmwt.withlm")) as out:
                 write_cost_archive([(k, -h.lm_score) for k, h in keyed], out)
         if all(u.ref is not None for u in utterances):
-            with _output(str(root / "text")) as out:
+            with text_output(str(root / "text")) as out:
                 write_kaldi_text([(u.utt_id, u.ref) for u in utterances], out)
     return 0
 

@@ -100,7 +100,7 @@ class LstmLanguageModel(nn.Module):
 
     def reset_parameters(self) -> None:
         # Small uniform init: N(0, 1) embeddings produce denormals in the LSTM backward,
-        # which slow CPU steps several-fold (docs/ARCHITECTURE.md, section 5).
+        # which slow CPU arithmetic down (docs/ARCHITECTURE.md, section 5).
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         if self.output_embedding is not None:
             nn.init.uniform_(self.output_embedding.weight, -0.1, 0.1)

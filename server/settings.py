@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     max_words_per_ref: int = Field(1000, ge=1, description="words per reference")
     max_alignment_cells: int = Field(4_000_000, ge=1, description="per request, the sclite alignments behind the"
                                      " WER fields: sum over utterances of |ref| x 3 x the longest hypothesis"
-                                     " (pure Python, about 3.6 M cells/s on the project's 2-core machine)")
+                                     " (pure Python; a request at the default limits is timed by"
+                                     " bench/request_at_limits.py)")
     max_sentences: int = Field(4096, ge=1, description="sentences per /v1/score request, lines per /v1/score/kaldi")
     # dynamic batching
     batch_tokens: int = Field(8192, ge=1, description="a batch is scored once it holds this many tokens ...")

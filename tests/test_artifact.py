@@ -126,3 +126,15 @@ def test_set_log_z_rewrites_only_the_constant_and_records_why(tmp_path):
     loaded = load_artifact(tmp_path / "lm")
     assert torch.allclose(_outputs(loaded.model), before - 0.5, atol=1e-6)
     assert loaded.provenance["recentering"] == [{"shift": 0.5}]
+
+
+@pytest.mark.parametrize("values", [
+    dict(num_layers=2), dict(projection_dim=5), dict(tie_weights=True, projection_dim=8),
+    dict(output_kind="mos", experts=3), dict(output_kind="softmax", num_layers=3, projection_dim=4),
+])
+def test_parameter_count_equals_the_weights_a_model_allocates(values):
+    from rescorer.artifact import parameter_count
+    from rescorer.model import LstmLanguageModel, ModelConfig
+
+    config = ModelConfig(vocab_size=17, embedding_dim=8, hidden_dim=6, **values)
+    assert parameter_count(config) == sum(p.numel() for p in LstmLanguageModel(config).parameters())

@@ -79,7 +79,7 @@ def test_a_mixture_of_one_softmax_equals_the_softmax_model_with_the_same_weights
     torch.testing.assert_close(mos.log_prob_of(mos.features(ids)[0], ids), softmax.log_prob_of(softmax.features(ids)[0], ids))
 
 
-def test_a_mixture_of_several_softmaxes_is_normalized_and_not_one_softmax():
+def test_a_mixture_of_several_softmaxes_is_normalized_and_refuses_experts_elsewhere():
     mos = _model("mos", experts=3)
     log_p = mos.log_probs(torch.randn(5, 6))
     torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(5))

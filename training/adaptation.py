@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rescorer.artifact import Artifact, ArtifactError, load_artifact
+from rescorer.artifact import Artifact, ArtifactError, load_artifact, read_artifact_config
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.vocab import Vocabulary
 from training.config import TrainConfig
@@ -46,10 +46,10 @@ def load_init(config: TrainConfig) -> Artifact:
 def architecture_of(init_path: str) -> dict[str, Any]:
     """The init artifact's architecture as TrainConfig field values (for the adapt CLI)."""
     try:
-        artifact = load_artifact(init_path)
+        model = read_artifact_config(init_path)["model"]  # checked whole; the weights load in train
     except ArtifactError as e:
         raise ReferenceError(f"--init: {e}") from None
-    return {name: getattr(artifact.model.config, name) for name in ARCHITECTURE_FIELDS}
+    return {name: model.get(name, getattr(ModelConfig, name, None)) for name in ARCHITECTURE_FIELDS}
 
 
 def model_from_init(init: Artifact, dropout: float) -> LstmLanguageModel:

@@ -61,10 +61,6 @@ class TrainingObjective(nn.Module):
         for module in model.output_modules:
             module.sparse = self.sparse_output
 
-    @property
-    def needs_reference(self) -> bool:
-        return self.reference is not None
-
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, state: LSTMState | None,
         samples: torch.Tensor | None = None, reference_features: tuple[torch.Tensor, ...] | None = None,

@@ -82,7 +82,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out"
         )
     context = init_distributed("cuda" if pick_device(config.device, DistributedContext()).type == "cuda" else "cpu")
-    # Denormals in the LSTM backward slow CPU steps several-fold (docs/ARCHITECTURE.md, 5). The
+    # Denormals in the LSTM backward slow CPU arithmetic down (docs/ARCHITECTURE.md, 5). The
     # flag is process-wide processor state, so it is set for training only and reset after.
     torch.set_flush_denormal(True)
     try:
