@@ -14,15 +14,20 @@ Students other than the "with dropout" ones use no dropout (paper 2: regularizat
 distillation). Every model: normalized valid and test perplexity (sentences from a zero state,
 as the rescorer scores them), parameters, training seconds; self-normalized models also their
 self-normalized perplexity and log Z(h) statistics. The ensemble is scored token by token (the
-log of the members' mean probability). Models are trained in the order of the list below, each
-resumable, so a stopped run continues where it was; OUT/results.json holds what is finished.
+log of the members' mean probability).
 
-Cost on the project's 2-core machine (one thread per run): a distilled student pays for the
+Every model is a resumable run directory, so a stopped run continues where it was. `--only ROW
+...` trains just those rows (and the members first when a named row needs the teachers), so two
+one-thread processes can share the machine: `--only "member 1"` beside `--only "member 2"`, the
+students without a teacher beside the members, then the distilled students two by two. Every
+invocation rewrites OUT/results.json with all the rows finished so far.
+
+Cost on the project's 2-core machine (one thread per process): a distilled student pays for the
 teachers' full distributions at every position (K softmaxes over V per member, forward only),
-about 16 MFLOP per token with the defaults (2 members x K = 2 x V = 10k x D = 200 x 2, forward
-only), and members train a K-fold softmax; the defaults (members 1 x 200 with K = 2, 5 epochs;
-students 1 x 72, 4 epochs) are sized for that. Each run's history.json records its epoch times
-(a member's first epoch: 968 s on one core), and the experiment resumes across sessions.
+about 16 MFLOP per token with the defaults (2 members x K = 2 x V = 10k x D = 200 x 2), and the
+members train a K-fold softmax; the defaults (members 1 x 200 with K = 2, 3 epochs; students
+1 x 72, 2 epochs) are sized for that and are far below the paper's. Each run's history.json
+records its epoch times, and results.json the training seconds of every row.
 """
 
 from __future__ import annotations
@@ -71,12 +76,12 @@ def main() -> None:
     parser.add_argument("--member-hidden", type=int, default=200)
     parser.add_argument("--member-layers", type=int, default=1)
     parser.add_argument("--experts", type=int, default=2)
-    parser.add_argument("--member-epochs", type=int, default=5)
+    parser.add_argument("--member-epochs", type=int, default=3)
     parser.add_argument("--student-hidden", type=int, default=72, help="about a third of a member's parameters")
-    parser.add_argument("--student-epochs", type=int, default=4)
+    parser.add_argument("--student-epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trust-a", type=float, default=0.1)
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.2, 0.5])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.2, 0.1])
     parser.add_argument("--only", nargs="*", help="train only these rows (names as in results.json)")
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
@@ -87,40 +92,60 @@ def main() -> None:
                            embedding_dim=hidden, hidden_dim=hidden, num_layers=layers, batch_size=args.batch_size,
                            max_epochs=epochs, **values)
 
-    members = []
-    for i in range(args.members):
-        members.append(run(config(f"member{i + 1}", args.member_hidden, args.member_layers, args.member_epochs,
+    member_configs = {
+        f"member {i + 1}": config(f"member{i + 1}", args.member_hidden, args.member_layers, args.member_epochs,
                                   loss="ce", output_kind="mos", experts=args.experts, seed=17 + 14 * i,
-                                  **TEACHER_REGULARIZATION)))
-    teachers = tuple(str(m) for m in members)
+                                  **TEACHER_REGULARIZATION)
+        for i in range(args.members)}
+    teachers = tuple(str(Path(c.out_dir) / "artifact") for c in member_configs.values())
 
     def student(name: str, **values) -> TrainConfig:
         values = {"dropout": 0.0, **values}
         return config(name, args.student_hidden, 1, args.student_epochs, **values)
 
     plans = {
-        "TR": student("tr", loss="tr", teacher_paths=teachers, trust_a=args.trust_a),
         "CE only, dropout": student("ce_dropout", loss="ce", dropout=0.25),
+        "NCE alone, dropout": student("nce_dropout", loss="nce", dropout=0.25),
+        "TR": student("tr", loss="tr", teacher_paths=teachers, trust_a=args.trust_a),
         "KL only": student("kl", loss="kl", teacher_paths=teachers),
         "nce-tr (self-normalized)": student("nce_tr", loss="nce-tr", teacher_paths=teachers, trust_a=args.trust_a),
-        "NCE alone, dropout": student("nce_dropout", loss="nce", dropout=0.25),
         **{f"interp alpha {a:g}": student(f"interp_{a:g}", loss="interp", teacher_paths=teachers, alpha=a)
            for a in args.alphas},
-        "TR, dropout": student("tr_dropout", loss="tr", teacher_paths=teachers, trust_a=args.trust_a, dropout=0.25),
     }
+    plans["TR, dropout"] = student("tr_dropout", loss="tr", teacher_paths=teachers, trust_a=args.trust_a,
+                                   dropout=0.25)
+    unknown = set(args.only or ()) - set(member_configs) - set(plans)
+    if unknown:
+        parser.error(f"--only: no such rows {sorted(unknown)}; rows are {list(member_configs) + list(plans)}")
+
+    def wanted(name: str) -> bool:
+        return not args.only or name in args.only
+
+    # Members train first when a wanted row needs the teachers (or a member is named), so
+    # several processes can share the work: `--only "member 2"` beside `--only "member 1"`,
+    # and the students without a teacher beside the members.
+    need_teachers = any(wanted(n) and plans[n].teacher_paths for n in plans)
+    for name, member in member_configs.items():
+        if wanted(name) or need_teachers:
+            run(member)
+    for name, plan in plans.items():
+        if wanted(name):
+            run(plan)
+    members = [Path(t) for t in teachers if (Path(t) / "config.json").exists()]
+
+    # results.json: every finished row (a rerun without --only collects all of them).
     rows = {}
     for i, artifact in enumerate(members):
         rows[f"member {i + 1}"] = describe(artifact, Path(valid), Path(test))
-    rows["ensemble"] = {"valid_ppl": ensemble_perplexity(members, Path(valid)),
-                        "test_ppl": ensemble_perplexity(members, Path(test)),
-                        "parameters": sum(parameters(m) for m in members),
-                        "train_seconds": sum(train_seconds(m) for m in members)}
+    if len(members) == args.members:
+        rows["ensemble"] = {"valid_ppl": ensemble_perplexity(members, Path(valid)),
+                            "test_ppl": ensemble_perplexity(members, Path(test)),
+                            "parameters": sum(parameters(m) for m in members),
+                            "train_seconds": sum(train_seconds(m) for m in members)}
     for name, plan in plans.items():
-        if args.only and name not in args.only:
-            continue
-        rows[name] = describe(run(plan), Path(valid), Path(test))
-        write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
-                                                                         "out": str(args.out)}, "rows": rows})
+        artifact = Path(plan.out_dir) / "artifact"
+        if (artifact / "config.json").exists():
+            rows[name] = describe(artifact, Path(valid), Path(test))
     write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
                                                                      "out": str(args.out)}, "rows": rows})
     print(f"{'model':26s} {'params':>9s} {'valid':>8s} {'test':>8s} {'self-norm test':>14s} {'train s':>8s}")

@@ -1,11 +1,11 @@
 """Word alignment with NIST sclite's costs, so that S/D/I breakdowns match sclite's reports.
 
 A minimum-edit-count alignment (what jiwer computes, all edits cost 1) and sclite's alignment
-(correct 0, insertion 3, deletion 3, substitution 4) always agree on nothing weaker than the
-number of reference words, but may split the errors differently: sclite prefers a deletion
-plus an insertion that keep a later word correct over two substitutions. The reported
-corpus figures use this alignment; per-hypothesis error counts for tuning and the oracle use
-jiwer's (tests check both against sclite where it is installed).
+(correct 0, insertion 3, deletion 3, substitution 4) may split the errors differently, and may
+even count a different number of them: sclite prefers a deletion plus an insertion that keep a
+later word correct over two substitutions (ref `b d b c b d a`, hyp `a c a a a d c d`: 7 edits,
+8 sclite errors). Every error count in the product uses this alignment (`rescorer.wer`), and
+tests check it against sclite where sclite is installed.
 """
 
 from __future__ import annotations

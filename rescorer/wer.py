@@ -2,9 +2,10 @@
 tuning and the oracle), and a paired bootstrap confidence interval for a change.
 
 WER = (substitutions + deletions + insertions) / reference words, over the whole corpus.
-Texts are split into words by jiwer; per-hypothesis error counts are jiwer's (minimum edit
-count). The corpus figures that reports print use sclite's alignment costs
-(`rescorer.alignment`) so that they agree with NIST sclite to the last printed digit.
+Texts are split into words by jiwer. Every error count, the corpus figures that reports print
+and the per-hypothesis counts that drive tuning, the oracle, the gain share and the bootstrap,
+comes from one alignment: sclite's costs (`rescorer.alignment`), so that the figures agree
+with NIST sclite to the last printed digit and a report never shows two counts for one choice.
 """
 
 from __future__ import annotations
@@ -60,22 +61,31 @@ def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResu
     )
 
 
-def _errors_from_alignments(out) -> np.ndarray:
-    errors = np.zeros(len(out.alignments), dtype=np.int64)
-    for i, chunks in enumerate(out.alignments):
-        for c in chunks:
-            if c.type == "substitute" or c.type == "delete":
-                errors[i] += c.ref_end_idx - c.ref_start_idx
-            elif c.type == "insert":
-                errors[i] += c.hyp_end_idx - c.hyp_start_idx
-    return errors
-
-
 def pairwise_errors(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
-    """Edit errors (S + D + I) of each hypothesis against its reference: (n,) int64."""
+    """Errors (S + D + I under sclite's alignment) of each hypothesis against its reference: (n,) int64.
+
+    The minimum edit count (jiwer's, in C++) is a lower bound on sclite's count and equals it
+    when it is 0 or 1 (a single error costs at most 4 under sclite's weights, two cost at
+    least 6), so only the hypotheses with two or more edits are aligned again with sclite's
+    costs (in Python). Identical pairs are aligned once.
+    """
+    if len(references) != len(hypotheses):
+        raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
         return np.zeros(0, dtype=np.int64)
-    return _errors_from_alignments(jiwer.process_words(list(references), list(hypotheses)))
+    out = jiwer.process_words(list(references), list(hypotheses))
+    errors = np.zeros(len(out.alignments), dtype=np.int64)
+    seen: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+    for i, (chunks, ref, hyp) in enumerate(zip(out.alignments, out.references, out.hypotheses, strict=True)):
+        edits = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                    for c in chunks if c.type != "equal")
+        if edits >= 2:
+            key = (tuple(ref), tuple(hyp))
+            if key not in seen:
+                seen[key] = sum(sclite_counts(ref, hyp)[1:])
+            edits = seen[key]
+        errors[i] = edits
+    return errors
 
 
 @dataclass(frozen=True)

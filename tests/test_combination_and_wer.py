@@ -3,9 +3,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
 from rescorer.evaluation import error_table, evaluate_set
+from rescorer.nbest import Hypothesis, Utterance
 from rescorer.tuning import Grid, tune_weights
 from rescorer.wer import compute_wer, paired_bootstrap, pairwise_errors
 from tests.nbest_fixtures import tiny_utterances
@@ -49,6 +52,29 @@ def test_compute_wer_counts_match_a_hand_alignment():
     assert pairwise_errors(["a b", "c"], ["a b", ""]).tolist() == [0, 1]
 
 
+def test_one_error_count_where_minimum_edits_and_sclite_differ():
+    # 7 minimum edits, 8 errors under sclite's costs: every figure must use the 8
+    ref, hyp = "b d b c b d a", "a c a a a d c d"
+    assert pairwise_errors([ref], [hyp]).tolist() == [8] == [compute_wer([ref], [hyp]).errors]
+    utts = [Utterance("u1", [Hypothesis(hyp, am_score=0.0), Hypothesis(ref, am_score=-1.0)], ref=ref)]
+    arrays = build_arrays(utts, np.zeros(2), np.zeros(2, dtype=np.int64))
+    table = error_table(utts)
+    evaluation = evaluate_set(utts, arrays, table, Weights(1.0, 0.0, 0.0, 0.0), resamples=10)
+    assert evaluation.first_pass.errors == 8 and evaluation.oracle.errors == 0
+    assert evaluation.interval.delta == 0.0 and evaluation.changed == []
+    tuned = tune_weights(arrays, table.hyp_errors, table.ref_words, Grid(lm_weights=(0.0,), interp_weights=(0.0,), word_penalties=(0.0,)))
+    assert tuned.errors == evaluation.first_pass.errors
+
+
+@given(st.lists(st.tuples(st.lists(st.sampled_from("abcd"), max_size=9), st.lists(st.sampled_from("abcd"), max_size=9)),
+                min_size=1, max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_per_hypothesis_counts_add_up_to_the_corpus_count(pairs):
+    refs = [" ".join(r) or "a" for r, _ in pairs]
+    hyps = [" ".join(h) for _, h in pairs]
+    assert int(pairwise_errors(refs, hyps).sum()) == compute_wer(refs, hyps).errors
+
+
 def test_bootstrap_interval_brackets_the_observed_change():
     rng = np.random.default_rng(1)
     words = rng.integers(5, 20, size=400)
@@ -71,7 +97,22 @@ def test_tuning_recovers_weights_that_fix_the_errors_on_a_planted_set():
     assert result.surface.shape == (2, 3)
 
 
-@pytest.mark.skipif(shutil.which("sctk") is None and shutil.which("sclite") is None, reason="NIST sclite (Debian sctk) not installed")
+SCLITE = shutil.which("sctk") or shutil.which("sclite")
+needs_sclite = pytest.mark.skipif(SCLITE is None, reason="NIST sclite (Debian sctk) not installed")
+
+
+def _sclite_sum_row(tmp_path, refs: list[str], hyps: list[str]) -> tuple[int, list[float]]:
+    """sclite's Sum/Avg row: reference words, then % correct, sub, del, ins, err."""
+    for name, texts in (("ref.trn", refs), ("hyp.trn", hyps)):
+        (tmp_path / name).write_text("".join(f"{t} (spk-{i:03d})\n" for i, t in enumerate(texts)))
+    command = [SCLITE, "sclite"] if SCLITE.endswith("sctk") else [SCLITE]
+    out = subprocess.run([*command, "-r", str(tmp_path / "ref.trn"), "trn", "-h", str(tmp_path / "hyp.trn"), "trn",
+                          "-i", "rm", "-o", "sum", "stdout"], capture_output=True, text=True, timeout=60, check=True).stdout
+    fields = next(line for line in out.splitlines() if "Sum/Avg" in line).replace("|", " ").split()
+    return int(fields[2]), [float(f) for f in fields[3:8]]
+
+
+@needs_sclite
 @pytest.mark.parametrize("seed", [7, 8, 9, 10, 11])
 def test_wer_agrees_with_nist_sclite_to_the_printed_digit(tmp_path, seed):
     rng = np.random.default_rng(seed)
@@ -85,14 +126,7 @@ def test_wer_agrees_with_nist_sclite_to_the_printed_digit(tmp_path, seed):
             hyp.insert(int(rng.integers(0, len(hyp) + 1)), str(rng.choice(vocab)))
         refs.append(" ".join(ref))
         hyps.append(" ".join(hyp))
-    for name, texts in (("ref.trn", refs), ("hyp.trn", hyps)):
-        (tmp_path / name).write_text("".join(f"{t} (spk-{i:03d})\n" for i, t in enumerate(texts)))
-    command = [shutil.which("sctk"), "sclite"] if shutil.which("sctk") else [shutil.which("sclite")]
-    out = subprocess.run([*command, "-r", str(tmp_path / "ref.trn"), "trn", "-h", str(tmp_path / "hyp.trn"), "trn",
-                          "-i", "rm", "-o", "sum", "stdout"], capture_output=True, text=True, timeout=60, check=True).stdout
-    row = next(line for line in out.splitlines() if "Sum/Avg" in line)
-    fields = row.replace("|", " ").split()
-    n_words, corr, sub, dele, ins, err = int(fields[2]), *map(float, fields[3:8])
+    n_words, (corr, sub, dele, ins, err) = _sclite_sum_row(tmp_path, refs, hyps)
     ours = compute_wer(refs, hyps)
     assert n_words == ours.ref_words
     assert f"{100 * ours.wer:.1f}" == f"{err:.1f}"
@@ -100,6 +134,14 @@ def test_wer_agrees_with_nist_sclite_to_the_printed_digit(tmp_path, seed):
     assert f"{100 * ours.insertions / ours.ref_words:.1f}" == f"{ins:.1f}"
     assert f"{100 * ours.substitutions / ours.ref_words:.1f}" == f"{sub:.1f}"
     assert f"{100 * ours.deletions / ours.ref_words:.1f}" == f"{dele:.1f}"
+    # the per-hypothesis counts (tuning, oracle, bootstrap) are the same count
+    assert f"{100 * pairwise_errors(refs, hyps).sum() / n_words:.1f}" == f"{err:.1f}"
+
+
+@needs_sclite
+def test_sclite_counts_eight_errors_where_minimum_edits_count_seven(tmp_path):
+    n_words, (*_, err) = _sclite_sum_row(tmp_path, ["b d b c b d a"], ["a c a a a d c d"])
+    assert (n_words, err) == (7, pytest.approx(100 * 8 / 7, abs=0.05))
 
 
 def test_tuning_extends_the_grid_when_the_best_point_lies_on_its_edge():
