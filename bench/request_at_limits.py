@@ -29,16 +29,20 @@ from tests.server_harness import running_server
 
 
 def request_at_limits(settings: Settings, words: list[str]) -> dict:
-    """The biggest /v1/rescore body the limits admit (under max_body_bytes)."""
+    """The biggest /v1/rescore body the limits admit (under max_body_bytes). Every hypothesis and
+    every reference is a different word sequence, so no alignment is reused (the worst case)."""
+
+    def sentence(length: int, start: int) -> str:
+        return " ".join(words[(start + i) % len(words)] for i in range(length))
+
     hyp_words = settings.max_words_per_hyp
-    text = " ".join(words[i % len(words)] for i in range(hyp_words))
-    per_hyp = len(json.dumps({"text": text, "am_score": -12.345678})) + 2
+    per_hyp = len(json.dumps({"text": sentence(hyp_words, 0), "am_score": -12.345678})) + 2
     utterances = settings.max_utterances
-    hyps = max(1, min(settings.max_hyps_per_utterance, (settings.max_body_bytes * 9 // 10) // (utterances * per_hyp)))
-    ref_words = max(1, min(settings.max_words_per_ref, settings.max_alignment_cells // (utterances * 3 * hyp_words)))
-    ref = " ".join(words[i % len(words)] for i in range(ref_words))
-    return {"utterances": [{"utt_id": f"u{u}", "ref": ref,
-                            "hyps": [{"text": text, "am_score": -12.345678 - h} for h in range(hyps)]}
+    hyps = max(1, min(settings.max_hyps_per_utterance, (settings.max_body_bytes * 8 // 10) // (utterances * per_hyp)))
+    ref_words = max(1, min(settings.max_words_per_ref, settings.max_alignment_cells // (utterances * hyps * hyp_words)))
+    return {"utterances": [{"utt_id": f"u{u}", "ref": sentence(ref_words, 7 * u),
+                            "hyps": [{"text": sentence(hyp_words, u * hyps + h + 1), "am_score": -12.345678 - h}
+                                     for h in range(hyps)]}
                            for u in range(utterances)]}
 
 

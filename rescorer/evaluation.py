@@ -17,15 +17,23 @@ import numpy as np
 
 from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
 from rescorer.nbest import NbestError, Utterance
-from rescorer.wer import BootstrapInterval, WerResult, compute_wer, paired_bootstrap, pairwise_errors
+from rescorer.wer import BootstrapInterval, WerResult, alignment_counts, paired_bootstrap, wer_from_counts
 
 
 @dataclass
 class ErrorTable:
-    """Per-hypothesis error counts against the references, computed once per N-best set."""
+    """Every hypothesis aligned once against its reference (sclite's alignment), per N-best set."""
 
-    hyp_errors: np.ndarray  # (H,)
+    counts: np.ndarray  # (H, 4) hits, substitutions, deletions, insertions
     ref_words: np.ndarray  # (U,)
+
+    @property
+    def hyp_errors(self) -> np.ndarray:  # (H,) S + D + I
+        return self.counts[:, 1:].sum(1)
+
+    def wer_of(self, chosen: np.ndarray) -> WerResult:
+        """Corpus WER of one hypothesis per utterance, given as flat indices (U,)."""
+        return wer_from_counts(self.counts[chosen])
 
 
 def error_table(utterances: Sequence[Utterance]) -> ErrorTable:
@@ -34,7 +42,9 @@ def error_table(utterances: Sequence[Utterance]) -> ErrorTable:
         raise NbestError(f"utterance {missing[0]!r} has no reference ({len(missing)} without one); WER needs them all")
     refs = [u.ref for u in utterances for _ in u.hyps]
     hyps = [h.text for u in utterances for h in u.hyps]
-    return ErrorTable(pairwise_errors(refs, hyps), np.array([len(u.ref.split()) for u in utterances]))
+    counts = alignment_counts(refs, hyps)
+    first = np.cumsum([0] + [len(u.hyps) for u in utterances[:-1]])
+    return ErrorTable(counts, counts[first, :3].sum(1))
 
 
 def oracle_hypotheses(arrays: NbestArrays, hyp_errors: np.ndarray) -> np.ndarray:
@@ -69,14 +79,10 @@ class SetEvaluation:
 def evaluate_set(utterances: Sequence[Utterance], arrays: NbestArrays, table: ErrorTable, weights: Weights,
                  resamples: int = 1000) -> SetEvaluation:
     texts = [h.text for u in utterances for h in u.hyps]
-    refs = [u.ref for u in utterances]
     first = arrays.offsets[:-1]
     acoustic = best_hypotheses(arrays, arrays.am)
     rescored = best_hypotheses(arrays, total_scores(arrays, weights))
     oracle = oracle_hypotheses(arrays, table.hyp_errors)
-
-    def wer_of(choice: np.ndarray) -> WerResult:
-        return compute_wer(refs, [texts[i] for i in choice])
 
     errors_first, errors_new = table.hyp_errors[first], table.hyp_errors[rescored]
     possible = errors_first.sum() - table.hyp_errors[oracle].sum()
@@ -86,7 +92,8 @@ def evaluate_set(utterances: Sequence[Utterance], arrays: NbestArrays, table: Er
         for u in np.flatnonzero(rescored != first)
     ]
     return SetEvaluation(
-        first_pass=wer_of(first), acoustic_only=wer_of(acoustic), rescored=wer_of(rescored), oracle=wer_of(oracle),
+        first_pass=table.wer_of(first), acoustic_only=table.wer_of(acoustic), rescored=table.wer_of(rescored),
+        oracle=table.wer_of(oracle),
         gain_share=float((errors_first.sum() - errors_new.sum()) / possible) if possible else 0.0,
         interval=paired_bootstrap(errors_first, errors_new, table.ref_words, resamples),
         changed=changed, choices=rescored,

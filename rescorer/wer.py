@@ -39,53 +39,61 @@ class WerResult:
         return {**asdict(self), "errors": self.errors, "wer_percent": 100 * self.wer}
 
 
-def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
-    """Corpus WER of hypotheses against references (lists of the same length, same order)."""
+def alignment_counts(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+    """(hits, substitutions, deletions, insertions) of each hypothesis against its reference
+    under sclite's alignment: (n, 4) int64.
+
+    jiwer (C++) aligns every pair by minimum edit count first. That count is a lower bound on
+    sclite's and equals it when it is 0 or 1 (one error costs at most 4 under sclite's weights,
+    two cost at least 6; and one edit has a single possible kind), so only the pairs with two
+    or more edits are aligned again with sclite's costs (pure Python), identical pairs once.
+    """
     if len(references) != len(hypotheses):
         raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    counts = np.zeros((len(references), 4), dtype=np.int64)
     if not references:
-        raise InputError("no utterances to score")
+        return counts
     out = jiwer.process_words(list(references), list(hypotheses))  # jiwer's word splitting
-    totals = np.zeros(4, dtype=np.int64)
-    sentence_errors = 0
-    for ref, hyp in zip(out.references, out.hypotheses, strict=True):
-        counts = sclite_counts(ref, hyp)
-        totals += counts
-        sentence_errors += sum(counts[1:]) > 0
-    hits, subs, dels, ins = (int(x) for x in totals)
+    seen: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[int, int, int, int]] = {}
+    for i, (chunks, ref, hyp) in enumerate(zip(out.alignments, out.references, out.hypotheses, strict=True)):
+        row = [0, 0, 0, 0]
+        for c in chunks:
+            kind = _CHUNK_KINDS[c.type]
+            row[kind] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+        if row[1] + row[2] + row[3] >= 2:
+            key = (tuple(ref), tuple(hyp))
+            if key not in seen:
+                seen[key] = sclite_counts(ref, hyp)
+            row = seen[key]
+        counts[i] = row
+    return counts
+
+
+_CHUNK_KINDS = {"equal": 0, "substitute": 1, "delete": 2, "insert": 3}
+
+
+def compute_wer(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
+    """Corpus WER of hypotheses against references (lists of the same length, same order)."""
+    if not references and not hypotheses:
+        raise InputError("no utterances to score")
+    return wer_from_counts(alignment_counts(references, hypotheses))
+
+
+def wer_from_counts(counts: np.ndarray) -> WerResult:
+    """Corpus WER from per-utterance (hits, subs, dels, ins) rows, as `alignment_counts` gives them."""
+    hits, subs, dels, ins = (int(x) for x in counts.sum(0))
     ref_words = hits + subs + dels
     errors = subs + dels + ins
     return WerResult(
         wer=errors / ref_words if ref_words else float(errors > 0), substitutions=subs, deletions=dels,
-        insertions=ins, hits=hits, ref_words=ref_words, sentences=len(references), sentence_errors=sentence_errors,
+        insertions=ins, hits=hits, ref_words=ref_words, sentences=len(counts),
+        sentence_errors=int((counts[:, 1:].sum(1) > 0).sum()),
     )
 
 
 def pairwise_errors(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
-    """Errors (S + D + I under sclite's alignment) of each hypothesis against its reference: (n,) int64.
-
-    The minimum edit count (jiwer's, in C++) is a lower bound on sclite's count and equals it
-    when it is 0 or 1 (a single error costs at most 4 under sclite's weights, two cost at
-    least 6), so only the hypotheses with two or more edits are aligned again with sclite's
-    costs (in Python). Identical pairs are aligned once.
-    """
-    if len(references) != len(hypotheses):
-        raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    if not references:
-        return np.zeros(0, dtype=np.int64)
-    out = jiwer.process_words(list(references), list(hypotheses))
-    errors = np.zeros(len(out.alignments), dtype=np.int64)
-    seen: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
-    for i, (chunks, ref, hyp) in enumerate(zip(out.alignments, out.references, out.hypotheses, strict=True)):
-        edits = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
-                    for c in chunks if c.type != "equal")
-        if edits >= 2:
-            key = (tuple(ref), tuple(hyp))
-            if key not in seen:
-                seen[key] = sum(sclite_counts(ref, hyp)[1:])
-            edits = seen[key]
-        errors[i] = edits
-    return errors
+    """Errors (S + D + I under sclite's alignment) of each hypothesis against its reference: (n,) int64."""
+    return alignment_counts(references, hypotheses)[:, 1:].sum(1)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_words_per_hyp: int = Field(200, ge=1, description="words per hypothesis, sentence or kaldi line")
     max_words_per_ref: int = Field(1000, ge=1, description="words per reference")
     max_alignment_cells: int = Field(4_000_000, ge=1, description="per request, the sclite alignments behind the"
-                                     " WER fields: sum over utterances of |ref| x 3 x the longest hypothesis"
+                                     " WER fields: sum over hypotheses of |ref| x |hyp| (each at least 1)"
                                      " (pure Python; a request at the default limits is timed by"
                                      " bench/request_at_limits.py)")
     max_sentences: int = Field(4096, ge=1, description="sentences per /v1/score request, lines per /v1/score/kaldi")

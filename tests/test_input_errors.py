@@ -206,16 +206,18 @@ def test_a_long_reference_is_refused_before_any_work_and_a_request_at_the_limits
     with running_server(settings) as (url, _):
         too_long = httpx.post(f"{url}/v1/rescore", timeout=30, json={"utterances": [
             {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": ten_thousand} for i in range(40)]})
-        # at the limits: 1000-word refs, 198-word hypotheses, as many utterances as the cell budget allows
-        n = settings.max_alignment_cells // (1000 * 3 * 198)
+        # at the limits: 1000-word refs (each its own, so no alignment is reused), 198-word
+        # hypotheses, as many utterances as the cell budget (|ref| x |hyp| per hypothesis) allows
+        n = settings.max_alignment_cells // (1000 * 198)
+
+        def request(utterances: int) -> dict:
+            return {"utterances": [{"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}],
+                                    "ref": " ".join(["a"] * 999 + [f"w{i}"])} for i in range(utterances)]}
+
         start = time.perf_counter()
-        at_limits = httpx.post(f"{url}/v1/rescore", timeout=60, json={"utterances": [
-            {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": " ".join(["a"] * 1000)}
-            for i in range(n)]})
+        at_limits = httpx.post(f"{url}/v1/rescore", timeout=60, json=request(n))
         seconds = time.perf_counter() - start
-        one_past = httpx.post(f"{url}/v1/rescore", timeout=30, json={"utterances": [
-            {"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}], "ref": " ".join(["a"] * 1000)}
-            for i in range(n + 1)]})
+        one_past = httpx.post(f"{url}/v1/rescore", timeout=30, json=request(n + 1))
     assert too_long.status_code == 422 and "ref" in too_long.text
     assert at_limits.status_code == 200 and seconds < settings.request_timeout_s
     assert one_past.status_code == 422 and "alignment" in one_past.text

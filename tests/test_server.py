@@ -204,6 +204,42 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
             process.wait()
 
 
+def _alignment_heavy_body(utterances: int = 20) -> dict:
+    """About the default alignment budget: 1000-word references, each its own, one 198-word
+    hypothesis each, all wrong (pure-Python alignment, seconds)."""
+    hyp = " ".join(["the cat sat"] * 66)
+    return {"utterances": [{"utt_id": f"u{i}", "hyps": [{"text": hyp, "am_score": -1.0}],
+                            "ref": " ".join(["a"] * 999 + [f"w{i}"])} for i in range(utterances)]}
+
+
+def test_the_deadline_covers_the_alignments_and_sigterm_during_them_answers_504_without_a_traceback(model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
+                                "--request-timeout-s", "0.3"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url)
+        start = time.perf_counter()
+        late = httpx.post(f"{url}/v1/rescore", json=_alignment_heavy_body(), timeout=30)
+        assert late.status_code == 504 and "deadline" in late.text
+        assert time.perf_counter() - start < 2.5  # answered at the deadline, not after the work
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(httpx.post, f"{url}/v1/rescore", json=_alignment_heavy_body(), timeout=30)
+            time.sleep(0.15)
+            process.send_signal(signal.SIGTERM)
+            assert in_flight.result().status_code in (504, 503)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        output = process.stdout.read()
+        assert b"Application shutdown complete" in output
+        assert b"Traceback" not in output and b"CancelledError" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_weights_come_from_the_request_then_the_artifact_then_the_settings(tmp_path):
     from rescorer.cli import main as rescorer_main
 

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+import time
+
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from rescorer.alignment import sclite_counts
 from rescorer.combination import Weights, build_arrays
 from rescorer.evaluation import error_table, oracle_hypotheses
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.rescoring import rerank
+from server.batcher import DeadlineExceeded
 from server.routes.limits import check_count, limit_error
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
 
@@ -32,22 +35,22 @@ def _to_utterances(body: RescoreRequest) -> list[Utterance]:
 def check_rescore_limits(body: RescoreRequest, settings) -> None:
     """Every per-request cost bounded by a documented limit (docs/SERVER.md), checked before any
     work: utterances, hypotheses, words per hypothesis and per reference, and the reference
-    alignments (three per utterance: first pass, rescored, oracle) behind the WER fields."""
+    alignments behind the WER fields (every hypothesis against its reference, for the oracle)."""
     check_count(["utterances"], len(body.utterances), settings.max_utterances, "utterances")
     cells = 0
     for i, u in enumerate(body.utterances):
         check_count(["utterances", i, "hyps"], len(u.hyps), settings.max_hyps_per_utterance, "hypotheses")
-        longest = 0
+        hyp_words = 0
         for j, h in enumerate(u.hyps):
             words = len(h.text.split())
             check_count(["utterances", i, "hyps", j, "text"], words, settings.max_words_per_hyp, "words")
-            longest = max(longest, words)
+            hyp_words += max(words, 1)
         if u.ref is not None:
             ref_words = len(u.ref.split())
             check_count(["utterances", i, "ref"], ref_words, settings.max_words_per_ref, "words")
-            cells += ref_words * 3 * max(longest, 1)
+            cells += max(ref_words, 1) * hyp_words
     check_count(["utterances"], cells, settings.max_alignment_cells,
-                "reference-alignment cells (sum of |ref| x 3 x longest hypothesis; send fewer or shorter refs)")
+                "reference-alignment cells (sum over hypotheses of |ref| x |hyp|; send fewer or shorter refs)")
 
 
 def _wer_out(counts: np.ndarray) -> WerOut:
@@ -61,8 +64,8 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
     arrays = build_arrays(utterances, log_probs, oov)
     reranked = rerank(utterances, arrays, weights)  # the library's ranks, totals and order
     with_refs = all(u.ref is not None for u in utterances)
-    oracles = oracle_hypotheses(arrays, error_table(utterances).hyp_errors) if with_refs else None
-    texts = [h.text for u in utterances for h in u.hyps]
+    table = error_table(utterances) if with_refs else None  # every hypothesis aligned once
+    oracles = oracle_hypotheses(arrays, table.hyp_errors) if with_refs else None
     corpus_counts = np.zeros((3, 4), dtype=np.int64)
     out = []
     for u, (utt, ranked) in enumerate(zip(utterances, reranked, strict=True)):
@@ -72,9 +75,9 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
                 for h in ranked.hyps]
         wer = None
         if with_refs:
-            ref = utt.ref.split()
-            chosen = (utt.hyps[0].text, ranked.hyps[0].text, texts[int(oracles[u])])  # before, after, oracle
-            counts = np.array([sclite_counts(ref, text.split()) for text in chosen])
+            first = int(arrays.offsets[u])
+            chosen = [first, first + ranked.hyps[0].extra["first_pass_rank"] - 1, int(oracles[u])]  # before, after, oracle
+            counts = table.counts[chosen]
             corpus_counts += counts
             wer = _wer_out(counts)
         out.append(UtteranceOut(utt_id=utt.utt_id, best=ranked.hyps[0].text, hyps=hyps, wer=wer))
@@ -102,6 +105,13 @@ async def rescore(body: RescoreRequest, request: Request) -> Response:
     given = body.weights.model_dump(exclude_none=True) if body.weights else {}
     weights = Weights(**{**defaults, **given})
     utterances = _to_utterances(body)
+    # one deadline for the whole request: the scoring and the alignments after it
+    deadline = time.monotonic() + settings.request_timeout_s
     scores = await state.batcher.submit(name, [h.words for u in utterances for h in u.hyps], settings.request_timeout_s)
-    response = await run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights)
+    remaining = deadline - time.monotonic()
+    try:
+        response = await asyncio.wait_for(
+            run_in_threadpool(_respond, name, utterances, scores.log_probs, scores.num_oov, weights), max(remaining, 0))
+    except TimeoutError:
+        raise DeadlineExceeded(f"not answered within {settings.request_timeout_s:g} s") from None
     return json_response(response)
