@@ -5,8 +5,7 @@
 One run, side by side, random weights (speed does not depend on them), V = 58k (the
 LibriSpeech words plus filler words), 1-layer LSTM with embedding = hidden, for H = 200 and 1024:
 - library (`rescorer.scoring.score_sentences`): self-normalized and softmax output, batched
-  across utterances (token budget), one utterance per call, one hypothesis per call, and
-  batched with prefix sharing;
+  across utterances (token budget), one utterance per call, one hypothesis per call;
 - bare: the shortest PyTorch loop (pad, LSTM, gather or log-softmax) batched and one
   hypothesis per call.
 Reported: hypotheses/s of each, and the two ratios the issue names (self-normalized vs
@@ -99,7 +98,6 @@ def measure(hidden: int, words: list[str], chosen, singles, args) -> dict:
         "library_sm_batched": timed(lambda: score_sentences(sm, sentences, args.max_tokens), max_runs=2) / n,
         "library_sn_per_utterance": timed(lambda: [score_sentences(sn, u, args.max_tokens) for u in per_utt]) / n,
         "library_sn_per_hypothesis": timed(lambda: [score_sentences(sn, [s]) for s in singles], max_runs=3) / n1,
-        "library_sn_prefix_shared": timed(lambda: score_sentences(sn, sentences, args.max_tokens, prefix_sharing=True)) / n,
         "bare_sn_batched": timed(bare_batched(sn.model, False)) / n,
         "bare_sm_batched": timed(bare_batched(sm.model, True), max_runs=2) / n,
         "bare_sn_per_hypothesis": timed(lambda: [bare_score(sn.model, [i], bos, eos, False) for i in ids[:n1]], max_runs=3) / n1,
@@ -113,7 +111,6 @@ def measure(hidden: int, words: list[str], chosen, singles, args) -> dict:
     row["bare_batched_over_single"] = rate["bare_sn_batched"] / rate["bare_sn_per_hypothesis"]
     row["kept_sn_over_sm"] = row["library_sn_over_sm"] / row["bare_sn_over_sm"]
     row["kept_batching"] = row["library_batched_over_single"] / row["bare_batched_over_single"]
-    row["prefix_sharing_speedup"] = rate["library_sn_prefix_shared"] / rate["library_sn_batched"]
     return row
 
 

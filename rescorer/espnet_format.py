@@ -27,8 +27,7 @@ def _number(text: str, where: str, name: str) -> float:
 
 
 def read_espnet_decode_dir(
-    path: str | Path, mapping: ScoreMapping = LIBRISPEECH_ESPNET, refs: dict[str, str] | None = None
-) -> list[Utterance]:
+    path: str | Path, mapping: ScoreMapping = LIBRISPEECH_ESPNET) -> list[Utterance]:
     root = Path(path)
     if (root / "raw_hypotheses").is_dir():
         root = root / "raw_hypotheses"
@@ -63,11 +62,7 @@ def read_espnet_decode_dir(
             named = {name: _number(str(v), where, name) for name, v in named_raw.items()}
             if utt in beam:
                 named["score"] = _number(beam[utt], f"{d}/score: utterance {utt!r}", "score")
-            missing = sorted(mapping.names - set(named))
-            if missing:
-                raise NbestError(f"{where}: score mapping {mapping.to_text()!r} needs {missing}, found {sorted(named)}")
-            am = sum(w * named[n] for n, w in mapping.am)
-            lm = sum(w * named[n] for n, w in mapping.lm) if mapping.lm else None
+            am, lm = mapping.apply(named, where)
             if utt not in hyps:
                 if k != 1:
                     raise NbestError(f"{d}: utterance {utt!r} has a {k}-best but no 1-best")
@@ -76,12 +71,4 @@ def read_espnet_decode_dir(
             elif len(hyps[utt]) != k - 1:
                 raise NbestError(f"{d}: utterance {utt!r} has a {k}-best but no {k - 1}-best")
             hyps[utt].append(Hypothesis(normalize_text(text), am, lm, named))
-    utterances = []
-    for utt in order:
-        ref = None
-        if refs is not None:
-            if utt not in refs:
-                raise NbestError(f"{root}: no reference for utterance {utt!r}")
-            ref = refs[utt]
-        utterances.append(check_utterance(Utterance(utt, hyps[utt], ref), str(root)))
-    return utterances
+    return [check_utterance(Utterance(utt, hyps[utt]), str(root)) for utt in order]

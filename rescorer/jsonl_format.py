@@ -61,22 +61,13 @@ def _parse_hyp(record: Any, where: str, mapping: ScoreMapping | None) -> Hypothe
         am = parse_score(record["am_score"], "am_score", where, strict=True)
         lm = None if record.get("lm_score") is None else parse_score(record["lm_score"], "lm_score", where, strict=True)
     elif mapping is not None:
-        am, lm = _apply_mapping(mapping, scores, where)
+        am, lm = mapping.apply(scores, where)
     else:
         raise NbestError(
             f"{where}: no 'am_score' (found fields {sorted(record)}); give a score mapping such as"
             " 'am=0.6*decoder+0.4*ctc,lm=lm'"
         )
     return Hypothesis(normalize_text(text), am, lm, scores, extra)
-
-
-def _apply_mapping(mapping: ScoreMapping, scores: dict[str, float], where: str) -> tuple[float, float | None]:
-    missing = sorted(mapping.names - set(scores))
-    if missing:
-        raise NbestError(f"{where}: score mapping {mapping.to_text()!r} needs {missing}, found {sorted(scores)}")
-    am = sum(w * scores[n] for n, w in mapping.am)
-    lm = sum(w * scores[n] for n, w in mapping.lm) if mapping.lm else None
-    return am, lm
 
 
 def read_jsonl(path: str | Path, mapping: ScoreMapping | None = None) -> list[Utterance]:

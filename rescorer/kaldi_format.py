@@ -153,7 +153,7 @@ def split_nbest_key(key: str, where: str) -> tuple[str, int]:
     return match.group("utt"), int(match.group("n"))
 
 
-def group_nbest(entries: dict[str, Hypothesis], where: str, refs: dict[str, str] | None = None) -> list[Utterance]:
+def group_nbest(entries: dict[str, Hypothesis], where: str) -> list[Utterance]:
     """Gather `utt-n` keyed hypotheses into utterances; n must run 1..N without gaps."""
     by_utt: dict[str, dict[int, Hypothesis]] = {}
     for key, hyp in entries.items():
@@ -165,18 +165,13 @@ def group_nbest(entries: dict[str, Hypothesis], where: str, refs: dict[str, str]
         if sorted(hyps) != expected:
             missing = sorted(set(range(1, max(hyps) + 1)) - set(hyps))
             raise NbestError(f"{where}: utterance {utt!r} lacks hypothesis {utt}-{missing[0]} (keys must run 1..N)")
-        ref = None
-        if refs is not None:
-            if utt not in refs:
-                raise NbestError(f"{where}: no reference for utterance {utt!r} in the reference text")
-            ref = refs[utt]
-        utterances.append(check_utterance(Utterance(utt, [hyps[n] for n in expected], ref), where))
+        utterances.append(check_utterance(Utterance(utt, [hyps[n] for n in expected]), where))
     return utterances
 
 
 def read_kaldi_nbest(
     words_path: str | Path, ac_cost_path: str | Path, lm_cost_path: str | Path | None = None,
-    symbols: Vocabulary | None = None, refs: dict[str, str] | None = None,
+    symbols: Vocabulary | None = None,
 ) -> list[Utterance]:
     """`nbest-to-linear` archives -> utterances (am_score = -ac cost, lm_score = -lm cost)."""
     words = read_words_archive(words_path, symbols)
@@ -191,11 +186,10 @@ def read_kaldi_nbest(
                       else f"{only_costs[0]!r} is in the {name} archive but not in {words_path}")
             raise NbestError(f"keys of the words and {name} archives differ: {detail}")
     entries = {key: Hypothesis(" ".join(w), -ac[key], None if lm is None else -lm[key]) for key, w in words.items()}
-    return group_nbest(entries, str(words_path), refs)
+    return group_nbest(entries, str(words_path))
 
 
-def read_compact_lattice_nbest(path: str | Path, symbols: Vocabulary | None = None,
-                               refs: dict[str, str] | None = None) -> list[Utterance]:
+def read_compact_lattice_nbest(path: str | Path, symbols: Vocabulary | None = None) -> list[Utterance]:
     """The CompactLattice text archive of `lattice-to-nbest`: one linear lattice per `utt-n`."""
     entries: dict[str, Hypothesis] = {}
     key: str | None = None
@@ -220,7 +214,7 @@ def read_compact_lattice_nbest(path: str | Path, symbols: Vocabulary | None = No
         entries[key] = _linear_path(key, arcs, symbols, path)
     if not entries:
         raise NbestError(f"{path}: no lattices found")
-    return group_nbest(entries, str(path), refs)
+    return group_nbest(entries, str(path))
 
 
 def _parse_arc(fields: list[str], where: str) -> tuple[int, int, int, float, float]:

@@ -169,11 +169,6 @@ class LstmLanguageModel(nn.Module):
             return self.word_logits(features, word_ids) - self.log_z
         return self.log_probs(features).gather(-1, word_ids.unsqueeze(-1)).squeeze(-1)
 
-    def initial_state(self, batch_size: int) -> LSTMState:
-        shape = (self.config.num_layers, batch_size, self.config.hidden_dim)
-        weight = self.embedding.weight
-        return (weight.new_zeros(shape), weight.new_zeros(shape))
-
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device

@@ -75,19 +75,25 @@ def _read(source: NbestSource) -> list[Utterance]:
     if fmt == "jsonl":
         utterances = read_jsonl(source.path, mapping)
     elif fmt == "espnet":
-        return read_espnet_decode_dir(source.path, mapping or LIBRISPEECH_ESPNET, refs)
+        utterances = read_espnet_decode_dir(source.path, mapping or LIBRISPEECH_ESPNET)
     elif fmt == "hyporadise":
         utterances = read_hyporadise(source.path)
     elif fmt == "kaldi-lattice":
-        return read_compact_lattice_nbest(source.path, symbols, refs)
+        utterances = read_compact_lattice_nbest(source.path, symbols)
     else:
         root = Path(source.path)
         words = root / "words_text" if (root / "words_text").exists() else root / "words"
         lm = root / "lmwt.withlm"
-        return read_kaldi_nbest(words, root / "acwt", lm if lm.exists() else None, symbols, refs)
+        utterances = read_kaldi_nbest(words, root / "acwt", lm if lm.exists() else None, symbols)
     if refs is not None:
-        for utt in utterances:
-            if utt.utt_id not in refs:
-                raise NbestError(f"{source.ref}: no reference for utterance {utt.utt_id!r}")
-            utt.ref = refs[utt.utt_id]
+        attach_references(utterances, refs, source.ref)
     return utterances
+
+
+def attach_references(utterances: list[Utterance], refs: dict[str, str], where: str) -> None:
+    """Give every utterance its reference from `refs` (replacing one the input carried); the one
+    place references from a file meet N-best lists. Every utterance must have one."""
+    for utt in utterances:
+        if utt.utt_id not in refs:
+            raise NbestError(f"{where}: no reference for utterance {utt.utt_id!r}")
+        utt.ref = refs[utt.utt_id]

@@ -14,11 +14,10 @@ from rescorer.scoring import score_sentences
 
 
 def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens: int = 4096,
-                prefix_sharing: bool = False, progress: bool = False) -> NbestArrays:
+                progress: bool = False) -> NbestArrays:
     """Our LM's score for every hypothesis, in the arrays the combination works on."""
     sentences = [h.words for u in utterances for h in u.hyps]
-    scores = score_sentences(artifact, sentences, max_tokens=max_tokens, prefix_sharing=prefix_sharing,
-                             progress=progress)
+    scores = score_sentences(artifact, sentences, max_tokens=max_tokens, progress=progress)
     return build_arrays(utterances, scores.log_probs, scores.num_oov)
 
 

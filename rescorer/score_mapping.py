@@ -25,6 +25,15 @@ class ScoreMapping:
     def names(self) -> set[str]:
         return {name for name, _ in self.am + self.lm}
 
+    def apply(self, scores: dict[str, float], where: str) -> tuple[float, float | None]:
+        """(am_score, lm_score) from a hypothesis's named scores; an error names what is missing."""
+        missing = sorted(self.names - set(scores))
+        if missing:
+            raise NbestError(f"{where}: score mapping {self.to_text()!r} needs {missing}, found {sorted(scores)}")
+        am = sum(w * scores[n] for n, w in self.am)
+        lm = sum(w * scores[n] for n, w in self.lm) if self.lm else None
+        return am, lm
+
     def to_text(self) -> str:
         def side(terms):
             return "+".join(f"{w:g}*{n}" for n, w in terms)

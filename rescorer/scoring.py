@@ -7,7 +7,6 @@ Sentences are sorted by length and cut into padded batches under a token budget 
 would cost more than another batch (`rescorer.sentence_batches`); for a self-normalized artifact only the output rows of the
 words being scored are gathered (O(D) per token), for a softmax artifact a full log-softmax
 is computed in chunks. Words outside the vocabulary are scored as `<unk>` and counted.
-`prefix_sharing=True` runs the LSTM once per distinct prefix instead (`rescorer.prefix_scoring`).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ def encode_sentences(artifact: Artifact, sentences: Sequence[Sequence[str]]) -> 
 @torch.inference_mode()
 def score_sentences(
     artifact: Artifact, sentences: Sequence[Sequence[str]], max_tokens: int = 4096,
-    per_token: bool = False, prefix_sharing: bool = False, progress: bool = False, step_cost: float | None = None,
+    per_token: bool = False, progress: bool = False, step_cost: float | None = None,
 ) -> SentenceScores:
     """Score word sequences (each a list of words; [] is the empty sentence, scoring `</s>` only).
 
@@ -50,12 +49,7 @@ def score_sentences(
     sentences are cut into padded batches; it changes the speed, not the scores.
     """
     ids, oov = encode_sentences(artifact, sentences)
-    if prefix_sharing:
-        from rescorer.prefix_scoring import score_with_prefix_sharing
-
-        totals, tokens = score_with_prefix_sharing(artifact, ids, max_tokens)
-    else:
-        totals, tokens = _score_padded(artifact, ids, max_tokens, progress, step_cost)
+    totals, tokens = _score_padded(artifact, ids, max_tokens, progress, step_cost)
     lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)
     return SentenceScores(totals, lengths, oov, tokens if per_token else None)
 

@@ -21,7 +21,6 @@ class Grid:
     lm_weights: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(0, 31))  # 0 .. 1.5
     interp_weights: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(0, 11))  # 0 .. 1
     word_penalties: tuple[float, ...] = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
-    oov_penalty: float = 0.0
 
     @property
     def size(self) -> int:
@@ -74,7 +73,7 @@ def _extend(grid: Grid, best: Weights) -> tuple[Grid, str] | None:
     if len(lm) > 1 and best.lm_weight == lm[-1] and lm[-1] > 0:
         step = lm[-1] - lm[-2]
         more = tuple(round(lm[-1] + step * k, 6) for k in range(1, len(lm)))
-        return Grid(lm + more, grid.interp_weights, penalties, grid.oov_penalty), f"lm_weight above {lm[-1]:g}"
+        return Grid(lm + more, grid.interp_weights, penalties), f"lm_weight above {lm[-1]:g}"
     if len(penalties) > 1 and best.word_penalty in (penalties[0], penalties[-1]) and best.word_penalty != 0:
         low_step, high_step = penalties[1] - penalties[0], penalties[-1] - penalties[-2]
         n = len(penalties) // 2
@@ -82,7 +81,7 @@ def _extend(grid: Grid, best: Weights) -> tuple[Grid, str] | None:
         upper = tuple(round(penalties[-1] + high_step * k, 6) for k in range(1, n + 1))
         edge = "below" if best.word_penalty == penalties[0] else "above"
         value = penalties[0] if edge == "below" else penalties[-1]
-        return (Grid(grid.lm_weights, grid.interp_weights, lower + penalties + upper, grid.oov_penalty),
+        return (Grid(grid.lm_weights, grid.interp_weights, lower + penalties + upper),
                 f"word_penalty {edge} {value:g}")
     return None
 
@@ -96,7 +95,7 @@ def _search(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray, 
     for p, penalty in enumerate(grid.word_penalties):
         for i, lm_weight in enumerate(grid.lm_weights):
             for j, interp in enumerate(interp_weights):
-                weights = Weights(1.0, lm_weight, interp, penalty, grid.oov_penalty)
+                weights = Weights(1.0, lm_weight, interp, penalty)
                 chosen = best_hypotheses(arrays, total_scores(arrays, weights))
                 errors[p, i, j] = hyp_errors[chosen].sum()
                 if best is None or errors[p, i, j] < best[0]:
@@ -106,4 +105,4 @@ def _search(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray, 
     assert best is not None
     p_best = grid.word_penalties.index(best[1].word_penalty)
     return TuningResult(best[1], best[0], total_words, errors[p_best] / total_words,
-                        Grid(grid.lm_weights, tuple(interp_weights), grid.word_penalties, grid.oov_penalty))
+                        Grid(grid.lm_weights, tuple(interp_weights), grid.word_penalties))

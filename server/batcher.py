@@ -66,7 +66,7 @@ class WorkItem:
 class DynamicBatcher:
     def __init__(self, registry: Registry, metrics: Metrics, batch_tokens: int, max_delay_ms: float,
                  queue_tokens: int, max_batch_requests: int | None = None, telemetry_share: float = 0.0,
-                 seed: int = 0, workers: int = 1) -> None:
+                 workers: int = 1) -> None:
         self.registry, self.metrics = registry, metrics
         self.batch_tokens, self.max_delay = batch_tokens, max_delay_ms / 1000.0
         self.queue_limit, self.max_batch_requests = queue_tokens, max_batch_requests
@@ -74,7 +74,7 @@ class DynamicBatcher:
         self._scoring_s = self._telemetry_s = 0.0  # worker-thread time spent on each, for the share
         self._measuring = False  # a worker is measuring log Z
         self._stats_lock = threading.Lock()  # the three above, the log Z running mean and the sampler
-        self._random = random.Random(seed)
+        self._random = random.Random(0)  # which sentence a telemetry sample re-scores
         self._queue: deque[WorkItem] = deque()
         self._queued_tokens = 0
         self._condition = threading.Condition()

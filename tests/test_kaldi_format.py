@@ -12,6 +12,7 @@ from rescorer.kaldi_format import (
     read_words_archive,
 )
 from rescorer.nbest import NbestError
+from rescorer.nbest_reader import NbestSource, attach_references, read_nbest
 from rescorer.vocab import parse_symbol_table
 from tests.conftest import shared_data
 
@@ -54,7 +55,8 @@ def _nbest_dir(tmp_path, words: str, ac: str, lm: str):
 def test_nbest_archives_become_utterances_with_negated_costs(tmp_path):
     paths = _nbest_dir(tmp_path, "a-1 the cat\na-2 the\nb-1\n", "a-1 10\na-2 12\nb-1 5\n", "a-1 3\na-2 2\nb-1 1\n")
     (tmp_path / "text").write_text("a the cat\nb\n")
-    utts = read_kaldi_nbest(*paths, refs=read_kaldi_text(tmp_path / "text"))
+    utts = read_kaldi_nbest(*paths)
+    attach_references(utts, read_kaldi_text(tmp_path / "text"), "text")
     assert [u.utt_id for u in utts] == ["a", "b"]
     assert [(h.text, h.am_score, h.lm_score) for h in utts[0].hyps] == [("the cat", -10.0, -3.0), ("the", -12.0, -2.0)]
     assert utts[1].hyps[0].text == "" and utts[1].ref == ""
@@ -74,10 +76,14 @@ def test_inconsistent_archives_are_errors_that_name_the_key(tmp_path, words, ac,
         read_kaldi_nbest(*_nbest_dir(tmp_path, words, ac, lm))
 
 
-def test_a_missing_reference_is_an_error(tmp_path):
-    paths = _nbest_dir(tmp_path, "a-1 x\n", "a-1 1\n", "a-1 1\n")
-    with pytest.raises(NbestError, match="no reference for utterance 'a'"):
-        read_kaldi_nbest(*paths, refs={"other": "x"})
+def test_a_missing_reference_is_an_error_for_every_format(tmp_path):
+    _nbest_dir(tmp_path, "a-1 x\n", "a-1 1\n", "a-1 1\n")
+    (tmp_path / "text").write_text("other x\n")
+    with pytest.raises(NbestError, match="text: no reference for utterance 'a'"):
+        read_nbest(NbestSource(str(tmp_path), "kaldi", ref=str(tmp_path / "text")))
+    (tmp_path / "n.jsonl").write_text('{"utt_id": "a", "hyps": [{"text": "x", "am_score": -1}]}\n')
+    with pytest.raises(NbestError, match="text: no reference for utterance 'a'"):
+        read_nbest(NbestSource(str(tmp_path / "n.jsonl"), ref=str(tmp_path / "text")))
 
 
 def test_compact_lattice_paths_sum_graph_and_acoustic_costs(tmp_path):

@@ -5,6 +5,7 @@ import pytest
 from rescorer.espnet_format import read_espnet_decode_dir
 from rescorer.hyporadise_format import read_hyporadise
 from rescorer.nbest import NbestError
+from rescorer.nbest_reader import NbestSource, read_nbest
 from rescorer.trn_format import read_trn, write_trn
 from tests.conftest import shared_data
 
@@ -23,8 +24,8 @@ def _espnet_dir(tmp_path, hyps: dict[int, dict[str, tuple[str, float, float, flo
 
 def test_espnet_decode_dirs_give_ordered_lists_with_mapped_scores(tmp_path):
     root = _espnet_dir(tmp_path, {1: {"u1": ("A B", -1.0, -2.0, -3.0)}, 2: {"u1": ("A C", -2.0, -2.0, -4.0)}})
-    (utt,) = read_espnet_decode_dir(root, refs={"u1": "A B"})
-    assert [h.text for h in utt.hyps] == ["A B", "A C"] and utt.ref == "A B"
+    (utt,) = read_espnet_decode_dir(root)
+    assert [h.text for h in utt.hyps] == ["A B", "A C"] and utt.ref is None
     assert utt.hyps[0].am_score == pytest.approx(-1.4) and utt.hyps[0].lm_score == -3.0
     assert utt.hyps[0].scores["score"] == -1.0
 
@@ -33,8 +34,10 @@ def test_espnet_gaps_and_missing_references_are_errors(tmp_path):
     root = _espnet_dir(tmp_path, {1: {"u1": ("A", -1, -1, -1)}, 2: {"u2": ("B", -1, -1, -1)}})
     with pytest.raises(NbestError, match="'u2' has a 2-best but no 1-best"):
         read_espnet_decode_dir(root)
-    with pytest.raises(NbestError, match="no reference"):
-        read_espnet_decode_dir(_espnet_dir(tmp_path / "x", {1: {"u1": ("A", -1, -1, -1)}}), refs={})
+    (tmp_path / "ref.trn").write_text("A (u9)\n")
+    with pytest.raises(NbestError, match="ref.trn: no reference for utterance 'u1'"):
+        read_nbest(NbestSource(str(_espnet_dir(tmp_path / "x", {1: {"u1": ("A", -1, -1, -1)}})), "espnet",
+                               ref=str(tmp_path / "ref.trn")))
 
 
 def test_hyporadise_lists_with_and_without_scores(tmp_path):

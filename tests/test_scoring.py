@@ -25,17 +25,15 @@ def _reference(artifact, words):
 
 
 @pytest.mark.parametrize("kind", ["self_normalized", "softmax"])
-def test_batched_padded_prefix_shared_and_one_by_one_scoring_agree(kind):
+def test_batched_padded_and_one_by_one_scoring_agree(kind):
     artifact = tiny_artifact(kind)
     expected = np.array([_reference(artifact, s) for s in SENTENCES])
     batched = score_sentences(artifact, SENTENCES, max_tokens=4096).log_probs
     tiny_batches = score_sentences(artifact, SENTENCES, max_tokens=1).log_probs
-    shared = score_sentences(artifact, SENTENCES, prefix_sharing=True).log_probs
-    shared_small_groups = score_sentences(artifact, SENTENCES, max_tokens=5, prefix_sharing=True).log_probs
     one_by_one = np.array([score_sentences(artifact, [s]).log_probs[0] for s in SENTENCES])
     unpadded = score_sentences(artifact, SENTENCES, step_cost=0.0).log_probs  # one batch per length
     filled = score_sentences(artifact, SENTENCES, step_cost=1e9).log_probs  # budget-filling batches
-    for result in (batched, tiny_batches, shared, shared_small_groups, one_by_one, unpadded, filled):
+    for result in (batched, tiny_batches, one_by_one, unpadded, filled):
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -70,7 +68,6 @@ def test_self_normalized_scoring_never_forms_the_full_output_layer():
 
     artifact.model.logits = forbidden
     assert np.isfinite(score_sentences(artifact, SENTENCES).log_probs).all()
-    assert np.isfinite(score_sentences(artifact, SENTENCES, prefix_sharing=True).log_probs).all()
 
 
 def test_log_z_telemetry_matches_the_evaluation_statistics():

@@ -64,10 +64,6 @@ class EncodedCorpus:
         """The id stream, memory-mapped read-only: (num_tokens,) int32."""
         return np.load(self.ids_path, mmap_mode="r")
 
-    @property
-    def oov_rate(self) -> float:
-        return self.num_oov / max(self.num_words, 1)
-
 
 def _cache_key(path: Path, vocab: Vocabulary) -> str:
     stat = path.stat()

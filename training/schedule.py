@@ -56,8 +56,7 @@ class Schedule:
     @classmethod
     def from_history(cls, history: list[dict[str, Any]], config: TrainConfig, global_step: int) -> Schedule:
         """Replay the recorded dev perplexities: how a resumed run rebuilds its schedule, so the
-        checkpoint's history is the one source of truth (format 1 stored a rate and a halving
-        count instead of `anneal_start`; both formats resume the same way)."""
+        checkpoint's history is the one source of truth."""
         schedule = cls(global_step=global_step)
         for record in history:
             schedule.advance(config, record["dev_normalized_ppl"])

@@ -51,7 +51,7 @@ from training.reference import FrozenReference, ReferenceFeatures, artifact_dige
 from training.schedule import Schedule
 from training.sgd import sgd_step
 
-CHECKPOINT_FORMAT = 2  # 2: the stored schedule has anneal_start (both formats resume from the history)
+CHECKPOINT_FORMAT = 2  # checkpoints of another format are refused on resume
 RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
 REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
 
@@ -94,6 +94,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
 def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     checkpoint = load_checkpoint(path)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ResumeError(f"{path}: checkpoint format {checkpoint.get('format')!r}, this trainer resumes format"
+                          f" {CHECKPOINT_FORMAT} only; start the run again in a new --out")
     # a key missing from an older checkpoint had the field's default then
     stored = {**TrainConfig.defaults(), **checkpoint["config"]}
     differing = sorted(
@@ -164,7 +167,7 @@ def _train(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         history = list(checkpoint["history"])
-        # the history is the schedule's one source of truth (format 1 stored no anneal_start)
+        # the history is the schedule's one source of truth
         schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
 
     batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
