@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import Artifact
-from rescorer.jsonl_format import read_jsonl
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.model import LstmLanguageModel, ModelConfig
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
-from rescorer.scoring import score_sentences
 from rescorer.sentence_batches import STEP_COST
+from rescorer.sentence_scoring import score_sentences
 from rescorer.vocab import build_vocabulary
 
 FILL_THE_BUDGET = 1e9

@@ -4,7 +4,7 @@
 
 One run, side by side, random weights (speed does not depend on them), V = 58k (the
 LibriSpeech words plus filler words), 1-layer LSTM with embedding = hidden, for H = 200 and 1024:
-- library (`rescorer.scoring.score_sentences`): self-normalized and softmax output, batched
+- library (`rescorer.sentence_scoring.score_sentences`): self-normalized and softmax output, batched
   across utterances (token budget), one utterance per call, one hypothesis per call;
 - bare: the shortest PyTorch loop (pad, LSTM, gather or log-softmax) batched and one
   hypothesis per call.
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from rescorer.artifact import Artifact
-from rescorer.jsonl_format import read_jsonl
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.model import LstmLanguageModel, ModelConfig
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 from rescorer.vocab import build_vocabulary
 
 

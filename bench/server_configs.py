@@ -32,8 +32,8 @@ from server_load import (  # bench/ is this script's directory
     write_wrk_script,
 )
 
-from rescorer.jsonl_format import read_jsonl
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 
 METRICS = ("rescorer_scoring_seconds_total", "rescorer_telemetry_seconds_total", "rescorer_batch_requests_sum",
            "rescorer_batch_requests_count")

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from rescorer.artifact import load_artifact
-from rescorer.jsonl_format import read_jsonl, utterance_to_record
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
-from rescorer.scoring import score_sentences
+from rescorer.formats.jsonl import read_jsonl, utterance_to_record
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.sentence_scoring import score_sentences
 from server.app import available_cores
 from server.readiness import wait_until_ready
 

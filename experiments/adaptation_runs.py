@@ -18,7 +18,7 @@ from rescorer.atomic import write_text_atomic
 from rescorer.tuning import Grid
 from training.config import TrainConfig
 from training.corpus import iter_sentences
-from training.evaluate import evaluate
+from training.perplexity import evaluate
 from training.train import train
 
 # The grid for lists whose acoustic score is a length-normalized log-probability (HyPoradise

@@ -19,7 +19,7 @@ Models (all NCE, 1 x 256 LSTM, embedding 256, sized for 2 CPU cores):
   (The medical experiment starts from OOD+ID as paper 1 does; here the product's own case is
   shown: a general model adapted, without retraining it on the in-domain data.)
 Rescoring: each LM's weights tuned on the dev lists and applied to the test lists
-(`rescorer.eval_job`, the code behind `rescorer eval`), with the grid below. `am_score` is a
+(`rescorer.eval_command`, the code behind `rescorer eval`), with the grid below. `am_score` is a
 length-normalized log-probability (per output token of the end-to-end model), so it is used as
 given with am_weight 1: our LM's sentence log-probability gets a small weight (the grid's LM
 weights are scaled to the am_score's per-token range) and the word penalty, tuned with it,
@@ -46,12 +46,12 @@ from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, evaluation, plot
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
-from rescorer.eval_job import run_evaluation
-from rescorer.evaluation import error_table
-from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.eval_command import run_evaluation
+from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.tuning import tune_weights
 from rescorer.vocab import build_vocabulary
-from rescorer.wer import paired_bootstrap
+from rescorer.wer.bootstrap import paired_bootstrap
+from rescorer.wer.nbest_evaluation import error_table
 from training.config import TrainConfig
 from training.corpus import count_words
 from training.text_normalization import wikitext_to_librispeech

@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rescorer.combination import Weights, build_arrays
-from rescorer.evaluation import error_table, evaluate_set
-from rescorer.jsonl_format import read_jsonl
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 SPLITS = ("dev_clean", "dev_other", "test_clean", "test_other")
 

@@ -7,7 +7,7 @@
 2. an NCE LSTM trained on it (resumes from its last checkpoint when rerun);
 3. its log_z re-centered on the normalized WikiText-2 valid set;
 4. weights tuned on dev_clean and applied to test_clean, tuned on dev_other and applied to
-   test_other (rescorer.eval_job), each report in OUT/report-{clean,other}/: interpolated
+   test_other (rescorer.eval_command), each report in OUT/report-{clean,other}/: interpolated
    with the first-pass LM (the full grid), and, in OUT/report-{clean,other}-replace/, our LM
    instead of the first-pass LM (interp_weight fixed at 1), which shows what it is worth alone.
 """
@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rescorer.artifact import load_artifact, set_log_z
+from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
-from rescorer.eval_job import run_evaluation
-from rescorer.nbest_reader import NbestSource
+from rescorer.eval_command import run_evaluation
+from rescorer.formats.reader import NbestSource
 from rescorer.tuning import DEFAULT_GRID
 from training.config import TrainConfig
 from training.corpus import iter_sentences
-from training.evaluate import evaluate
+from training.perplexity import evaluate, recenter_log_z
 from training.text_normalization import wikitext_to_librispeech
 from training.train import train
 
@@ -74,7 +74,7 @@ def main() -> None:
         print(f"valid: normalized ppl {stats.normalized_ppl:.1f}, mean log Z {stats.log_z_mean:+.3f}", flush=True)
         shutil.rmtree(recentered, ignore_errors=True)
         shutil.copytree(artifact_path, recentered)
-        set_log_z(recentered, stats.log_z + stats.log_z_mean, note={"text": str(corpus["valid"]), "shift": stats.log_z_mean})
+        recenter_log_z(recentered, stats, corpus["valid"])
 
     artifact = load_artifact(recentered)
     nbest = args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest"

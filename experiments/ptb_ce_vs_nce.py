@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rescorer.artifact import load_artifact, set_log_z
+from rescorer.artifact import load_artifact
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.corpus import iter_sentences
-from training.evaluate import evaluate
+from training.perplexity import evaluate, recenter_log_z
 from training.schedule import Schedule
 from training.train import train
 
@@ -89,8 +89,7 @@ def main() -> None:
             shutil.copytree(artifact_path, recentered)
             dev = encode_file(Path(config.dev_path), artifact.vocab)
             dev_stats = evaluate(artifact.model, dev, artifact.vocab.bos_id, artifact.vocab.eos_id)
-            set_log_z(recentered, dev_stats.log_z + dev_stats.log_z_mean,
-                      note={"text": config.dev_path, "shift": dev_stats.log_z_mean})
+            recenter_log_z(recentered, dev_stats, config.dev_path)
             model = load_artifact(recentered).model
             row["dev_log_z_shift"] = dev_stats.log_z_mean
             row["test_recentered"] = evaluate(model, test, artifact.vocab.bos_id, artifact.vocab.eos_id).to_dict()

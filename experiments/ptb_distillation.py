@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
 from rescorer.artifact import load_artifact, parameter_count, read_artifact_config
 from rescorer.model import ModelConfig
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 from training.config import TrainConfig
 from training.corpus import iter_sentences
 

@@ -34,12 +34,12 @@ from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, write_json
 from experiments.ptb_distillation import parameters
 from rescorer.artifact import load_artifact
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
-from rescorer.evaluation import error_table, oracle_hypotheses
+from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import Utterance
-from rescorer.nbest_reader import NbestSource, read_nbest
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 from rescorer.tuning import tune_weights
-from rescorer.wer import paired_bootstrap
+from rescorer.wer.bootstrap import paired_bootstrap
+from rescorer.wer.nbest_evaluation import error_table, oracle_hypotheses
 
 UNITS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
 NUMBER_WORDS = UNITS | {"ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",

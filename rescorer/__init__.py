@@ -17,13 +17,13 @@ Scores are natural-log probabilities, higher is better (docs/ARCHITECTURE.md). B
 from rescorer.artifact import Artifact, load_artifact, save_artifact
 from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
 from rescorer.errors import InputError
-from rescorer.evaluation import error_table, evaluate_set
+from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import Hypothesis, Utterance
-from rescorer.nbest_reader import NbestSource, read_nbest
-from rescorer.rescoring import rerank, score_nbest
-from rescorer.scoring import SentenceScores, score_sentences
+from rescorer.rerank import rerank, score_nbest
+from rescorer.sentence_scoring import SentenceScores, score_sentences
 from rescorer.tuning import Grid, tune_weights
-from rescorer.wer import WerResult, compute_wer
+from rescorer.wer.counts import WerResult, compute_wer
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 __all__ = [
     "Artifact", "Grid", "Hypothesis", "InputError", "NbestArrays", "NbestSource", "SentenceScores", "Utterance",

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rescorer.atomic import write_directory_atomic, write_text_atomic
+from rescorer.combination import Weights
 from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
@@ -187,8 +188,6 @@ MAX_LAYERS, MAX_EXPERTS = 64, 256
 INT_BOUNDS = {"vocab_size": (3, MAX_VOCABULARY), "embedding_dim": (1, MAX_DIMENSION),
               "hidden_dim": (1, MAX_DIMENSION), "num_layers": (1, MAX_LAYERS),
               "projection_dim": (1, MAX_DIMENSION), "experts": (1, MAX_EXPERTS)}
-WEIGHT_NAMES = ("am_weight", "lm_weight", "interp_weight", "word_penalty", "oov_penalty")
-MAX_WEIGHT = 1e6  # |tuned weight|: far beyond any useful value, small enough that totals stay finite
 
 
 def _is_number(value: Any) -> bool:
@@ -240,12 +239,8 @@ def check_config_document(document: Any, config_path: Path) -> None:
         if not isinstance(tuned, dict):
             fail(f"'provenance.rescoring_weights' must be an object, found {type(tuned).__name__}")
         for name, value in tuned.items():
-            if name == "tuned_by":
-                continue
-            if name not in WEIGHT_NAMES:
-                fail(f"'provenance.rescoring_weights.{name}': unknown weight (expected {', '.join(WEIGHT_NAMES)})")
-            if not _is_number(value) or abs(value) > MAX_WEIGHT:
-                fail(f"'provenance.rescoring_weights.{name}' must be a number within +-{MAX_WEIGHT:g}, found {value!r}")
+            if name != "tuned_by" and (problem := Weights.problem(name, value)) is not None:
+                fail(f"'provenance.rescoring_weights.{name}': {problem}")
 
 
 def parameter_count(config: ModelConfig) -> int:

@@ -17,19 +17,19 @@ from pathlib import Path
 
 from rescorer.artifact import load_artifact, set_rescoring_weights
 from rescorer.atomic import text_output
-from rescorer.combination import Weights
+from rescorer.combination import WEIGHT_NAMES, Weights, interpolated_lm
 from rescorer.errors import InputError
-from rescorer.eval_job import run_evaluation
-from rescorer.evaluation import error_table, evaluate_set
-from rescorer.jsonl_format import write_jsonl
-from rescorer.kaldi_format import write_cost_archive, write_kaldi_text
+from rescorer.eval_command import run_evaluation
+from rescorer.formats.jsonl import write_jsonl
+from rescorer.formats.kaldi import write_cost_archive, write_kaldi_text
+from rescorer.formats.reader import FORMATS, NbestSource, read_nbest, read_references
+from rescorer.formats.text_files import TextFile, open_text, parse_keyed_lines
+from rescorer.formats.trn import write_trn
 from rescorer.nbest import NbestError
-from rescorer.nbest_reader import FORMATS, NbestSource, read_nbest, read_references
-from rescorer.rescoring import best_texts, rerank, score_nbest
-from rescorer.scoring import score_sentences
-from rescorer.text_files import TextFile, open_text, parse_keyed_lines
-from rescorer.trn_format import write_trn
-from rescorer.wer import compute_wer
+from rescorer.rerank import best_texts, rerank, score_nbest
+from rescorer.sentence_scoring import score_sentences
+from rescorer.wer.counts import compute_wer
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 EXIT_BAD_INPUT = 2
 
@@ -67,12 +67,17 @@ def _source(args: argparse.Namespace, path: str, ref: str | None = None) -> Nbes
 
 
 def _weights(args: argparse.Namespace) -> Weights:
-    base = Weights()
+    values = Weights().to_dict()
     if args.weights:
-        document = json.loads(Path(args.weights).read_text(encoding="utf-8"))
-        base = Weights(**document.get("weights", document))
-    overrides = {k: getattr(args, k) for k in Weights.__dataclass_fields__ if getattr(args, k) is not None}
-    return Weights(**{**base.to_dict(), **overrides})
+        try:
+            document = json.loads(Path(args.weights).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise InputError(f"{args.weights}: cannot read the weights ({str(e)[:200]})") from None
+        if isinstance(document, dict) and isinstance(document.get("weights"), dict):
+            document = document["weights"]  # an eval job's report.json
+        values.update(Weights.check(document, args.weights))
+    values.update({k: getattr(args, k) for k in WEIGHT_NAMES if getattr(args, k) is not None})
+    return Weights(**Weights.check(values, "the weights"))
 
 
 def _cmd_rescore(args: argparse.Namespace) -> int:
@@ -91,7 +96,7 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
         with text_output(args.out_trn) as out:
             write_trn(best_texts(reranked), out)
     if args.out_lm_costs:  # keyed like the input: utt-1 .. utt-N in first-pass order
-        mixed = weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
+        mixed = interpolated_lm(arrays, weights)
         keys = [f"{u.utt_id}-{n}" for u in utterances for n in range(1, len(u.hyps) + 1)]
         with text_output(args.out_lm_costs) as out:
             write_cost_archive(zip(keys, (-mixed).tolist(), strict=True), out)
@@ -159,6 +164,13 @@ def _cmd_wer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_weight_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="JSON with the weights: an object of them, or an eval job's report.json"
+                                     " (default: none; the defaults below)")
+    for name, (default, help) in Weights.describe().items():
+        p.add_argument("--" + name.replace("_", "-"), type=float, help=f"{help} (default {default:g}, or from --weights)")
+
+
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, help="input format (inferred from the path when omitted)")
     p.add_argument("--score-mapping", help="named scores to am/lm, e.g. 'am=0.6*decoder+0.4*ctc,lm=lm'")
@@ -189,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
     p.add_argument("input", help="N-best lists: a JSONL or HyPoradise file, an ESPnet decode directory, a Kaldi directory or lattice archive")
     p.add_argument("--ref", help="references (Kaldi text or .trn); WER is printed when every utterance has one")
-    p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
-    for name, default in Weights().to_dict().items():
-        p.add_argument("--" + name.replace("_", "-"), type=float, help=f"(default {default}, or from --weights)")
+    _add_weight_options(p)
     p.add_argument("--out-jsonl", help="re-ranked lists with nnlm_score, total and rank")
     p.add_argument("--out-text", help="1-best as a Kaldi text file")
     p.add_argument("--out-trn", help="1-best as an sclite trn file")
@@ -212,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("set-weights", help="store tuned weights in an artifact (the service's defaults for it)")
     p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
-    p.add_argument("--weights", help="JSON with the weights (e.g. an eval job's report.json)")
-    for name, default in Weights().to_dict().items():
-        p.add_argument("--" + name.replace("_", "-"), type=float, help=f"(default {default}, or from --weights)")
+    _add_weight_options(p)
 
     p = sub.add_parser("wer", help="WER of a hypothesis text against a reference text (Kaldi text or .trn)")
     p.add_argument("ref", help="reference text: Kaldi text (key words) or sclite .trn")

@@ -11,24 +11,66 @@ Ties go to the earlier hypothesis, i.e. the first pass's preference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
+from rescorer.errors import InputError
 from rescorer.nbest import Utterance
+
+MAX_WEIGHT = 1e6  # |weight|: far beyond any useful value, small enough that totals stay finite
+
+
+def _weight(default: float, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Weights:
-    am_weight: float = 1.0  # scale of am_score
-    lm_weight: float = 1.0  # scale of the (interpolated) LM score
-    interp_weight: float = 0.5  # lambda: share of our LM vs the first-pass LM
-    word_penalty: float = 0.0  # added per word (positive favours longer hypotheses)
-    oov_penalty: float = 0.0  # subtracted per word our LM scored as <unk>
+    """The five rescoring weights: the one definition that the CLIs, the artifact's tuned weights,
+    the service's settings and its request schema are made from."""
+
+    am_weight: float = _weight(1.0, "scale of am_score")
+    lm_weight: float = _weight(1.0, "scale of the interpolated LM score")
+    interp_weight: float = _weight(0.5, "share of our LM against the first-pass LM")
+    word_penalty: float = _weight(0.0, "score added per word (positive favours longer hypotheses)")
+    oov_penalty: float = _weight(0.0, "score subtracted per word our LM scored as <unk>")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def describe(cls) -> dict[str, tuple[float, str]]:
+        """name -> (default, help) of every weight."""
+        return {f.name: (f.default, f.metadata["help"]) for f in fields(cls)}
+
+    @classmethod
+    def problem(cls, name: str, value: Any) -> str | None:
+        """What is wrong with `value` as the weight `name` (None: nothing)."""
+        names = [f.name for f in fields(cls)]
+        if name not in names:
+            return f"unknown weight (expected {', '.join(names)})"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or abs(value) > MAX_WEIGHT:
+            return f"must be a number within +-{MAX_WEIGHT:g}, found {value!r:.80}"
+        return None
+
+    @classmethod
+    def check(cls, values: Any, where: str) -> dict[str, float]:
+        """`values` as weights: an object of known names and finite numbers within +-MAX_WEIGHT;
+        InputError naming `where`, the weight and the fault otherwise."""
+        if not isinstance(values, dict):
+            raise InputError(f"{where}: expected an object of weights, found {type(values).__name__}")
+        for name, value in values.items():
+            if (problem := cls.problem(name, value)) is not None:
+                raise InputError(f"{where}: {name!r} {problem}")
+        return {name: float(value) for name, value in values.items()}
+
+
+WEIGHT_NAMES = tuple(f.name for f in fields(Weights))
 
 
 @dataclass
@@ -71,9 +113,13 @@ def build_arrays(utterances: Sequence[Utterance], nnlm: np.ndarray, num_oov: np.
     )
 
 
+def interpolated_lm(arrays: NbestArrays, weights: Weights) -> np.ndarray:
+    """interp_weight * nnlm_score + (1 - interp_weight) * lm_score, per hypothesis: (H,)."""
+    return weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
+
+
 def total_scores(arrays: NbestArrays, weights: Weights) -> np.ndarray:
-    lm_mix = weights.interp_weight * arrays.nnlm + (1 - weights.interp_weight) * arrays.lm
-    return (weights.am_weight * arrays.am + weights.lm_weight * lm_mix
+    return (weights.am_weight * arrays.am + weights.lm_weight * interpolated_lm(arrays, weights)
             + weights.word_penalty * arrays.num_words - weights.oov_penalty * arrays.num_oov)
 
 

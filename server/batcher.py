@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rescorer.scoring import SentenceScores, score_sentences
 from rescorer.self_normalization import log_z_of_sentence
+from rescorer.sentence_scoring import SentenceScores, score_sentences
 from server.metrics import Metrics
 from server.registry import Registry
 

@@ -8,6 +8,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from rescorer.combination import WEIGHT_NAMES
 from rescorer.errors import InputError
 from server.connections import uvicorn_config
 from server.settings import Settings
@@ -18,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      " set by an environment variable RESCORER_<NAME> (e.g. RESCORER_TOKEN).")
     fields = Settings.model_fields
     parser.add_argument("--model-dir", required=True, help=fields["model_dir"].description)
-    for name, info in fields.items():
+    # the service's own options first, the default weights (shared with the library) last
+    for name, info in sorted(fields.items(), key=lambda item: item[0] in WEIGHT_NAMES):
         if name == "model_dir":
             continue
         kind = info.annotation

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from rescorer.jsonl_format import read_jsonl, utterance_to_record
+from rescorer.formats.jsonl import read_jsonl, utterance_to_record
 from server.readiness import wait_until_ready
 
 

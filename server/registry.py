@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 
 SELF_TEST = [["<s>"], []]  # an odd word and the empty sentence: both must score finitely
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from rescorer.artifact import MAX_WEIGHT
+from rescorer.combination import MAX_WEIGHT, Weights
 from rescorer.nbest import MAX_SCORE
 
 
@@ -35,13 +35,13 @@ class UtteranceIn(BaseModel):
     ref: str | None = Field(default=None, max_length=20_000)
 
 
-class WeightsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    am_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
-    lm_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
-    interp_weight: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
-    word_penalty: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
-    oov_penalty: float | None = Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+# the request's weights, made from the library's one definition (rescorer.combination.Weights)
+WeightsIn = create_model(
+    "WeightsIn", __config__=ConfigDict(extra="forbid"),
+    **{name: (float | None, Field(default=None, strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT,
+                                  description=f"{help} (default: the artifact's tuned weight, else the service's)"))
+       for name, (_, help) in Weights.describe().items()},
+)
 
 
 class RescoreRequest(BaseModel):

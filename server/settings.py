@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rescorer.artifact import MAX_WEIGHT
+from rescorer.combination import MAX_WEIGHT, Weights
+
+# the default combination weights (a request, then the artifact's tuned weights, take precedence),
+# made from the library's one definition (rescorer.combination.Weights)
+_WeightSettings = create_model(
+    "_WeightSettings", __base__=BaseSettings,
+    **{name: (float, Field(default, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False, description=f"default {help}"))
+       for name, (default, help) in Weights.describe().items()},
+)
 
 
-class Settings(BaseSettings):
+class Settings(_WeightSettings):
     model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=())
 
     model_dir: Path = Field(description="an artifact, or a directory whose subdirectories are artifacts")
@@ -47,17 +55,6 @@ class Settings(BaseSettings):
                                           " body) has not arrived whole by then is closed (slow clients)")
     max_connections: int = Field(512, ge=1, description="open connections (or requests in progress) beyond"
                                  " this are answered 503")
-    # default combination weights (a request, then the artifact's tuned weights, take precedence)
-    am_weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
-                             description="default scale of am_score")
-    lm_weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
-                             description="default scale of the interpolated LM score")
-    interp_weight: float = Field(0.5, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
-                                 description="default share of our LM against the first-pass LM")
-    word_penalty: float = Field(0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
-                                description="default score added per word")
-    oov_penalty: float = Field(0.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False,
-                               description="default score subtracted per word scored as <unk>")
     telemetry_share: float = Field(0.01, ge=0.0, description="self-normalization telemetry: the share of scoring"
                                    " time spent on exact log Z(h) at live positions (0 = off)")
 

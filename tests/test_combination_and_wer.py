@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, total_scores
-from rescorer.evaluation import error_table, evaluate_set
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.tuning import Grid, tune_weights
-from rescorer.wer import compute_wer, paired_bootstrap, pairwise_errors
+from rescorer.wer.bootstrap import paired_bootstrap
+from rescorer.wer.counts import compute_wer, pairwise_errors
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 from tests.nbest_fixtures import tiny_utterances
 
 

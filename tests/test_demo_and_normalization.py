@@ -1,4 +1,4 @@
-from rescorer.jsonl_format import read_jsonl
+from rescorer.formats.jsonl import read_jsonl
 from training.demo_corpus import TOPICS, generate_sentences
 from training.demo_nbest import write_demo_nbest
 from training.text_normalization import wikitext_to_librispeech

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from rescorer.model import LstmLanguageModel, ModelConfig
-from training.evaluate import evaluate
+from training.perplexity import evaluate
 
 SENTENCES = [[3, 4, 5], [6], [], [7, 8, 9, 3, 4], [5, 5]]
 

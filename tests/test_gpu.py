@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rescorer.artifact import save_artifact
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 from server.settings import Settings
 from tests.nbest_fixtures import tiny_artifact
 from tests.server_harness import running_server

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from rescorer.cli import main as rescorer_cli
-from rescorer.jsonl_format import read_jsonl
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.formats.text_files import open_text, parse_keyed_lines, read_keyed_lines, split_lines
 from rescorer.nbest import NbestError
-from rescorer.nbest_reader import NbestSource, read_nbest
-from rescorer.text_files import open_text, parse_keyed_lines, read_keyed_lines, split_lines
 from server.cli import main as server_cli
 from server.settings import Settings
 from tests.server_harness import running_server

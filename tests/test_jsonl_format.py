@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from rescorer.jsonl_format import read_jsonl, write_jsonl
+from rescorer.formats.jsonl import read_jsonl, write_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.nbest import NbestError
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
 from tests.nbest_fixtures import tiny_utterances
 
 

@@ -4,15 +4,15 @@ import kaldiio
 import numpy as np
 import pytest
 
-from rescorer.kaldi_format import (
+from rescorer.formats.kaldi import (
     read_compact_lattice_nbest,
     read_cost_archive,
     read_kaldi_nbest,
     read_kaldi_text,
     read_words_archive,
 )
+from rescorer.formats.reader import NbestSource, attach_references, read_nbest
 from rescorer.nbest import NbestError
-from rescorer.nbest_reader import NbestSource, attach_references, read_nbest
 from rescorer.vocab import parse_symbol_table
 from tests.conftest import shared_data
 

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from rescorer.espnet_format import read_espnet_decode_dir
-from rescorer.hyporadise_format import read_hyporadise
+from rescorer.formats.espnet import read_espnet_decode_dir
+from rescorer.formats.hyporadise import read_hyporadise
+from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.formats.trn import read_trn, write_trn
 from rescorer.nbest import NbestError
-from rescorer.nbest_reader import NbestSource, read_nbest
-from rescorer.trn_format import read_trn, write_trn
 from tests.conftest import shared_data
 
 
@@ -62,8 +62,8 @@ def test_trn_round_trip(tmp_path):
 def test_real_espnet_decode_dir_matches_the_derived_jsonl(tmp_path):
     import tarfile
 
-    from rescorer.jsonl_format import read_jsonl
-    from rescorer.score_mapping import LIBRISPEECH_ESPNET
+    from rescorer.formats.jsonl import read_jsonl
+    from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 
     with tarfile.open(shared_data("librispeech-espnet2-hubert-30best/raw/dev_clean.tar.gz")) as tar:
         tar.extractall(tmp_path, filter="data")

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rescorer.errors import InputError
-from rescorer.hyporadise_format import read_hyporadise
-from rescorer.jsonl_format import read_jsonl
-from rescorer.kaldi_format import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
-from rescorer.score_mapping import parse_score_mapping
-from rescorer.trn_format import read_trn
+from rescorer.formats.hyporadise import read_hyporadise
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.kaldi import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
+from rescorer.formats.score_mapping import parse_score_mapping
+from rescorer.formats.trn import read_trn
 from rescorer.vocab import read_symbol_table
 from training.corpus import iter_sentences
 

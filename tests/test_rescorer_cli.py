@@ -6,8 +6,8 @@ import pytest
 
 from rescorer.artifact import save_artifact
 from rescorer.cli import main
-from rescorer.jsonl_format import read_jsonl, write_jsonl
-from rescorer.scoring import score_sentences
+from rescorer.formats.jsonl import read_jsonl, write_jsonl
+from rescorer.sentence_scoring import score_sentences
 from tests.nbest_fixtures import tiny_artifact, tiny_utterances
 
 

@@ -1,7 +1,7 @@
 import pytest
 
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET, parse_score_mapping
 from rescorer.nbest import NbestError
-from rescorer.score_mapping import LIBRISPEECH_ESPNET, parse_score_mapping
 
 
 def test_mappings_parse_weights_signs_and_round_trip_to_text():

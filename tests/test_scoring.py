@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 from tests.nbest_fixtures import tiny_artifact
 
 SENTENCES = [s.split() for s in [
@@ -72,7 +72,7 @@ def test_self_normalized_scoring_never_forms_the_full_output_layer():
 
 def test_log_z_telemetry_matches_the_evaluation_statistics():
     from rescorer.self_normalization import log_z_of_sentence
-    from training.evaluate import evaluate
+    from training.perplexity import evaluate
 
     artifact = tiny_artifact()
     sentences = [s for s in SENTENCES if "zebra" not in s]

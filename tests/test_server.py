@@ -16,8 +16,8 @@ import torch
 import server.batcher as batcher_module
 from rescorer.artifact import save_artifact
 from rescorer.combination import Weights, build_arrays, total_scores
-from rescorer.evaluation import error_table, evaluate_set
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 from server.readiness import wait_until_ready
 from server.settings import Settings
 from tests.nbest_fixtures import tiny_artifact, tiny_utterances

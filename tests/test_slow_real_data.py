@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rescorer.combination import Weights, build_arrays
-from rescorer.evaluation import error_table, evaluate_set
-from rescorer.jsonl_format import read_jsonl
-from rescorer.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 from tests.conftest import shared_data, tiny_config
 from training.train import train
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from rescorer.artifact import load_artifact, set_log_z
+from rescorer.artifact import load_artifact
 from rescorer.errors import InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.checkpoint import load_checkpoint
@@ -25,7 +25,7 @@ from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
 from training.demo_nbest import write_demo_nbest
-from training.evaluate import EvaluationResult, evaluate
+from training.perplexity import EvaluationResult, evaluate, recenter_log_z
 from training.train import TrainingDivergedError, train
 
 # the epoch budget: taken from the checkpoint on --resume unless given, and then may be raised
@@ -214,8 +214,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = {"artifact": str(args.lm_dir), "text": text, **result.to_dict()}
     _print_evaluation(result, text)
     if args.recenter:
-        new_log_z = result.log_z + result.log_z_mean
-        set_log_z(args.lm_dir, new_log_z, note={"text": text, "shift": result.log_z_mean})
+        new_log_z = recenter_log_z(args.lm_dir, result, text)
         artifact = load_artifact(args.lm_dir)
         after = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov)
         print(f"re-centered: log_z {result.log_z:.4f} -> {new_log_z:.4f}")

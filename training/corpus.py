@@ -19,7 +19,7 @@ import numpy as np
 
 from rescorer.atomic import atomic_file, write_text_atomic
 from rescorer.errors import InputError
-from rescorer.text_files import TextFile, open_binary, split_fields
+from rescorer.formats.text_files import TextFile, open_binary, split_fields
 from rescorer.vocab import Vocabulary
 
 ENCODE_CHUNK = 1 << 20  # ids buffered in memory before they are appended to the file
@@ -30,7 +30,7 @@ class CorpusError(InputError):
 
 
 def iter_sentences(path: str | Path) -> Iterator[list[str]]:
-    """Yield the words of each non-blank line, read as every text input is (rescorer.text_files:
+    """Yield the words of each non-blank line, read as every text input is (rescorer.formats.text_files:
     lines end at \\n, fields split on ASCII whitespace); bad bytes and corrupt gzip data are
     errors naming the file and line."""
     with TextFile(open_binary(path, CorpusError, "corpus file"), str(path), CorpusError) as f:

@@ -44,9 +44,9 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import SELF_NORMALIZED_LOSSES, TrainConfig
 from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
 from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
-from training.evaluate import evaluate
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
+from training.perplexity import evaluate
 from training.reference import FrozenReference, ReferenceFeatures, artifact_digest, load_reference
 from training.schedule import Schedule
 from training.sgd import sgd_step

@@ -9,9 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from rescorer.combination import Weights, build_arrays
-from rescorer.evaluation import error_table, oracle_hypotheses
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
-from rescorer.rescoring import rerank
+from rescorer.rerank import rerank
+from rescorer.wer.counts import wer_from_counts
+from rescorer.wer.nbest_evaluation import error_table, oracle_hypotheses
 from server.batcher import DeadlineExceeded
 from server.routes.limits import check_count, limit_error
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
@@ -55,9 +56,8 @@ def check_rescore_limits(body: RescoreRequest, settings) -> None:
 
 def _wer_out(counts: np.ndarray) -> WerOut:
     """counts: (3, 4) sclite (hits, subs, dels, ins) for before, after, oracle."""
-    ref_words = int(counts[0, 0] + counts[0, 1] + counts[0, 2])
-    rates = [float(c[1:].sum()) / ref_words if ref_words else float(c[1:].sum() > 0) for c in counts]
-    return WerOut(before=rates[0], after=rates[1], oracle=rates[2], ref_words=ref_words)
+    before, after, oracle = (wer_from_counts(c[None, :]) for c in counts)  # the library's one WER rule
+    return WerOut(before=before.wer, after=after.wer, oracle=oracle.wer, ref_words=before.ref_words)
 
 
 def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov: np.ndarray, weights: Weights) -> RescoreResponse:

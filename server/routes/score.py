@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from rescorer.formats.text_files import parse_keyed_lines, split_lines
 from rescorer.nbest import NbestError
-from rescorer.text_files import parse_keyed_lines, split_lines
 from server.routes.limits import check_count, limit_error
 from server.schemas import ScoreRequest, ScoreResponse, SentenceScoreOut, json_response
 

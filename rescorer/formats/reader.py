@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescorer.espnet_format import read_espnet_decode_dir
-from rescorer.hyporadise_format import read_hyporadise
-from rescorer.jsonl_format import read_jsonl
-from rescorer.kaldi_format import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
+from rescorer.formats.espnet import read_espnet_decode_dir
+from rescorer.formats.hyporadise import read_hyporadise
+from rescorer.formats.jsonl import read_jsonl
+from rescorer.formats.kaldi import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping, parse_score_mapping
+from rescorer.formats.trn import read_trn
 from rescorer.nbest import NbestError, Utterance
-from rescorer.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping, parse_score_mapping
-from rescorer.trn_format import read_trn
 from rescorer.vocab import read_symbol_table
 
 FORMATS = ("jsonl", "espnet", "hyporadise", "kaldi", "kaldi-lattice")

@@ -4,7 +4,7 @@ A minimum-edit-count alignment (what jiwer computes, all edits cost 1) and sclit
 (correct 0, insertion 3, deletion 3, substitution 4) may split the errors differently, and may
 even count a different number of them: sclite prefers a deletion plus an insertion that keep a
 later word correct over two substitutions (ref `b d b c b d a`, hyp `a c a a a d c d`: 7 edits,
-8 sclite errors). Every error count in the product uses this alignment (`rescorer.wer`), and
+8 sclite errors). Every error count in the product uses this alignment (`rescorer.wer.counts`), and
 tests check it against sclite where sclite is installed.
 """
 

@@ -1,10 +1,10 @@
-"""Word error rates: corpus WER with its parts, per-hypothesis error counts (for choosing,
-tuning and the oracle), and a paired bootstrap confidence interval for a change.
+"""Word error counts: corpus WER with its parts, and per-hypothesis counts (for choosing,
+tuning and the oracle).
 
 WER = (substitutions + deletions + insertions) / reference words, over the whole corpus.
 Texts are split into words by jiwer. Every error count, the corpus figures that reports print
 and the per-hypothesis counts that drive tuning, the oracle, the gain share and the bootstrap,
-comes from one alignment: sclite's costs (`rescorer.alignment`), so that the figures agree
+comes from one alignment: sclite's costs (`rescorer.wer.alignment`), so that the figures agree
 with NIST sclite to the last printed digit and a report never shows two counts for one choice.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import jiwer
 import numpy as np
 
-from rescorer.alignment import sclite_counts
 from rescorer.errors import InputError
+from rescorer.wer.alignment import sclite_counts
 
 
 @dataclass(frozen=True)
@@ -94,33 +94,3 @@ def wer_from_counts(counts: np.ndarray) -> WerResult:
 def pairwise_errors(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
     """Errors (S + D + I under sclite's alignment) of each hypothesis against its reference: (n,) int64."""
     return alignment_counts(references, hypotheses)[:, 1:].sum(1)
-
-
-@dataclass(frozen=True)
-class BootstrapInterval:
-    delta: float  # WER(new) - WER(base), a fraction; negative is an improvement
-    low: float
-    high: float
-    confidence: float
-    resamples: int
-    share_improved: float  # share of resamples in which the new system has fewer errors
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def paired_bootstrap(errors_base: np.ndarray, errors_new: np.ndarray, ref_words: np.ndarray,
-                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> BootstrapInterval:
-    """Resample utterances with replacement; the interval of the WER difference (Koehn-style
-    paired bootstrap on utterances)."""
-    n = len(ref_words)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(resamples, n))
-    words = ref_words[picks].sum(1)
-    deltas = (errors_new[picks].sum(1) - errors_base[picks].sum(1)) / np.maximum(words, 1)
-    alpha = (1 - confidence) / 2
-    return BootstrapInterval(
-        delta=float((errors_new.sum() - errors_base.sum()) / max(ref_words.sum(), 1)),
-        low=float(np.quantile(deltas, alpha)), high=float(np.quantile(deltas, 1 - alpha)),
-        confidence=confidence, resamples=resamples, share_improved=float((deltas < 0).mean()),
-    )

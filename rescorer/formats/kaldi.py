@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
+from rescorer.formats.text_files import open_text, read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
-from rescorer.text_files import open_text, read_keyed_lines
 from rescorer.vocab import Vocabulary
 
 _NBEST_KEY = re.compile(r"^(?P<utt>.+)-(?P<n>[1-9]\d*)$")

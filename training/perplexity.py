@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from rescorer.artifact import set_log_z
 from rescorer.errors import InputError
 from rescorer.model import LOGIT_CHUNK, LstmLanguageModel
 from rescorer.sentence_batches import make_sentence_batches, step_cost_for
@@ -101,3 +103,13 @@ def evaluate(
         log_z_mean=mean, log_z_var=max(z_sq_sum / count - mean * mean, 0.0),
         log_z_abs_mean=z_abs_sum / count, log_z=log_z, num_oov=num_oov,
     )
+
+
+def recenter_log_z(artifact_dir: str | Path, measured: EvaluationResult, text: str | Path) -> float:
+    """Re-centering, the one place it is done: move the artifact's constant log_z by the mean of
+    log Z(h) - log_z measured on `text` (dev, never test), so that the self-normalized scores
+    are unbiased there; the note in the provenance names the text and the shift. Returns the
+    new log_z."""
+    new_log_z = measured.log_z + measured.log_z_mean
+    set_log_z(artifact_dir, new_log_z, note={"text": str(text), "shift": measured.log_z_mean})
+    return new_log_z

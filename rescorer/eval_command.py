@@ -13,11 +13,11 @@ from typing import Any
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact
-from rescorer.evaluation import error_table, evaluate_set
-from rescorer.nbest_reader import NbestSource, read_nbest
+from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.report import plot_surface, write_reports
-from rescorer.rescoring import count_oov, score_nbest
+from rescorer.rerank import count_oov, score_nbest
 from rescorer.tuning import DEFAULT_GRID, Grid, tune_weights
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 
 def _name(source: NbestSource) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
+from rescorer.formats.text_files import open_text
 from rescorer.nbest import NbestError, normalize_text
-from rescorer.text_files import open_text
 
 _TRN = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()\s]+)\)\s*$")
 

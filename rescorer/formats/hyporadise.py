@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rescorer.formats.text_files import open_text
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
-from rescorer.text_files import open_text
 
 
 def read_hyporadise(path: str | Path) -> list[Utterance]:

@@ -12,9 +12,9 @@ import json
 import re
 from pathlib import Path
 
+from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping
+from rescorer.formats.text_files import read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
-from rescorer.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping
-from rescorer.text_files import read_keyed_lines
 
 _TENSOR = re.compile(r"^tensor\((?P<v>[^,)]+)(?:,.*)?\)$")
 _KBEST = re.compile(r"^(\d+)best_recog$")

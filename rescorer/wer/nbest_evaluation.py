@@ -17,7 +17,8 @@ import numpy as np
 
 from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
 from rescorer.nbest import NbestError, Utterance
-from rescorer.wer import BootstrapInterval, WerResult, alignment_counts, paired_bootstrap, wer_from_counts
+from rescorer.wer.bootstrap import BootstrapInterval, paired_bootstrap
+from rescorer.wer.counts import WerResult, alignment_counts, wer_from_counts
 
 
 @dataclass

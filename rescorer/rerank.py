@@ -10,7 +10,7 @@ import numpy as np
 from rescorer.artifact import Artifact
 from rescorer.combination import NbestArrays, Weights, build_arrays, ranks, total_scores
 from rescorer.nbest import Utterance
-from rescorer.scoring import score_sentences
+from rescorer.sentence_scoring import score_sentences
 
 
 def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens: int = 4096,

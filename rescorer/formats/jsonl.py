@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from rescorer.formats.score_mapping import ScoreMapping
+from rescorer.formats.text_files import open_text
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
-from rescorer.score_mapping import ScoreMapping
-from rescorer.text_files import open_text
 
 HYP_FIELDS = ("text", "am_score", "lm_score")
 NOT_SCORES = ("rank", "first_pass_rank", "oov")  # numeric fields that are not log-domain scores
