@@ -21,12 +21,12 @@ from rescorer.combination import WEIGHT_NAMES, Weights, interpolated_lm
 from rescorer.errors import InputError
 from rescorer.eval_command import run_evaluation
 from rescorer.formats.jsonl import write_jsonl
-from rescorer.formats.kaldi import write_cost_archive, write_kaldi_text
+from rescorer.formats.kaldi import read_cost_archive, write_cost_archive, write_kaldi_text
 from rescorer.formats.reader import FORMATS, NbestSource, read_nbest, read_references
 from rescorer.formats.text_files import TextFile, open_text, parse_keyed_lines
 from rescorer.formats.trn import write_trn
 from rescorer.nbest import NbestError
-from rescorer.rerank import best_texts, rerank, score_nbest
+from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
 from rescorer.sentence_scoring import score_sentences
 from rescorer.wer.counts import compute_wer
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
@@ -83,8 +83,11 @@ def _weights(args: argparse.Namespace) -> Weights:
 def _cmd_rescore(args: argparse.Namespace) -> int:
     artifact = load_artifact(args.lm_dir, device=args.device)
     utterances = read_nbest(_source(args, args.input, args.ref))
-    arrays = score_nbest(artifact, utterances, args.max_tokens)
     weights = _weights(args)
+    if args.nnlm_costs:  # our LM's costs computed before (e.g. by parallel Kaldi jobs)
+        arrays = arrays_from_costs(artifact, utterances, read_cost_archive(args.nnlm_costs), args.nnlm_costs)
+    else:
+        arrays = score_nbest(artifact, utterances, args.max_tokens)
     reranked = rerank(utterances, arrays, weights)
     if args.out_jsonl:
         with text_output(args.out_jsonl) as out:
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-text", help="1-best as a Kaldi text file")
     p.add_argument("--out-trn", help="1-best as an sclite trn file")
     p.add_argument("--out-lm-costs", help="new LM-cost archive (-(interpolated LM score)), keyed utt-1..utt-N")
+    p.add_argument("--nnlm-costs", help="our LM's costs computed before (`rescorer score` output, keyed utt-1..utt-N)"
+                                        " instead of scoring again (default: score with LM_DIR)")
     _add_input_options(p)
     _add_model_options(p)
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from rescorer.artifact import Artifact
 from rescorer.combination import NbestArrays, Weights, build_arrays, ranks, total_scores
-from rescorer.nbest import Utterance
-from rescorer.sentence_scoring import score_sentences
+from rescorer.nbest import NbestError, Utterance
+from rescorer.sentence_scoring import encode_sentences, score_sentences
 
 
 def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens: int = 4096,
@@ -19,6 +19,23 @@ def score_nbest(artifact: Artifact, utterances: Sequence[Utterance], max_tokens:
     sentences = [h.words for u in utterances for h in u.hyps]
     scores = score_sentences(artifact, sentences, max_tokens=max_tokens, progress=progress)
     return build_arrays(utterances, scores.log_probs, scores.num_oov)
+
+
+def arrays_from_costs(artifact: Artifact, utterances: Sequence[Utterance], costs: dict[str, float],
+                      where: str) -> NbestArrays:
+    """The arrays of `score_nbest` from our LM's costs computed before (a `key cost` archive keyed
+    utt-1 .. utt-N, as `rescorer score` or parallel Kaldi jobs write it): nnlm_score = -cost,
+    words outside the artifact's vocabulary counted as `score_nbest` counts them. Every
+    hypothesis must have its cost, and no other key may appear."""
+    keys = [f"{u.utt_id}-{n}" for u in utterances for n in range(1, len(u.hyps) + 1)]
+    missing = next((k for k in keys if k not in costs), None)
+    if missing is not None:
+        raise NbestError(f"{where}: no cost for hypothesis {missing!r}")
+    if len(costs) != len(keys):
+        extra = next(k for k in costs if k not in set(keys))
+        raise NbestError(f"{where}: cost for {extra!r}, which is not a hypothesis of the lists")
+    _, oov = encode_sentences(artifact, [h.words for u in utterances for h in u.hyps])
+    return build_arrays(utterances, -np.array([costs[k] for k in keys], dtype=np.float64), oov)
 
 
 def rerank(utterances: Sequence[Utterance], arrays: NbestArrays, weights: Weights) -> list[Utterance]:

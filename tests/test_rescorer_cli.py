@@ -89,32 +89,6 @@ def test_bad_inputs_exit_2_with_the_reason(lm_dir, tmp_path, capsys):
     assert "has no reference" in capsys.readouterr().err
 
 
-def test_the_kaldi_recipe_scores_rescores_and_reports_wer_from_stage_1(lm_dir, nbest_path, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "exp"
-    assert main(["convert", str(nbest_path), "--to", "kaldi", str(out / "archives")]) == 0
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "rescorer").write_text(f"#!/bin/sh\nexec {sys.executable} -m rescorer.cli \"$@\"\n")
-    (bin_dir / "rescorer").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(root)}
-    env.pop("KALDI_ROOT", None)
-    done = subprocess.run(["bash", str(root / "kaldi_recipes/nbest_rescore/run.sh"), "--stage", "1", "--acwt", "1.0",
-                           "--interp-weight", "0.5", "lang", "decode", str(lm_dir), str(out)],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    costs = (out / "archives" / "nnlm_cost").read_text().splitlines()
-    assert [line.split()[0] for line in costs] == ["u1-1", "u1-2", "u1-3", "u2-1", "u2-2", "u2-3"]
-    best = dict(line.split(" ", 1) if " " in line else (line, "") for line in (out / "text").read_text().splitlines())
-    assert set(best) == {"u1", "u2"}
-    assert (out / "wer").read_text().startswith("%WER ")
-
-
 def test_wer_command_prints_kaldi_style_lines(tmp_path, capsys):
     (tmp_path / "ref").write_text("a x y z\nb p q\n")
     (tmp_path / "hyp").write_text("a x y\nb p q r\n")
