@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import uvicorn
@@ -18,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rescorer-server", description=__doc__ + " Every option can also be"
                                      " set by an environment variable RESCORER_<NAME> (e.g. RESCORER_TOKEN).")
     fields = Settings.model_fields
-    parser.add_argument("--model-dir", required=True, help=fields["model_dir"].description)
+    from_env = os.environ.get("RESCORER_MODEL_DIR")
+    parser.add_argument("--model-dir", required=from_env is None,
+                        help=fields["model_dir"].description + (f" (default: RESCORER_MODEL_DIR, now {from_env})"
+                                                                if from_env else " (or RESCORER_MODEL_DIR)"))
     # the service's own options first, the default weights (shared with the library) last
     for name, info in sorted(fields.items(), key=lambda item: item[0] in WEIGHT_NAMES):
         if name == "model_dir":
