@@ -115,3 +115,15 @@ def test_one_device_rule_for_the_trainer_and_the_service():
         for name in ("cuda", "cuda:1"):
             with pytest.raises(ConfigError, match="CUDA is not available"):
                 pick_device(name)
+
+
+def test_every_package_is_in_the_distribution():
+    """A package missing from pyproject's list works in the editable install and breaks the
+    wheel (the Docker image's install): every directory with an __init__.py must be listed."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {str(p.parent.relative_to(root)).replace("/", ".")
+             for top in ("rescorer", "training", "server") for p in (root / top).rglob("__init__.py")}
+    assert found == listed
