@@ -27,6 +27,7 @@ from rescorer.atomic import write_directory_atomic, write_text_atomic
 from rescorer.combination import Weights
 from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
+from rescorer.precision import check_precision, set_precision
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
 
 FORMAT_VERSION = 1
@@ -113,8 +114,10 @@ def read_artifact_config(path: str | Path) -> dict[str, Any]:
     return document
 
 
-def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    """Load and verify an artifact; never unpickles. Raises ArtifactError naming the bad file."""
+def load_artifact(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Artifact:
+    """Load and verify an artifact; never unpickles. Raises ArtifactError naming the bad file.
+    `precision`: fp32, bf16 or fp16 (CUDA) for scoring (rescorer.precision)."""
+    check_precision(precision, torch.device(device))  # a bad name fails before any reading
     path = Path(path)
     document = read_artifact_config(path)
     config_path = path / CONFIG_FILE
@@ -161,6 +164,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     except RuntimeError as e:
         raise ArtifactError(f"{path / WEIGHTS_FILE}: tensors do not fit the config: {e}") from None
     model.to(device).eval()
+    if precision != "fp32":
+        set_precision(model, precision)
     return Artifact(model, vocab, document.get("provenance", {}), path)
 
 

@@ -26,6 +26,7 @@ from rescorer.formats.reader import FORMATS, NbestSource, read_nbest, read_refer
 from rescorer.formats.text_files import TextFile, open_text, parse_keyed_lines
 from rescorer.formats.trn import write_trn
 from rescorer.nbest import NbestError
+from rescorer.precision import PRECISIONS
 from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
 from rescorer.sentence_scoring import score_sentences
 from rescorer.wer.counts import compute_wer
@@ -49,7 +50,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     """Kaldi's contract: same keys, same order; cost = -ln p(words </s>)."""
-    artifact = load_artifact(args.lm_dir, device=args.device)
+    artifact = load_artifact(args.lm_dir, device=args.device, precision=args.precision)
     source = TextFile(sys.stdin.buffer, "<stdin>") if args.text == "-" else open_text(args.text)
     with source:
         keys, sentences = parse_keyed_lines(source, args.text)
@@ -81,7 +82,7 @@ def _weights(args: argparse.Namespace) -> Weights:
 
 
 def _cmd_rescore(args: argparse.Namespace) -> int:
-    artifact = load_artifact(args.lm_dir, device=args.device)
+    artifact = load_artifact(args.lm_dir, device=args.device, precision=args.precision)
     utterances = read_nbest(_source(args, args.input, args.ref))
     weights = _weights(args)
     if args.nnlm_costs:  # our LM's costs computed before (e.g. by parallel Kaldi jobs)
@@ -111,7 +112,7 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    artifact = load_artifact(args.lm_dir, device=args.device)
+    artifact = load_artifact(args.lm_dir, device=args.device, precision=args.precision)
     if args.test_ref and len(args.test_ref) != len(args.test):
         raise NbestError(f"{len(args.test_ref)} --test-ref for {len(args.test)} --test sets (give one per set, or none)")
     tests = [_source(args, t, args.test_ref[i] if args.test_ref else None) for i, t in enumerate(args.test)]
@@ -183,6 +184,9 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per scoring batch (default: 4096)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
+                   help="arithmetic of the LSTM and storage of the output rows: fp32, bf16 (CPUs with native bf16,"
+                        " CUDA) or fp16 (CUDA); see docs/RESULTS.md, 'Reduced precision' (default: fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

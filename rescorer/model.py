@@ -128,11 +128,13 @@ class LstmLanguageModel(nn.Module):
         x, state = self.lstm(self.dropout(x), state)  # (B, T, H)
         if self.projection is not None:
             x = self.projection(x)  # (B, T, P)
-        return self.dropout(x), state
+        # the output layer's dtype (fp32 when only the recurrent part runs in reduced precision)
+        return self.dropout(x).to(self.output_bias.weight.dtype), state
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """o(h) over the whole vocabulary: (..., D) -> (..., V). O(D V) per position."""
-        return F.linear(features, self.output_rows, self.output_bias.weight.squeeze(1))
+        # rows held in reduced precision (rescorer.precision) are read back in the features' dtype
+        return F.linear(features, self.output_rows.to(features.dtype), self.output_bias.weight.squeeze(1))
 
     def word_logits(
         self, features: torch.Tensor, word_ids: torch.Tensor, sparse: bool = False
@@ -142,7 +144,7 @@ class LstmLanguageModel(nn.Module):
         Gathers only the rows u_w being scored; `sparse` makes their gradient a sparse tensor
         so that an optimizer step touches only those rows.
         """
-        rows = F.embedding(word_ids, self.output_rows, sparse=sparse)  # (..., D)
+        rows = F.embedding(word_ids, self.output_rows, sparse=sparse).to(features.dtype)  # (..., D)
         bias = F.embedding(word_ids, self.output_bias.weight, sparse=sparse).squeeze(-1)
         return (features * rows).sum(-1) + bias
 

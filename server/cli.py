@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**values)
         # loaded and self-tested before the server starts: bad input is one line and exit 2
-        registry = load_registry(settings.model_dir, pick_device(settings.device), settings.half_precision)
+        registry = load_registry(settings.model_dir, pick_device(settings.device), settings.precision)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
         print(f"rescorer-server: error: {problems}", file=sys.stderr)

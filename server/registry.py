@@ -39,7 +39,7 @@ class Registry:
         return name, self.models[name]
 
 
-def load_registry(model_dir: Path, device: torch.device, half_precision: bool = False) -> Registry:
+def load_registry(model_dir: Path, device: torch.device, precision: str = "fp32") -> Registry:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: model directory not found")
@@ -51,9 +51,7 @@ def load_registry(model_dir: Path, device: torch.device, half_precision: bool = 
         raise ArtifactError(f"{model_dir}: no artifact (config.json) in it or in its subdirectories")
     models = {}
     for name, path in paths.items():
-        artifact = load_artifact(path, device=device)
-        if half_precision and device.type == "cuda":
-            artifact.model.half()
+        artifact = load_artifact(path, device=device, precision=precision)
         self_test(name, artifact)
         models[name] = artifact
     return Registry(models, device)

@@ -108,5 +108,7 @@ class ModelInfo(BaseModel):
     log_z: float
     vocab_size: int
     parameters: int
+    precision: str  # what the model scores in (rescorer.precision): fp32, bf16 or fp16
+    weight_bytes: int  # its parameters as held in memory
     config: dict
     provenance: dict

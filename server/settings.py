@@ -27,7 +27,8 @@ class Settings(_WeightSettings):
     token: str | None = Field(None, description="bearer token required on every /v1 route (default: none"
                                                 " required; an empty token is refused)")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu or cuda")
-    half_precision: bool = Field(False, description="fp16 weights on CUDA (no effect on CPU)")
+    precision: str = Field("fp32", description="arithmetic of the LSTM and storage of the output rows: fp32, bf16"
+                                               " (CPUs with native bf16, CUDA) or fp16 (CUDA); docs/RESULTS.md")
     scoring_workers: int | None = Field(None, ge=1, description="scoring threads, each scoring its own batch"
                                                                 " (default: one per core on CPU, one on CUDA)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker"

@@ -1,5 +1,5 @@
 """CUDA checks (`pytest -m gpu` on a machine with a GPU): the scorer and the service give the
-CPU's numbers on the device, in full and in half precision."""
+CPU's numbers on the device, in fp32, fp16 and bf16."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def test_cuda_scores_equal_cpu_scores(kind):
     np.testing.assert_array_equal(got.num_oov, expected.num_oov)
 
 
-@pytest.mark.parametrize("half, atol", [(False, 1e-4), (True, 5e-2)])
-def test_the_service_on_cuda_answers_as_the_cpu_library_does(tmp_path, half, atol):
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 5e-2), ("bf16", 5e-2)])
+def test_the_service_on_cuda_answers_as_the_cpu_library_does(tmp_path, precision, atol):
     save_artifact(tiny_artifact(), tmp_path / "tiny")
-    settings = Settings(model_dir=tmp_path / "tiny", device="cuda", half_precision=half)
+    settings = Settings(model_dir=tmp_path / "tiny", device="cuda", precision=precision)
     body = {"sentences": [" ".join(s) for s in SENTENCES]}
     with running_server(settings) as (url, app):
         assert app.state.registry.device.type == "cuda"

@@ -1,5 +1,6 @@
 from fastapi import APIRouter, Request
 
+from rescorer.precision import precision_of, weight_bytes
 from server.schemas import ModelInfo
 
 router = APIRouter(tags=["models"])
@@ -10,7 +11,8 @@ def list_models(request: Request) -> list[ModelInfo]:
     """Config and provenance of every loaded artifact."""
     return [
         ModelInfo(name=name, output_kind=a.model.config.output_kind, log_z=a.log_z, vocab_size=len(a.vocab),
-                  parameters=sum(p.numel() for p in a.model.parameters()), config=a.model.config.to_dict(),
+                  parameters=sum(p.numel() for p in a.model.parameters()), precision=precision_of(a.model),
+                  weight_bytes=weight_bytes(a.model), config=a.model.config.to_dict(),
                   provenance=a.provenance)
         for name, a in sorted(request.app.state.registry.models.items())
     ]

@@ -1,0 +1,205 @@
+"""Reduced precision, parity and speed: fp32, bf16 and (for comparison) int8 side by side in one run.
+
+    python bench/precision.py --data-dir ../shared/data --work runs/precision --out docs/bench/precision.json
+
+Models, trained on real text if WORK does not hold them yet (resumable): NCE LSTMs on
+WikiText-2 normalized to the LibriSpeech lists' conventions (experiments/librispeech_wikitext.py),
+a 2 x 256 (embedding 256; --epochs-small epochs) and a 1 x 1024 (embedding 256; --epochs-large,
+"trained briefly": the point is the arithmetic, not the perplexity).
+
+Lists, each split into a tuning part and an evaluation part:
+- LibriSpeech 30-best: tuned on dev_other, evaluated on test_other (--utterances of each);
+- HyPoradise WSJ and ATIS 5-best (upper-cased for the model, WER on upper-cased text): tuned
+  on the even-numbered utterances, evaluated on the odd ones.
+Weights are tuned once per model and list with the fp32 scores (the length-normalized grid for
+the HyPoradise lists, whose acoustic score is a per-token mean), then every precision is
+evaluated at those weights. Per model, list and precision: hypotheses/s over the evaluation
+part (best of --repeats, this process's torch threads), the change of each sentence's
+log-probability against fp32 (mean absolute, median, 99th percentile, max), the share of
+utterances whose rescored 1-best differs from fp32's, and the WER. Per model: the weights'
+resident bytes per precision. Once: the CPU's bf16/fp32 ratio for a 450 x 1024 by 1024 x 4096
+matrix multiply, the yardstick of the speed goal.
+
+int8 is dynamic quantization of the LSTM and linear layers through torch.ao.quantization
+(deprecated in torch 2.13; measured here for comparison only, not offered as an option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, run
+from experiments.librispeech_wikitext import MAPPING, prepare
+from rescorer.artifact import Artifact, load_artifact
+from rescorer.combination import best_hypotheses, build_arrays, total_scores
+from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.nbest import Hypothesis, Utterance
+from rescorer.precision import weight_bytes
+from rescorer.sentence_scoring import score_sentences
+from rescorer.tuning import DEFAULT_GRID, tune_weights
+from rescorer.wer.nbest_evaluation import error_table
+from training.config import TrainConfig
+
+
+def cpu_description() -> dict:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        lscpu = ""
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    return {"model": fields.get("Model name", platform.processor()).strip(), "threads": torch.get_num_threads(),
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "torch": torch.__version__}
+
+
+def best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (allocators, oneDNN primitives)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_ratio(repeats: int = 20) -> dict:
+    a, b = torch.randn(450, 1024), torch.randn(1024, 4096)
+    fp32 = best_seconds(lambda: a @ b, repeats)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    bf16 = best_seconds(lambda: a16 @ b16, repeats)
+    return {"shape": "450x1024 @ 1024x4096", "fp32_seconds": fp32, "bf16_seconds": bf16, "bf16_speedup": fp32 / bf16}
+
+
+def int8_dynamic(artifact: Artifact) -> Artifact:
+    quantized = copy.deepcopy(artifact)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized.model = torch.ao.quantization.quantize_dynamic(
+            quantized.model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    return quantized
+
+
+def upper(utterances: list[Utterance]) -> list[Utterance]:
+    return [Utterance(u.utt_id, [Hypothesis(h.text.upper(), h.am_score, h.lm_score) for h in u.hyps],
+                      None if u.ref is None else u.ref.upper()) for u in utterances]
+
+
+def lists(data_dir: Path, utterances: int) -> dict[str, tuple[list[Utterance], list[Utterance], object]]:
+    """name -> (tuning part, evaluation part, grid)."""
+    ls = data_dir / "librispeech-espnet2-hubert-30best" / "nbest"
+    out = {"librispeech_other": (
+        read_nbest(NbestSource(str(ls / "dev_other.jsonl.gz"), score_mapping=MAPPING))[:utterances],
+        read_nbest(NbestSource(str(ls / "test_other.jsonl.gz"), score_mapping=MAPPING))[:utterances], DEFAULT_GRID)}
+    for name in ("wsj_score", "atis"):
+        every = read_nbest(NbestSource(str(data_dir / "hyporadise-v0" / "test" / f"test_{name}.json.gz")))
+        every = upper([u for u in every if u.extra.get("scored")][: 2 * utterances])  # lists with scores
+        out[name.replace("_score", "")] = (every[0::2], every[1::2], LENGTH_NORMALIZED_GRID)
+    return out
+
+
+def sentences_of(utterances: list[Utterance]) -> list[list[str]]:
+    return [h.words for u in utterances for h in u.hyps]
+
+
+def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: int) -> list[dict]:
+    rows = []
+    for model_name, path in models.items():
+        variants = {"fp32": load_artifact(path)}
+        variants["bf16"] = load_artifact(path, precision="bf16")
+        variants["int8 (torch.ao dynamic)"] = int8_dynamic(variants["fp32"])
+        for list_name, (tune_part, eval_part, grid) in lists(data_dir, utterances).items():
+            tune_scores = score_sentences(variants["fp32"], sentences_of(tune_part))
+            tune_arrays = build_arrays(tune_part, tune_scores.log_probs, tune_scores.num_oov)
+            tune_table = error_table(tune_part)
+            weights = tune_weights(tune_arrays, tune_table.hyp_errors, tune_table.ref_words, grid).weights
+            eval_sentences = sentences_of(eval_part)
+            eval_table = error_table(eval_part)
+            reference, reference_choice = None, None
+            for precision, artifact in variants.items():
+                seconds = best_seconds(lambda a=artifact: score_sentences(a, eval_sentences), repeats)
+                scores = score_sentences(artifact, eval_sentences)
+                arrays = build_arrays(eval_part, scores.log_probs, scores.num_oov)
+                choice = best_hypotheses(arrays, total_scores(arrays, weights))
+                if reference is None:
+                    reference, reference_choice = scores.log_probs, choice
+                change = np.abs(scores.log_probs - reference)
+                wer = eval_table.wer_of(choice)
+                rows.append({
+                    "model": model_name, "list": list_name, "precision": precision,
+                    "hypotheses": len(eval_sentences), "utterances": len(eval_part),
+                    "hyps_per_second": len(eval_sentences) / seconds,
+                    "logprob_change": {"mean_abs": float(change.mean()), "median": float(np.median(change)),
+                                       "p99": float(np.quantile(change, 0.99)), "max": float(change.max())},
+                    "one_best_changed_share": float((choice != reference_choice).mean()),
+                    "wer": wer.wer, "errors": wer.errors, "ref_words": wer.ref_words,
+                    "weights": weights.to_dict(),
+                    "weight_bytes": weight_bytes(artifact.model) if precision != "int8 (torch.ao dynamic)" else None,
+                })
+                fp32 = next(r for r in rows if r["model"] == model_name and r["list"] == list_name
+                            and r["precision"] == "fp32")
+                rows[-1]["speedup"] = rows[-1]["hyps_per_second"] / fp32["hyps_per_second"]
+                print(f"{model_name:10s} {list_name:18s} {precision:24s} {rows[-1]['hyps_per_second']:8.0f} hyps/s"
+                      f" x{rows[-1]['speedup']:.2f}  |dlogp| {change.mean():.4f} (max {change.max():.3f})"
+                      f"  1-best changed {100 * rows[-1]['one_best_changed_share']:.2f} %  WER {100 * wer.wer:.2f}",
+                      flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--work", type=Path, default=Path("runs/precision"))
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--epochs-small", type=int, default=2)
+    parser.add_argument("--epochs-large", type=int, default=1)
+    parser.add_argument("--utterances", type=int, default=400, help="per list and part")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-max-words", type=int, default=0, help="train on a prefix of the text (0: all)")
+    args = parser.parse_args()
+
+    corpus = prepare(args.data_dir, args.work)
+    train_text = corpus["train"]
+    if args.train_max_words:
+        train_text = args.work / f"train-{args.train_max_words}.txt"
+        if not train_text.exists():
+            kept, words = [], 0
+            for line in corpus["train"].read_text().splitlines():
+                kept.append(line)
+                words += len(line.split())
+                if words >= args.train_max_words:
+                    break
+            train_text.write_text("\n".join(kept) + "\n")
+    models = {}
+    for name, layers, hidden, epochs in (("2x256", 2, 256, args.epochs_small), ("1x1024", 1, 1024, args.epochs_large)):
+        config = TrainConfig(train_path=str(train_text), dev_path=str(corpus["valid"]), out_dir=str(args.work / name),
+                             loss="nce", embedding_dim=256, hidden_dim=hidden, num_layers=layers, batch_size=16,
+                             max_epochs=epochs)
+        models[name] = run(config)
+
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "matmul": matmul_ratio(),
+              "settings": {k: str(v) for k, v in vars(args).items()}}
+    print(f"bf16/fp32 matrix multiply: x{result['matmul']['bf16_speedup']:.2f}", flush=True)
+    result["rows"] = measure(models, args.data_dir, args.utterances, args.repeats)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
