@@ -129,7 +129,7 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
             eval_table = error_table(eval_part)
             reference, reference_choice = None, None
             for precision, artifact in variants.items():
-                seconds = best_seconds(lambda a=artifact: score_sentences(a, eval_sentences), repeats)
+                seconds = best_seconds(lambda a=artifact, s=eval_sentences: score_sentences(a, s), repeats)
                 scores = score_sentences(artifact, eval_sentences)
                 arrays = build_arrays(eval_part, scores.log_probs, scores.num_oov)
                 choice = best_hypotheses(arrays, total_scores(arrays, weights))
