@@ -26,7 +26,7 @@ Cost on the project's 2-core machine (one thread per process): a distilled stude
 teachers' full distributions at every position (K softmaxes over V per member, forward only),
 about 16 MFLOP per token with the defaults (2 members x K = 2 x V = 10k x D = 200 x 2), and the
 members train a K-fold softmax; the defaults (members 1 x 200 with K = 2, 3 epochs; students
-1 x 72, 2 epochs) are sized for that and are far below the paper's. Each run's history.json
+1 x 72, 1 epoch) are sized for that and are far below the paper's. Each run's history.json
 records its epoch times, and results.json the training seconds of every row.
 """
 
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=2)
     parser.add_argument("--member-epochs", type=int, default=3)
     parser.add_argument("--student-hidden", type=int, default=72, help="about a third of a member's parameters")
-    parser.add_argument("--student-epochs", type=int, default=2)
+    parser.add_argument("--student-epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trust-a", type=float, default=0.1)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.2, 0.1])
