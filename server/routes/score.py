@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import io
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from rescorer.formats.kaldi import write_cost_archive
 from rescorer.formats.text_files import parse_keyed_lines, split_lines
 from rescorer.nbest import NbestError
 from server.routes.limits import check_count, limit_error
@@ -51,4 +54,6 @@ async def score_kaldi(request: Request, model: str | None = None) -> PlainTextRe
     check_count([], len(keys), settings.max_sentences, "lines")
     name, _ = state.registry.get(model)
     scores = await state.batcher.submit(name, sentences, settings.request_timeout_s)
-    return PlainTextResponse("".join(f"{k} {-lp:.6f}\n" for k, lp in zip(keys, scores.log_probs.tolist(), strict=True)))
+    out = io.StringIO()  # the CLI's writer: the same text as `rescorer score`
+    write_cost_archive(zip(keys, (-scores.log_probs).tolist(), strict=True), out)
+    return PlainTextResponse(out.getvalue())
