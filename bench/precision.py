@@ -2,10 +2,12 @@
 
     python bench/precision.py --data-dir ../shared/data --work runs/precision --out docs/bench/precision.json
 
-Models, trained on real text if WORK does not hold them yet (resumable): NCE LSTMs on
-WikiText-2 normalized to the LibriSpeech lists' conventions (experiments/librispeech_wikitext.py),
-a 2 x 256 (embedding 256; --epochs-small epochs) and a 1 x 1024 (embedding 256; --epochs-large,
-"trained briefly": the point is the arithmetic, not the perplexity).
+Models, trained on real text if WORK does not hold them yet (resumable; --train-only trains and
+stops, so that the measurement can wait for an idle machine): NCE LSTMs on WikiText-2
+normalized to the LibriSpeech lists' conventions (experiments/librispeech_wikitext.py), a
+2 x 256 (embedding 256; --epochs-small epochs, or --small-model, e.g. that experiment's model)
+and a 1 x 1024 (embedding 256; --epochs-large, "trained briefly": the point is the arithmetic,
+not the perplexity).
 
 Lists, each split into a tuning part and an evaluation part:
 - LibriSpeech 30-best: tuned on dev_other, evaluated on test_other (--utterances of each);
@@ -168,6 +170,9 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=400, help="per list and part")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-max-words", type=int, default=0, help="train on a prefix of the text (0: all)")
+    parser.add_argument("--small-model", type=Path, help="an existing 2 x 256 artifact to use instead of training one"
+                        " (e.g. runs/librispeech/lm-recentered)")
+    parser.add_argument("--train-only", action="store_true", help="train the models, measure nothing")
     args = parser.parse_args()
 
     corpus = prepare(args.data_dir, args.work)
@@ -184,10 +189,15 @@ def main() -> None:
             train_text.write_text("\n".join(kept) + "\n")
     models = {}
     for name, layers, hidden, epochs in (("2x256", 2, 256, args.epochs_small), ("1x1024", 1, 1024, args.epochs_large)):
+        if name == "2x256" and args.small_model:
+            models[name] = args.small_model
+            continue
         config = TrainConfig(train_path=str(train_text), dev_path=str(corpus["valid"]), out_dir=str(args.work / name),
                              loss="nce", embedding_dim=256, hidden_dim=hidden, num_layers=layers, batch_size=16,
                              max_epochs=epochs)
         models[name] = run(config)
+    if args.train_only:
+        return
 
     result = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "matmul": matmul_ratio(),
               "settings": {k: str(v) for k, v in vars(args).items()}}
