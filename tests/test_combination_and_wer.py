@@ -10,8 +10,8 @@ from rescorer.combination import Weights, best_hypotheses, build_arrays, ranks, 
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.tuning import Grid, tune_weights
 from rescorer.wer.bootstrap import paired_bootstrap
-from rescorer.wer.counts import compute_wer, pairwise_errors
-from rescorer.wer.nbest_evaluation import error_table, evaluate_set
+from rescorer.wer.counts import alignment_counts, compute_wer, pairwise_errors
+from rescorer.wer.nbest_evaluation import error_table, evaluate_set, oracle_hypotheses
 from tests.nbest_fixtures import tiny_utterances
 
 
@@ -165,3 +165,19 @@ def test_tuning_extends_the_grid_when_the_best_point_lies_on_its_edge():
     inside = tune_weights(arrays, errors, words, Grid(lm_weights=(0.0, 3.0, 6.0, 9.0), interp_weights=(1.0,),
                                                       word_penalties=(0.0,)))
     assert inside.extended == [] and inside.weights.lm_weight == 3.0
+
+
+@given(st.lists(st.tuples(st.lists(st.sampled_from("abc"), min_size=1, max_size=7),
+                          st.lists(st.lists(st.sampled_from("abc"), max_size=8), min_size=1, max_size=6)),
+                min_size=1, max_size=5))
+@settings(max_examples=150, deadline=None)
+def test_the_pruned_oracle_and_lazy_counts_equal_aligning_every_hypothesis(lists):
+    utts = [Utterance(f"u{k}", [Hypothesis(" ".join(h), am_score=0.0) for h in hyps], ref=" ".join(ref))
+            for k, (ref, hyps) in enumerate(lists)]
+    arrays = build_arrays(utts, np.zeros(sum(len(u.hyps) for u in utts)), np.zeros(sum(len(u.hyps) for u in utts), dtype=np.int64))
+    full = alignment_counts([u.ref for u in utts for _ in u.hyps], [h.text for u in utts for h in u.hyps])
+    lazy = error_table(utts)
+    assert lazy.oracle(arrays).tolist() == oracle_hypotheses(arrays, full[:, 1:].sum(1)).tolist()
+    picked = np.arange(len(full))[::2]
+    assert lazy.counts_of(picked).tolist() == full[picked].tolist()
+    assert lazy.counts.tolist() == full.tolist()

@@ -39,33 +39,35 @@ class WerResult:
         return {**asdict(self), "errors": self.errors, "wer_percent": 100 * self.wer}
 
 
-def alignment_counts(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
-    """(hits, substitutions, deletions, insertions) of each hypothesis against its reference
-    under sclite's alignment: (n, 4) int64.
-
-    jiwer (C++) aligns every pair by minimum edit count first. That count is a lower bound on
-    sclite's and equals it when it is 0 or 1 (one error costs at most 4 under sclite's weights,
-    two cost at least 6; and one edit has a single possible kind), so only the pairs with two
-    or more edits are aligned again with sclite's costs (pure Python), identical pairs once.
-    """
+def minimum_edit_counts(references: Sequence[str], hypotheses: Sequence[str]
+                        ) -> tuple[np.ndarray, list[list[str]], list[list[str]]]:
+    """jiwer's minimum-edit alignment of every pair (C++): (n, 4) counts, and the words of each
+    reference and hypothesis as jiwer split them. The error count is a lower bound on sclite's,
+    and equal to it when it is 0 or 1 (one error costs at most 4 under sclite's weights, two
+    cost at least 6; and one edit has a single possible kind)."""
     if len(references) != len(hypotheses):
         raise InputError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     counts = np.zeros((len(references), 4), dtype=np.int64)
     if not references:
-        return counts
+        return counts, [], []
     out = jiwer.process_words(list(references), list(hypotheses))  # jiwer's word splitting
-    seen: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[int, int, int, int]] = {}
-    for i, (chunks, ref, hyp) in enumerate(zip(out.alignments, out.references, out.hypotheses, strict=True)):
-        row = [0, 0, 0, 0]
+    for i, chunks in enumerate(out.alignments):
         for c in chunks:
-            kind = _CHUNK_KINDS[c.type]
-            row[kind] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
-        if row[1] + row[2] + row[3] >= 2:
-            key = (tuple(ref), tuple(hyp))
-            if key not in seen:
-                seen[key] = sclite_counts(ref, hyp)
-            row = seen[key]
-        counts[i] = row
+            counts[i, _CHUNK_KINDS[c.type]] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+    return counts, out.references, out.hypotheses
+
+
+def alignment_counts(references: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+    """(hits, substitutions, deletions, insertions) of each hypothesis against its reference
+    under sclite's alignment: (n, 4) int64. The minimum-edit counts first; only the pairs with
+    two or more edits are aligned again with sclite's costs (pure Python), identical pairs once."""
+    counts, refs, hyps = minimum_edit_counts(references, hypotheses)
+    seen: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[int, int, int, int]] = {}
+    for i in np.flatnonzero(counts[:, 1:].sum(1) >= 2):
+        key = (tuple(refs[i]), tuple(hyps[i]))
+        if key not in seen:
+            seen[key] = sclite_counts(refs[i], hyps[i])
+        counts[i] = seen[key]
     return counts
 
 

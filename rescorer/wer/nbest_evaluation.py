@@ -17,16 +17,43 @@ import numpy as np
 
 from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
 from rescorer.nbest import NbestError, Utterance
+from rescorer.wer.alignment import sclite_counts
 from rescorer.wer.bootstrap import BootstrapInterval, paired_bootstrap
-from rescorer.wer.counts import WerResult, alignment_counts, wer_from_counts
+from rescorer.wer.counts import WerResult, alignment_counts, minimum_edit_counts, wer_from_counts
 
 
-@dataclass
 class ErrorTable:
-    """Every hypothesis aligned once against its reference (sclite's alignment), per N-best set."""
+    """Every hypothesis of an N-best set against its reference, under sclite's alignment.
 
-    counts: np.ndarray  # (H, 4) hits, substitutions, deletions, insertions
-    ref_words: np.ndarray  # (U,)
+    Built from the minimum-edit counts (exact where they count 0 or 1 errors); a hypothesis is
+    aligned with sclite's costs when its count is first asked for, once. Tuning and the
+    bootstrap ask for all of them (`counts`, `hyp_errors`); the service asks only for the
+    first pass, its choice and the oracle (`counts_of`, `oracle`), which needs few alignments
+    because a minimum-edit count is a lower bound.
+    """
+
+    def __init__(self, lower: np.ndarray, refs: list[list[str]], hyps: list[list[str]], ref_words: np.ndarray):
+        self._counts = lower
+        self._exact = lower[:, 1:].sum(1) <= 1
+        self._refs, self._hyps = refs, hyps
+        self.ref_words = ref_words  # (U,)
+
+    def counts_of(self, indices) -> np.ndarray:
+        """(k, 4) hits, substitutions, deletions, insertions of the hypotheses at flat `indices`."""
+        indices = np.asarray(indices, dtype=np.int64)
+        for i in np.unique(indices[~self._exact[indices]]):
+            self._counts[i] = sclite_counts(self._refs[i], self._hyps[i])
+            self._exact[i] = True
+        return self._counts[indices]
+
+    @property
+    def counts(self) -> np.ndarray:  # (H, 4)
+        if not self._exact.all():
+            missing = np.flatnonzero(~self._exact)
+            self._counts[missing] = alignment_counts([" ".join(self._refs[i]) for i in missing],
+                                                     [" ".join(self._hyps[i]) for i in missing])
+            self._exact[:] = True
+        return self._counts
 
     @property
     def hyp_errors(self) -> np.ndarray:  # (H,) S + D + I
@@ -34,18 +61,34 @@ class ErrorTable:
 
     def wer_of(self, chosen: np.ndarray) -> WerResult:
         """Corpus WER of one hypothesis per utterance, given as flat indices (U,)."""
-        return wer_from_counts(self.counts[chosen])
+        return wer_from_counts(self.counts_of(chosen))
+
+    def oracle(self, arrays: NbestArrays) -> np.ndarray:
+        """`oracle_hypotheses(arrays, self.hyp_errors)`, aligning only the hypotheses that can
+        still win: in the order of their lower bounds, until a bound exceeds the best count."""
+        lower = self._counts[:, 1:].sum(1)
+        out = np.empty(len(arrays.index), dtype=np.int64)
+        for u, row in enumerate(arrays.index):
+            candidates = row[row >= 0]
+            best, best_errors = -1, 0
+            for i in sorted(candidates.tolist(), key=lambda i: (lower[i], i)):
+                if best >= 0 and lower[i] > best_errors:
+                    break
+                errors = int(self.counts_of([i])[0, 1:].sum())
+                if best < 0 or errors < best_errors or (errors == best_errors and i < best):
+                    best, best_errors = i, errors
+            out[u] = best
+        return out
 
 
 def error_table(utterances: Sequence[Utterance]) -> ErrorTable:
     missing = [u.utt_id for u in utterances if u.ref is None]
     if missing:
         raise NbestError(f"utterance {missing[0]!r} has no reference ({len(missing)} without one); WER needs them all")
-    refs = [u.ref for u in utterances for _ in u.hyps]
-    hyps = [h.text for u in utterances for h in u.hyps]
-    counts = alignment_counts(refs, hyps)
+    lower, refs, hyps = minimum_edit_counts([u.ref for u in utterances for _ in u.hyps],
+                                            [h.text for u in utterances for h in u.hyps])
     first = np.cumsum([0] + [len(u.hyps) for u in utterances[:-1]])
-    return ErrorTable(counts, counts[first, :3].sum(1))
+    return ErrorTable(lower, refs, hyps, lower[first, :3].sum(1))
 
 
 def oracle_hypotheses(arrays: NbestArrays, hyp_errors: np.ndarray) -> np.ndarray:

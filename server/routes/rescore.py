@@ -8,11 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from rescorer.combination import Weights, build_arrays
+from rescorer.combination import Weights, build_arrays, ranks, total_scores
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
-from rescorer.rerank import rerank
 from rescorer.wer.counts import wer_from_counts
-from rescorer.wer.nbest_evaluation import error_table, oracle_hypotheses
+from rescorer.wer.nbest_evaluation import error_table
 from server.batcher import DeadlineExceeded
 from server.routes.limits import check_count, limit_error
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
@@ -61,28 +60,36 @@ def _wer_out(counts: np.ndarray) -> WerOut:
 
 
 def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov: np.ndarray, weights: Weights) -> RescoreResponse:
+    """The response: every list in the library's order (rescorer.combination: total_scores,
+    ranks; ties to the first pass), with the WER fields when every utterance has a reference.
+    Built from trusted values with model_construct (no second validation): it is the service's
+    per-request cost beside the scoring (bench/server_load.py)."""
     arrays = build_arrays(utterances, log_probs, oov)
-    reranked = rerank(utterances, arrays, weights)  # the library's ranks, totals and order
+    totals = total_scores(arrays, weights)
+    rank = ranks(arrays, totals)
     with_refs = all(u.ref is not None for u in utterances)
-    table = error_table(utterances) if with_refs else None  # every hypothesis aligned once
-    oracles = oracle_hypotheses(arrays, table.hyp_errors) if with_refs else None
+    table = error_table(utterances) if with_refs else None
+    oracles = table.oracle(arrays) if with_refs else None  # aligns only the hypotheses that can win
     corpus_counts = np.zeros((3, 4), dtype=np.int64)
+    nnlm, total_list, rank_list, oov_list = arrays.nnlm.tolist(), totals.tolist(), rank.tolist(), arrays.num_oov.tolist()
     out = []
-    for u, (utt, ranked) in enumerate(zip(utterances, reranked, strict=True)):
-        hyps = [HypothesisOut(text=h.text, am_score=h.am_score, lm_score=h.lm_score, nnlm_score=h.scores["nnlm_score"],
-                              total=h.scores["total"], rank=h.extra["rank"], first_pass_rank=h.extra["first_pass_rank"],
-                              oov=h.extra["oov"])
-                for h in ranked.hyps]
+    for u, utt in enumerate(utterances):
+        first = int(arrays.offsets[u])
+        order = sorted(range(len(utt.hyps)), key=lambda n: rank_list[first + n])  # ranks are 1..N, distinct
+        hyps = []
+        for n in order:
+            h, i = utt.hyps[n], first + n
+            hyps.append(HypothesisOut.model_construct(
+                text=h.text, am_score=h.am_score, lm_score=h.lm_score, nnlm_score=nnlm[i], total=total_list[i],
+                rank=rank_list[i], first_pass_rank=n + 1, oov=int(oov_list[i])))
         wer = None
         if with_refs:
-            first = int(arrays.offsets[u])
-            chosen = [first, first + ranked.hyps[0].extra["first_pass_rank"] - 1, int(oracles[u])]  # before, after, oracle
-            counts = table.counts[chosen]
+            counts = table.counts_of([first, first + order[0], int(oracles[u])])  # before, after, oracle
             corpus_counts += counts
             wer = _wer_out(counts)
-        out.append(UtteranceOut(utt_id=utt.utt_id, best=ranked.hyps[0].text, hyps=hyps, wer=wer))
-    return RescoreResponse(model=name, weights=weights.to_dict(), utterances=out,
-                           wer=_wer_out(corpus_counts) if with_refs else None)
+        out.append(UtteranceOut.model_construct(utt_id=utt.utt_id, best=utt.hyps[order[0]].text, hyps=hyps, wer=wer))
+    return RescoreResponse.model_construct(model=name, weights=weights.to_dict(), utterances=out,
+                                           wer=_wer_out(corpus_counts) if with_refs else None)
 
 
 @router.post("/rescore", response_model=RescoreResponse)
