@@ -32,9 +32,13 @@ class SentenceScores:
 
 
 def encode_sentences(artifact: Artifact, sentences: Sequence[Sequence[str]]) -> tuple[list[list[int]], np.ndarray]:
+    """Word ids of each sentence, and how many of its words are outside the vocabulary (scored
+    as the unknown-word symbol; a literal unknown-word symbol is not counted): one pass."""
     vocab = artifact.vocab
+    unk, unk_symbol = vocab.unk_id, vocab.unk_symbol
     ids = [vocab.encode(words) for words in sentences]
-    oov = np.array([sum(1 for w in words if w not in vocab) for words in sentences], dtype=np.int64)
+    oov = np.fromiter((s.count(unk) - w.count(unk_symbol) if unk in s else 0 for s, w in zip(ids, sentences, strict=True)),
+                      dtype=np.int64, count=len(ids))
     return ids, oov
 
 
