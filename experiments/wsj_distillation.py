@@ -13,8 +13,9 @@ Weights by two-fold cross-validation: fold A = the even-numbered utterances (fil
 B = the odd ones; tuned on A and applied to B, tuned on B and applied to A, the two test halves
 pooled. The grid is the length-normalized one of the ATIS experiment. WER of the first pass, each
 member, the ensemble (token by token: the log of the members' mean probability), the CE-only,
-TR and nce-tr students, with the oracle, paired-bootstrap intervals against the first pass and
-between students, parameters, and scoring speed (hypotheses/s through `score_sentences` on all
+TR and nce-tr students, and of the weights tuned with no LM score at all (the word penalty
+alone: the baseline every LM must beat on these lists), with the oracle, paired-bootstrap
+intervals against the first pass, against no LM and between students, parameters, and scoring speed (hypotheses/s through `score_sentences` on all
 lists, every model timed in this run, best of --repeats). Results to OUT/results.json.
 """
 
@@ -46,6 +47,7 @@ NUMBER_WORDS = UNITS | {"ten", "eleven", "twelve", "thirteen", "fourteen", "fift
                         "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty",
                         "ninety", "hundred", "thousand", "point"}
 CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
+NO_LM = "no LM (word penalty only)"
 MODELS = {"member 1": "member1", "member 2": "member2", "member 3": "member3",
           "CE only student": "ce_dropout", "TR student": "tr", "nce-tr student": "nce_tr"}
 
@@ -114,6 +116,9 @@ def main() -> None:
         nnlm["ensemble"] = np.array([float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
                                      for t in tokens])
         seconds["ensemble"] = sum(seconds[m] for m in members)
+    # the baseline every LM must beat: the weights tuned with no LM score at all (the word
+    # penalty alone moves the length-normalized lists' WER)
+    nnlm[NO_LM] = np.zeros(len(sentences))
 
     folds = [np.arange(0, len(utterances), 2), np.arange(1, len(utterances), 2)]
     offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
@@ -130,9 +135,12 @@ def main() -> None:
         chosen_errors[name] = errors
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
-                      "hyps_per_second": len(sentences) / seconds[name],
+                      "hyps_per_second": len(sentences) / seconds[name] if name != NO_LM else None,
                       "parameters": (sum(parameters(named[m]) for m in members) if name == "ensemble"
-                                     else parameters(named[name]))}
+                                     else 0 if name == NO_LM else parameters(named[name]))}
+    for name in rows:
+        if name != NO_LM:
+            rows[name]["vs_no_lm"] = paired_bootstrap(chosen_errors[NO_LM], chosen_errors[name], table.ref_words).to_dict()
     arrays = build_arrays(utterances, np.zeros(len(sentences)), oov)
     oracle = table.hyp_errors[oracle_hypotheses(arrays, table.hyp_errors)]
     between = {}
@@ -149,8 +157,9 @@ def main() -> None:
     print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}")
     for name, row in rows.items():
         b = row["vs_first_pass"]
-        print(f"{name:18s} WER {row['wer']:.2%}  change {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]"
-              f"  {row['parameters']:9d} params  {row['hyps_per_second']:8.0f} hyps/s")
+        speed = "" if row["hyps_per_second"] is None else f"{row['hyps_per_second']:8.0f} hyps/s"
+        print(f"{name:28s} WER {row['wer']:.2%}  change {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]"
+              f"  {row['parameters']:9d} params  {speed}")
     for name, b in between.items():
         print(f"{name}: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
 
