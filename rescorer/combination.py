@@ -64,7 +64,10 @@ class Weights:
         InputError naming `where`, the weight and the fault otherwise."""
         if not isinstance(values, dict):
             raise InputError(f"{where}: expected an object of weights, found {type(values).__name__}")
+        names = [f.name for f in fields(cls)]
         for name, value in values.items():
+            if name not in names:
+                raise InputError(f"{where}: unknown weight {name!r} (expected {', '.join(names)})")
             if (problem := cls.problem(name, value)) is not None:
                 raise InputError(f"{where}: {name!r} {problem}")
         return {name: float(value) for name, value in values.items()}

@@ -275,3 +275,25 @@ def test_no_atomic_writer_replaces_a_device():
     with pytest.raises(OutputError, match="not a regular file"):
         write_text_atomic("/dev/null", "x")
     assert stat.S_ISCHR(__import__("os").stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "cannot read the weights"),
+    ("[1, 2]", "expected an object of weights"),
+    ('{"lm_wieght": 0.5}', "unknown weight 'lm_wieght'"),
+    ('{"lm_weight": "0.5"}', "'lm_weight' must be a number"),
+    ('{"lm_weight": NaN}', "'lm_weight' must be a number"),
+    ('{"weights": {"word_penalty": 1e300}}', "'word_penalty' must be a number within"),
+    ('{"weights": {"am_weight": true}}', "'am_weight' must be a number"),
+])
+def test_a_bad_weights_file_is_one_input_error(tmp_path, capsys, content, message):
+    from rescorer.artifact import save_artifact
+    from tests.nbest_fixtures import tiny_artifact
+
+    lm = save_artifact(tiny_artifact(), tmp_path / "lm")
+    (tmp_path / "w.json").write_text(content)
+    (tmp_path / "n.jsonl").write_text('{"utt_id": "u", "hyps": [{"text": "the cat", "am_score": -1}]}\n')
+    code = rescorer_cli(["rescore", str(lm), str(tmp_path / "n.jsonl"), "--weights", str(tmp_path / "w.json"),
+                         "--out-jsonl", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "out.jsonl").exists()
