@@ -97,3 +97,25 @@ def test_wer_command_prints_kaldi_style_lines(tmp_path, capsys):
     assert "%WER 40.00 [ 2 / 5, 1 ins, 1 del, 0 sub ]" in out and "%SER 100.00 [ 2 / 2 ]" in out
     (tmp_path / "hyp").write_text("a x y\n")
     assert main(["wer", str(tmp_path / "ref"), str(tmp_path / "hyp")]) == 2
+
+
+def test_rescore_with_costs_computed_before_equals_scoring_and_checks_the_keys(lm_dir, nbest_path, tmp_path, capsys):
+    kaldi = tmp_path / "kaldi"
+    assert main(["convert", str(nbest_path), "--to", "kaldi", str(kaldi)]) == 0
+    assert main(["score", str(lm_dir), str(kaldi / "words_text"), str(tmp_path / "costs")]) == 0
+    assert main(["rescore", str(lm_dir), str(kaldi), "--out-jsonl", str(tmp_path / "scored.jsonl")]) == 0
+    assert main(["rescore", str(lm_dir), str(kaldi), "--nnlm-costs", str(tmp_path / "costs"),
+                 "--out-jsonl", str(tmp_path / "given.jsonl")]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    given = [json.loads(line) for line in (tmp_path / "given.jsonl").read_text().splitlines()]
+    assert [[h["text"] for h in u["hyps"]] for u in given] == [[h["text"] for h in u["hyps"]] for u in scored]
+    for a, b in zip(scored, given, strict=True):
+        assert [h["nnlm_score"] for h in b["hyps"]] == pytest.approx([h["nnlm_score"] for h in a["hyps"]], abs=1e-5)
+    capsys.readouterr()
+    lines = (tmp_path / "costs").read_text().splitlines()
+    (tmp_path / "short").write_text("\n".join(lines[1:]) + "\n")
+    assert main(["rescore", str(lm_dir), str(kaldi), "--nnlm-costs", str(tmp_path / "short")]) == 2
+    assert f"no cost for hypothesis {lines[0].split()[0]!r}" in capsys.readouterr().err
+    (tmp_path / "long").write_text("\n".join([*lines, "zz-1 3.0"]) + "\n")
+    assert main(["rescore", str(lm_dir), str(kaldi), "--nnlm-costs", str(tmp_path / "long")]) == 2
+    assert "'zz-1', which is not a hypothesis" in capsys.readouterr().err
