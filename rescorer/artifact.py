@@ -27,7 +27,7 @@ from rescorer.atomic import write_directory_atomic, write_text_atomic
 from rescorer.combination import Weights
 from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
-from rescorer.precision import check_precision, set_precision
+from rescorer.precision import check_precision, resolve_precision, set_precision
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
 
 FORMAT_VERSION = 1
@@ -116,7 +116,8 @@ def read_artifact_config(path: str | Path) -> dict[str, Any]:
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Artifact:
     """Load and verify an artifact; never unpickles. Raises ArtifactError naming the bad file.
-    `precision`: fp32, bf16 or fp16 (CUDA) for scoring (rescorer.precision)."""
+    `precision`: fp32, bf16, fp16 (CUDA) or auto for scoring (rescorer.precision)."""
+    precision = resolve_precision(precision, torch.device(device))
     check_precision(precision, torch.device(device))  # a bad name fails before any reading
     path = Path(path)
     document = read_artifact_config(path)

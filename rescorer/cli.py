@@ -184,9 +184,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per scoring batch (default: 4096)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
+    p.add_argument("--precision", default="fp32", choices=["auto", *sorted(PRECISIONS)],
                    help="arithmetic of the LSTM and storage of the output rows: fp32, bf16 (CPUs with native bf16,"
-                        " CUDA) or fp16 (CUDA); see docs/RESULTS.md, 'Reduced precision' (default: fp32)")
+                        " CUDA), fp16 (CUDA), or auto (bf16 where the device has it in hardware); see docs/RESULTS.md,"
+                        " 'Reduced precision' (default: fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

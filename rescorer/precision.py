@@ -22,10 +22,26 @@ from rescorer.model import LstmLanguageModel
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has bf16 arithmetic in hardware: a CUDA device of compute capability 8
+    or more, or a CPU with AVX-512 BF16 or AMX (as PyTorch detects them)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 where the device has it in hardware, else fp32; any other name as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
     """The dtype of `precision` on `device`; ConfigError for an unknown name or fp16 on CPU."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; expected auto or one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision fp16 is for CUDA devices; on CPU use bf16 (or fp32)")
     return PRECISIONS[precision]

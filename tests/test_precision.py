@@ -79,3 +79,11 @@ def test_the_cli_and_the_service_score_in_the_precision_they_are_given(tmp_path,
         served = httpx.post(f"{url}/v1/score/kaldi", content="k1 the cat sat\nk2 a dog\n", timeout=30).text
     assert info["precision"] == "bf16" and info["weight_bytes"] < weight_bytes(tiny_artifact().model)
     assert [float(line.split()[1]) for line in served.splitlines()] == pytest.approx(bf16, abs=1e-4)
+
+
+def test_auto_is_bf16_exactly_where_the_device_has_it_in_hardware(tmp_path):
+    from rescorer.precision import native_bf16, precision_of
+
+    path = save_artifact(tiny_artifact(), tmp_path / "lm")
+    model = load_artifact(path, precision="auto").model
+    assert precision_of(model) == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
