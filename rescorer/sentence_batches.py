@@ -103,12 +103,14 @@ def make_sentence_batches(
 def _pad(sentences: Sequence[Sequence[int]], batch: list[int], bos_id: int, eos_id: int) -> SentenceBatch:
     lengths = [len(sentences[i]) + 1 for i in batch]
     width = max(lengths)
-    inputs = torch.full((len(batch), width), bos_id, dtype=torch.long)
-    targets = torch.full((len(batch), width), PAD_TARGET, dtype=torch.long)
+    # filled in numpy and handed to torch once: a tensor operation per sentence would cost more
+    # than the LSTM step of a short batch
+    inputs = np.full((len(batch), width), bos_id, dtype=np.int64)
+    targets = np.full((len(batch), width), PAD_TARGET, dtype=np.int64)
     for row, i in enumerate(batch):
-        words = torch.as_tensor(np.asarray(sentences[i], dtype=np.int64))
+        words = sentences[i]
         n = len(words)
         inputs[row, 1 : n + 1] = words
         targets[row, :n] = words
         targets[row, n] = eos_id
-    return SentenceBatch(batch, inputs, targets, torch.tensor(lengths))
+    return SentenceBatch(batch, torch.from_numpy(inputs), torch.from_numpy(targets), torch.tensor(lengths))
