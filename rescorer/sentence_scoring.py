@@ -61,7 +61,8 @@ def score_sentences(
 def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int, progress: bool = False,
                   step_cost: float | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     model, vocab = artifact.model, artifact.vocab
-    model.eval()
+    if model.training:  # eval() walks every submodule: not on every call
+        model.eval()
     device = model.device
     totals = np.zeros(len(ids), dtype=np.float64)
     per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
