@@ -16,6 +16,7 @@ import torch
 import server.batcher as batcher_module
 from rescorer.artifact import save_artifact
 from rescorer.combination import Weights, build_arrays, total_scores
+from rescorer.rerank import rerank
 from rescorer.sentence_scoring import score_sentences
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 from server.readiness import wait_until_ready
@@ -56,8 +57,10 @@ def test_rescore_matches_the_library_and_reports_wer(model_dir):
             h = served[(utt.utt_id, hyp.text)]
             assert h["total"] == pytest.approx(totals[arrays.offsets[u] + n], abs=1e-4)
             assert h["first_pass_rank"] == n + 1
-    for u in data["utterances"]:
+    library_order = rerank(utterances, arrays, Weights(**weights, oov_penalty=0.0))
+    for u, ranked in zip(data["utterances"], library_order, strict=True):
         assert [h["rank"] for h in u["hyps"]] == list(range(1, len(u["hyps"]) + 1))
+        assert [h["text"] for h in u["hyps"]] == [h.text for h in ranked.hyps]  # the library's order
         assert u["best"] == u["hyps"][0]["text"]
     assert data["wer"]["ref_words"] == 11
     library = evaluate_set(utterances, arrays, error_table(utterances), Weights(**weights, oov_penalty=0.0), resamples=10)
