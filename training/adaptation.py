@@ -71,7 +71,7 @@ class VocabularyCoverage:
         share = self.oov_tokens / max(self.tokens, 1)
         top = ", ".join(f"{w} ({n})" for w, n in self.most_frequent_oov)
         return (f"{path}: {self.oov_tokens} of {self.tokens} words ({share:.2%}, {self.oov_types} distinct)"
-                f" are outside the {source}'s vocabulary and train <unk>" + (f"; most frequent: {top}" if top else ""))
+                f" are outside {source} vocabulary and train <unk>" + (f"; most frequent: {top}" if top else ""))
 
 
 def vocabulary_coverage(path: str, vocab: Vocabulary) -> VocabularyCoverage:

@@ -136,7 +136,7 @@ def _train(
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     init_dev = None
     if coverage is not None and context.is_main:  # what the run starts from, with or without a progress bar
-        tqdm.write(coverage.describe(config.train_path, "init" if init is not None else "teachers"))
+        tqdm.write(coverage.describe(config.train_path, "the init's" if init is not None else "the teachers'"))
     if init is not None:
         init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
         if context.is_main:
