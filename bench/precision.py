@@ -160,6 +160,23 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The RESULTS table of a saved run."""
+    lines = ["| model | list | precision | hyps/s | speed-up | mean abs change (nats) | p99 | max |"
+             " 1-best changed | WER % | weights MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        c = r["logprob_change"]
+        mb = "" if r["weight_bytes"] is None else f"{r['weight_bytes'] / 2**20:.1f}"
+        lines.append(f"| {r['model']} | {r['list']} ({r['utterances']} utt.) | {r['precision']} | {r['hyps_per_second']:,.0f}"
+                     f" | {r['speedup']:.2f}x | {c['mean_abs']:.4f} | {c['p99']:.4f} | {c['max']:.3f}"
+                     f" | {100 * r['one_best_changed_share']:.2f} % | {100 * r['wer']:.2f} | {mb} |")
+    m = result["matmul"]
+    lines.append("")
+    lines.append(f"bf16/fp32 matrix multiply ({m['shape']}): {m['bf16_speedup']:.2f}x;"
+                 f" machine: {result['machine']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -173,7 +190,11 @@ def main() -> None:
     parser.add_argument("--small-model", type=Path, help="an existing 2 x 256 artifact to use instead of training one"
                         " (e.g. runs/librispeech/lm-recentered)")
     parser.add_argument("--train-only", action="store_true", help="train the models, measure nothing")
+    parser.add_argument("--report", type=Path, help="print the Markdown table of a saved run (its --out) and stop")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads(args.report.read_text())))
+        return
 
     corpus = prepare(args.data_dir, args.work)
     train_text = corpus["train"]
