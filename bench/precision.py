@@ -15,7 +15,8 @@ Lists, each split into a tuning part and an evaluation part:
   on the even-numbered utterances, evaluated on the odd ones.
 Weights are tuned once per model and list with the fp32 scores (the length-normalized grid for
 the HyPoradise lists, whose acoustic score is a per-token mean), then every precision is
-evaluated at those weights. Per model, list and precision: hypotheses/s over the evaluation
+evaluated at those weights; and, because tuned weights may give our LM little or no say, also
+with our LM alone choosing the 1-best (the strictest parity check). Per model, list and precision: hypotheses/s over the evaluation
 part (best of --repeats, this process's torch threads), the change of each sentence's
 log-probability against fp32 (mean absolute, median, 99th percentile, max), the share of
 utterances whose rescored 1-best differs from fp32's, and the WER. Per model: the weights'
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, run
 from experiments.librispeech_wikitext import MAPPING, prepare
 from rescorer.artifact import Artifact, load_artifact
-from rescorer.combination import best_hypotheses, build_arrays, total_scores
+from rescorer.combination import Weights, best_hypotheses, build_arrays, total_scores
 from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.precision import weight_bytes
@@ -54,6 +55,8 @@ from rescorer.sentence_scoring import score_sentences
 from rescorer.tuning import DEFAULT_GRID, tune_weights
 from rescorer.wer.nbest_evaluation import error_table
 from training.config import TrainConfig
+
+LM_ONLY = Weights(am_weight=0.0, lm_weight=1.0, interp_weight=1.0, word_penalty=0.0)
 
 
 def cpu_description() -> dict:
@@ -129,14 +132,17 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
             weights = tune_weights(tune_arrays, tune_table.hyp_errors, tune_table.ref_words, grid).weights
             eval_sentences = sentences_of(eval_part)
             eval_table = error_table(eval_part)
-            reference, reference_choice = None, None
+            reference, reference_choice, reference_lm_only = None, None, None
             for precision, artifact in variants.items():
                 seconds = best_seconds(lambda a=artifact, s=eval_sentences: score_sentences(a, s), repeats)
                 scores = score_sentences(artifact, eval_sentences)
                 arrays = build_arrays(eval_part, scores.log_probs, scores.num_oov)
                 choice = best_hypotheses(arrays, total_scores(arrays, weights))
+                # the strictest check: our LM alone picks the 1-best (the tuned weights may give it
+                # little or no say, and then no precision could change a choice)
+                lm_only = best_hypotheses(arrays, total_scores(arrays, LM_ONLY))
                 if reference is None:
-                    reference, reference_choice = scores.log_probs, choice
+                    reference, reference_choice, reference_lm_only = scores.log_probs, choice, lm_only
                 change = np.abs(scores.log_probs - reference)
                 wer = eval_table.wer_of(choice)
                 rows.append({
@@ -147,6 +153,8 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
                                        "p99": float(np.quantile(change, 0.99)), "max": float(change.max())},
                     "one_best_changed_share": float((choice != reference_choice).mean()),
                     "wer": wer.wer, "errors": wer.errors, "ref_words": wer.ref_words,
+                    "lm_only_one_best_changed_share": float((lm_only != reference_lm_only).mean()),
+                    "lm_only_wer": eval_table.wer_of(lm_only).wer,
                     "weights": weights.to_dict(),
                     "weight_bytes": weight_bytes(artifact.model) if precision != "int8 (torch.ao dynamic)" else None,
                 })
@@ -155,7 +163,9 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
                 rows[-1]["speedup"] = rows[-1]["hyps_per_second"] / fp32["hyps_per_second"]
                 print(f"{model_name:10s} {list_name:18s} {precision:24s} {rows[-1]['hyps_per_second']:8.0f} hyps/s"
                       f" x{rows[-1]['speedup']:.2f}  |dlogp| {change.mean():.4f} (max {change.max():.3f})"
-                      f"  1-best changed {100 * rows[-1]['one_best_changed_share']:.2f} %  WER {100 * wer.wer:.2f}",
+                      f"  1-best changed {100 * rows[-1]['one_best_changed_share']:.2f} %  WER {100 * wer.wer:.2f}"
+                      f"  LM alone: changed {100 * rows[-1]['lm_only_one_best_changed_share']:.2f} %"
+                      f" WER {100 * rows[-1]['lm_only_wer']:.2f}",
                       flush=True)
     return rows
 
@@ -163,13 +173,15 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
 def markdown(result: dict) -> str:
     """The RESULTS table of a saved run."""
     lines = ["| model | list | precision | hyps/s | speed-up | mean abs change (nats) | p99 | max |"
-             " 1-best changed | WER % | weights MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " 1-best changed | WER % | LM alone: 1-best changed | LM alone: WER % | weights MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         c = r["logprob_change"]
         mb = "" if r["weight_bytes"] is None else f"{r['weight_bytes'] / 2**20:.1f}"
         lines.append(f"| {r['model']} | {r['list']} ({r['utterances']} utt.) | {r['precision']} | {r['hyps_per_second']:,.0f}"
                      f" | {r['speedup']:.2f}x | {c['mean_abs']:.4f} | {c['p99']:.4f} | {c['max']:.3f}"
-                     f" | {100 * r['one_best_changed_share']:.2f} % | {100 * r['wer']:.2f} | {mb} |")
+                     f" | {100 * r['one_best_changed_share']:.2f} % | {100 * r['wer']:.2f}"
+                     f" | {100 * r['lm_only_one_best_changed_share']:.2f} % | {100 * r['lm_only_wer']:.2f} | {mb} |")
     m = result["matmul"]
     lines.append("")
     lines.append(f"bf16/fp32 matrix multiply ({m['shape']}): {m['bf16_speedup']:.2f}x;"

@@ -27,9 +27,10 @@ class Settings(_WeightSettings):
     token: str | None = Field(None, description="bearer token required on every /v1 route (default: none"
                                                 " required; an empty token is refused)")
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu or cuda")
-    precision: str = Field("fp32", description="arithmetic of the LSTM and storage of the output rows: fp32, bf16"
-                                               " (CPUs with native bf16, CUDA), fp16 (CUDA), or auto (bf16 where the"
-                                               " device has it in hardware, else fp32); docs/RESULTS.md")
+    precision: str = Field("auto", description="arithmetic of the LSTM and storage of the output rows: auto (bf16"
+                                               " where the device has it in hardware, else fp32: bf16 met the accuracy"
+                                               " goals on every list measured, docs/RESULTS.md), fp32, bf16 or fp16"
+                                               " (CUDA)")
     scoring_workers: int | None = Field(None, ge=1, description="scoring threads, each scoring its own batch"
                                                                 " (default: one per core on CPU, one on CUDA)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker"

@@ -22,9 +22,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(settings: Settings):
-    """Yield (base_url, app) of a started server; stop it afterwards."""
+    """Yield (base_url, app) of a started server; stop it afterwards. Unless a test names a
+    precision, the server scores in fp32, so that its numbers can be compared with the
+    library's (the service's default, auto, is bf16 on CPUs that have it)."""
     port = free_port()
-    settings = settings.model_copy(update={"port": port, "host": "127.0.0.1"})
+    update = {"port": port, "host": "127.0.0.1"}
+    if "precision" not in settings.model_fields_set:
+        update["precision"] = "fp32"
+    settings = settings.model_copy(update=update)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, settings.request_read_timeout_s,
                                            settings.max_connections, log_level="warning", lifespan="on"))
