@@ -141,6 +141,8 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--precision", default="fp32", help="the service's and the library's precision, the same in"
+                        " both so that the ratio compares like with like (default: fp32)")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--split", default="dev_other")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -161,7 +163,7 @@ def main() -> None:
     bodies = rescore_bodies(utterances, args.refs)
     hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
 
-    artifact = load_artifact(args.model_dir)
+    artifact = load_artifact(args.model_dir, precision=args.precision)
     utterance_lists = [[h.words for h in utt.hyps] for utt in utterances[:300]]
     sample = [words for hyps in utterance_lists for words in hyps]
     score_sentences(artifact, sample[:500])
@@ -202,7 +204,8 @@ def main() -> None:
                      "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
         env = dict(item.split("=", 1) for item in args.server_env.split())
-        process, url = start_server(args.model_dir, extra + args.server_args.split(), env)
+        process, url = start_server(args.model_dir, ["--precision", args.precision, *extra, *args.server_args.split()],
+                                    env)
         try:
             asyncio.run(run_load(url, bodies, 8, 40))  # warm-up
             script = Path(tempfile.mkdtemp()) / "rescore.lua"
