@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET, ScoreMapping
-from rescorer.formats.text_files import read_keyed_lines
+from rescorer.formats.text_files import parse_json, read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
 
 _TENSOR = re.compile(r"^tensor\((?P<v>[^,)]+)(?:,.*)?\)$")
@@ -49,14 +48,7 @@ def read_espnet_decode_dir(
             raise NbestError(f"{d}: utterance {only!r} is in only one of text and scores")
         for utt, text in texts.items():
             where = f"{d}/scores: utterance {utt!r}"
-            try:
-                named_raw = json.loads(scores[utt])
-            except json.JSONDecodeError as e:
-                raise NbestError(f"{where}: not a JSON object of scores ({e.msg})") from None
-            except ValueError as e:
-                raise NbestError(f"{where}: not a JSON object of scores ({str(e)[:120]})") from None
-            except RecursionError:
-                raise NbestError(f"{where}: JSON nested too deeply") from None
+            named_raw = parse_json(scores[utt], where, "a JSON object of scores")
             if not isinstance(named_raw, dict):
                 raise NbestError(f"{where}: expected a JSON object of scores, found {named_raw!r}")
             named = {name: _number(str(v), where, name) for name, v in named_raw.items()}

@@ -8,23 +8,15 @@ rule, reported by `scored=False` on each utterance's extra fields.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rescorer.formats.text_files import open_text
+from rescorer.formats.text_files import open_text, parse_json
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
 
 
 def read_hyporadise(path: str | Path) -> list[Utterance]:
     with open_text(path) as f:
-        try:
-            records = json.load(f)
-        except json.JSONDecodeError as e:
-            raise NbestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        except ValueError as e:  # e.g. an integer beyond Python's digit limit
-            raise NbestError(f"{path}: not valid JSON ({str(e)[:120]})") from None
-        except RecursionError:
-            raise NbestError(f"{path}: JSON nested too deeply") from None
+        records = parse_json(f.read(), str(path))
     if not isinstance(records, list):
         raise NbestError(f"{path}: expected a JSON array of records, found {type(records).__name__}")
     utterances, seen = [], set()

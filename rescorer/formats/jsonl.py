@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rescorer.formats.score_mapping import ScoreMapping
-from rescorer.formats.text_files import open_text
+from rescorer.formats.text_files import open_text, parse_json
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text, parse_score
 
 HYP_FIELDS = ("text", "am_score", "lm_score")
@@ -81,15 +81,7 @@ def iter_jsonl(path: str | Path, mapping: ScoreMapping | None = None) -> Iterato
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise NbestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            except ValueError as e:  # e.g. an integer beyond Python's digit limit
-                raise NbestError(f"{where}: not valid JSON ({str(e)[:120]})") from None
-            except RecursionError:
-                raise NbestError(f"{where}: JSON nested too deeply") from None
-            utt = parse_utterance(record, where, mapping)
+            utt = parse_utterance(parse_json(line, where), where, mapping)
             if utt.utt_id in seen:
                 raise NbestError(f"{where}: utterance {utt.utt_id!r} appears twice")
             seen.add(utt.utt_id)

@@ -11,11 +11,12 @@ written on Windows) and tabs between fields are separators, other characters are
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from rescorer.nbest import NbestError
 
@@ -120,3 +121,17 @@ def read_keyed_lines(path: str | Path) -> dict[str, str]:
                 raise NbestError(f"{path}:{line_no}: utterance {key!r} appears twice")
             out[key] = " ".join(fields[1:])
     return out
+
+
+def parse_json(text: str, where: str, what: str = "valid JSON") -> Any:
+    """json.loads for every JSON reader: each way it can fail (bad syntax, a number beyond
+    Python's digit limit, nesting too deep for the recursion limit) is one NbestError naming
+    `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NbestError(f"{where}: not {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise NbestError(f"{where}: not {what} ({str(e)[:120]})") from None
+    except RecursionError:
+        raise NbestError(f"{where}: JSON nested too deeply") from None

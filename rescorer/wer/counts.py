@@ -62,13 +62,19 @@ def alignment_counts(references: Sequence[str], hypotheses: Sequence[str]) -> np
     under sclite's alignment: (n, 4) int64. The minimum-edit counts first; only the pairs with
     two or more edits are aligned again with sclite's costs (pure Python), identical pairs once."""
     counts, refs, hyps = minimum_edit_counts(references, hypotheses)
+    realign(counts, refs, hyps, np.flatnonzero(counts[:, 1:].sum(1) >= 2))
+    return counts
+
+
+def realign(counts: np.ndarray, refs: list[list[str]], hyps: list[list[str]], indices) -> None:
+    """Replace the rows `indices` of `counts` (in place) by sclite's alignment of those pairs;
+    identical pairs are aligned once."""
     seen: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[int, int, int, int]] = {}
-    for i in np.flatnonzero(counts[:, 1:].sum(1) >= 2):
+    for i in indices:
         key = (tuple(refs[i]), tuple(hyps[i]))
         if key not in seen:
             seen[key] = sclite_counts(refs[i], hyps[i])
         counts[i] = seen[key]
-    return counts
 
 
 _CHUNK_KINDS = {"equal": 0, "substitute": 1, "delete": 2, "insert": 3}

@@ -17,9 +17,8 @@ import numpy as np
 
 from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
 from rescorer.nbest import NbestError, Utterance
-from rescorer.wer.alignment import sclite_counts
 from rescorer.wer.bootstrap import BootstrapInterval, paired_bootstrap
-from rescorer.wer.counts import WerResult, alignment_counts, minimum_edit_counts, wer_from_counts
+from rescorer.wer.counts import WerResult, minimum_edit_counts, realign, wer_from_counts
 
 
 class ErrorTable:
@@ -41,18 +40,16 @@ class ErrorTable:
     def counts_of(self, indices) -> np.ndarray:
         """(k, 4) hits, substitutions, deletions, insertions of the hypotheses at flat `indices`."""
         indices = np.asarray(indices, dtype=np.int64)
-        for i in np.unique(indices[~self._exact[indices]]):
-            self._counts[i] = sclite_counts(self._refs[i], self._hyps[i])
-            self._exact[i] = True
+        self._make_exact(np.unique(indices[~self._exact[indices]]))
         return self._counts[indices]
+
+    def _make_exact(self, indices: np.ndarray) -> None:
+        realign(self._counts, self._refs, self._hyps, indices)  # jiwer has split and aligned them once already
+        self._exact[indices] = True
 
     @property
     def counts(self) -> np.ndarray:  # (H, 4)
-        if not self._exact.all():
-            missing = np.flatnonzero(~self._exact)
-            self._counts[missing] = alignment_counts([" ".join(self._refs[i]) for i in missing],
-                                                     [" ".join(self._hyps[i]) for i in missing])
-            self._exact[:] = True
+        self._make_exact(np.flatnonzero(~self._exact))
         return self._counts
 
     @property
