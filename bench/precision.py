@@ -121,11 +121,12 @@ def sentences_of(utterances: list[Utterance]) -> list[list[str]]:
 
 def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: int) -> list[dict]:
     rows = []
+    every_list = lists(data_dir, utterances)  # read once for both models
     for model_name, path in models.items():
         variants = {"fp32": load_artifact(path)}
         variants["bf16"] = load_artifact(path, precision="bf16")
         variants["int8 (torch.ao dynamic)"] = int8_dynamic(variants["fp32"])
-        for list_name, (tune_part, eval_part, grid) in lists(data_dir, utterances).items():
+        for list_name, (tune_part, eval_part, grid) in every_list.items():
             tune_scores = score_sentences(variants["fp32"], sentences_of(tune_part))
             tune_arrays = build_arrays(tune_part, tune_scores.log_probs, tune_scores.num_oov)
             tune_table = error_table(tune_part)
