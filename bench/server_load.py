@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import subprocess
@@ -127,15 +128,33 @@ def write_wrk_script(bodies: list[bytes], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_counts(url: str) -> tuple[float, float]:
+    """(device calls, requests in them) so far, from the service's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("rescorer_batch_requests_count", "rescorer_batch_requests_sum"))}
+    return values.get("rescorer_batch_requests_count", 0.0), values.get("rescorer_batch_requests_sum", 0.0)
+
+
 def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
+    """One wrk point; with the CPU the client itself used (its share of the shared cores)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script), url],
                          capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     fields = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
     requests, duration_us, errors = int(fields[1]), int(fields[2]), int(fields[3])
     elapsed = duration_us / 1e6
     return {"concurrency": concurrency, "requests": requests, "seconds": elapsed, "errors": errors,
             "utterances_per_s": requests / elapsed, "p50_ms": float(fields[4]), "p95_ms": float(fields[5]),
-            "p99_ms": float(fields[6]), "client": "wrk"}
+            "p99_ms": float(fields[6]), "client": "wrk", "client_cpu_s": client_cpu}
 
 
 def main() -> None:
@@ -155,6 +174,9 @@ def main() -> None:
     parser.add_argument("--refs", action="store_true",
                         help="send the references too, so the service also computes WER (the library"
                              " figure stays scoring only)")
+    parser.add_argument("--worker-batch", type=int, default=12,
+                        help="utterances per call in the library's batched worker mode (about what the service"
+                             " batches at concurrency 32; the points report the service's own figure)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -170,12 +192,15 @@ def main() -> None:
     cores = available_cores()
     threads = torch.get_num_threads()
 
-    def with_workers() -> None:
-        """The service's CPU scheme without HTTP: one single-threaded scorer per core."""
+    def with_workers(per_call: int) -> None:
+        """The service's CPU scheme without HTTP: one single-threaded scorer per core, `per_call`
+        utterances per call (1: unbatched; more: about what the service batches under load)."""
+        calls = [[words for hyps in utterance_lists[i:i + per_call] for words in hyps]
+                 for i in range(0, len(utterance_lists), per_call)]
         torch.set_num_threads(1)  # the pool's threads start after this, with one torch thread each
         try:
             with ThreadPoolExecutor(cores) as pool:
-                list(pool.map(lambda hyps: score_sentences(artifact, hyps, max_tokens=8192), utterance_lists))
+                list(pool.map(lambda sentences: score_sentences(artifact, sentences, max_tokens=8192), calls))
         finally:
             torch.set_num_threads(threads)
 
@@ -184,7 +209,8 @@ def main() -> None:
     # on per-core workers; interleaved, best of 3 rounds: this machine's speed moves between runs
     modes = {"batched": lambda: score_sentences(artifact, sample, max_tokens=8192),
              "per_utterance": lambda: [score_sentences(artifact, hyps, max_tokens=8192) for hyps in utterance_lists],
-             "workers": with_workers}
+             "workers": lambda: with_workers(1),
+             "workers_batched": lambda: with_workers(args.worker_batch)}
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(3):
         for mode, run in modes.items():
@@ -194,13 +220,17 @@ def main() -> None:
     library_hyps_per_s = len(sample) / min(seconds["batched"])
     library_per_utterance_hyps_per_s = len(sample) / min(seconds["per_utterance"])
     library_workers_hyps_per_s = len(sample) / min(seconds["workers"])
+    library_workers_batched_hyps_per_s = len(sample) / min(seconds["workers_batched"])
     print(f"library: {library_hyps_per_s:.0f} hypotheses/s batched, "
           f"{library_per_utterance_hyps_per_s:.0f} one utterance per call, "
-          f"{library_workers_hyps_per_s:.0f} one utterance per call on {cores} single-threaded workers", flush=True)
+          f"{library_workers_hyps_per_s:.0f} one utterance per call on {cores} single-threaded workers, "
+          f"{library_workers_batched_hyps_per_s:.0f} {args.worker_batch} per call on them", flush=True)
 
     results: dict = {"library_hyps_per_s": library_hyps_per_s,
                      "library_per_utterance_hyps_per_s": library_per_utterance_hyps_per_s,
                      "library_workers_hyps_per_s": library_workers_hyps_per_s, "library_workers": cores,
+                     "library_workers_batched_hyps_per_s": library_workers_batched_hyps_per_s,
+                     "library_workers_batch_utterances": args.worker_batch,
                      "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
         env = dict(item.split("=", 1) for item in args.server_env.split())
@@ -211,11 +241,20 @@ def main() -> None:
             script = Path(tempfile.mkdtemp()) / "rescore.lua"
             write_wrk_script(bodies[:500], script)
             for concurrency in args.concurrency:
+                calls, batched_requests = batch_counts(url)
+                server_cpu = cpu_seconds(process.pid)
                 if args.client == "wrk":
                     point = run_wrk(url, script, concurrency, args.seconds)
                 else:
                     point = asyncio.run(run_load(url, bodies, concurrency, args.requests))
-                point.update(mode=mode, hyps_per_s=point["utterances_per_s"] * hyps_per_utt)
+                server_cpu = cpu_seconds(process.pid) - server_cpu
+                calls_after, batched_after = batch_counts(url)
+                # the machine's CPU the point used: the service's and (wrk) the client's, of cores x seconds
+                point.update(mode=mode, hyps_per_s=point["utterances_per_s"] * hyps_per_utt,
+                             requests_per_call=(batched_after - batched_requests) / max(calls_after - calls, 1),
+                             server_cpu_share=server_cpu / (cores * point["seconds"]))
+                if "client_cpu_s" in point:
+                    point["client_cpu_share"] = point["client_cpu_s"] / (cores * point["seconds"])
                 results["points"].append(point)
                 print(json.dumps(point), flush=True)
             if mode == "batched" and args.soak_requests:
@@ -235,6 +274,7 @@ def main() -> None:
         best_service = max(p["hyps_per_s"] for p in results["points"])
         results["service_over_library"] = best_service / library_hyps_per_s
         results["service_over_library_workers"] = best_service / library_workers_hyps_per_s
+        results["service_over_library_workers_batched"] = best_service / library_workers_batched_hyps_per_s
         # upper bounds on batched/unbatched at 32: the device's own gain from batching, and the
         # gain if batching also removed every per-request cost of the HTTP layer
         results["library_batched_over_per_utterance"] = library_hyps_per_s / library_per_utterance_hyps_per_s
