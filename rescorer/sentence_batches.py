@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
+
+from rescorer.errors import ConfigError
 
 PAD_TARGET = -1  # marks padded target positions; never a word id
 
@@ -95,9 +98,13 @@ def make_sentence_batches(
     sentences: Sequence[Sequence[int]], bos_id: int, eos_id: int, max_tokens: int = 4096,
     step_cost: float = STEP_COST["cpu"],
 ) -> Iterator[SentenceBatch]:
-    """Padded batches of at most `max_tokens` padded tokens, grouped by `partition_by_length`."""
-    for group in partition_by_length([len(s) + 1 for s in sentences], max_tokens, step_cost):
-        yield _pad(sentences, group, bos_id, eos_id)
+    """Padded batches of at most `max_tokens` padded tokens, grouped by `partition_by_length`
+    (a sentence longer than the budget is a batch of its own). Checked when called, not when
+    the first batch is drawn."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, Integral) or max_tokens < 1:
+        raise ConfigError(f"max_tokens must be a whole number >= 1 (padded tokens per batch); got {max_tokens!r}")
+    groups = partition_by_length([len(s) + 1 for s in sentences], max_tokens, step_cost)
+    return (_pad(sentences, group, bos_id, eos_id) for group in groups)
 
 
 def _pad(sentences: Sequence[Sequence[int]], batch: list[int], bos_id: int, eos_id: int) -> SentenceBatch:

@@ -258,6 +258,8 @@ def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, t
         ([teachers[0]], "tr", ["--trust-a", "-1"], "trust_a"),
         ([teachers[0]], "interp", ["--alpha", "1.5"], "alpha"),
         ([teachers[0]], "interp", ["--alpha", "nan"], "alpha"),
+        ([teachers[0]], "tr", ["--trust-a", "inf"], "trust_a: inf (expected a finite number)"),
+        ([teachers[0]], "tr", ["--lr", "inf"], "lr: inf (expected a finite number)"),
     ]
     for i, (members, loss, extra, expected) in enumerate(cases):
         out = tmp_path / f"out{i}"

@@ -297,3 +297,15 @@ def test_a_bad_weights_file_is_one_input_error(tmp_path, capsys, content, messag
                          "--out-jsonl", str(tmp_path / "out.jsonl")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", ["score", "rescore"])
+def test_a_token_budget_below_one_is_an_input_error_and_nothing_is_written(model_dir, tmp_path, capsys, command):  # noqa: F811
+    text, nbest, out = tmp_path / "text", tmp_path / "n.jsonl", tmp_path / "out"
+    text.write_text("k1 the cat\n")
+    nbest.write_text(json.dumps({"utt_id": "u", "hyps": [{"text": "the cat", "am_score": -1.0}]}) + "\n")
+    args = ([str(text), str(out)] if command == "score" else [str(nbest), "--out-jsonl", str(out)])
+    assert rescorer_cli([command, str(model_dir / "tiny"), *args, "--max-tokens", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "max_tokens must be a whole number >= 1" in err and "Traceback" not in err
+    assert not out.exists()

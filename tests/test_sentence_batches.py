@@ -72,3 +72,11 @@ def test_batches_pad_every_sentence_to_its_group_width():
             assert b.inputs[row, : n + 1].tolist() == [0, *sentences[i]]
             assert b.targets[row, : n + 1].tolist() == [*sentences[i], 1]
             assert int(b.mask[row].sum()) == n + 1 == int(b.lengths[row])
+
+
+@pytest.mark.parametrize("budget", [0, -3, 2.5, True, None])
+def test_a_token_budget_that_is_not_a_whole_number_of_at_least_one_is_refused_when_called(budget):
+    from rescorer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_tokens must be a whole number >= 1"):
+        make_sentence_batches([[1, 2]], 0, 1, budget)  # raised before any batch is drawn

@@ -55,3 +55,23 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
         train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=2), resume=True, progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint_before
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 1
+
+
+def test_every_float_option_refuses_non_finite_values_and_says_what_is_expected(tmp_path):
+    from dataclasses import fields
+
+    from rescorer.errors import ConfigError
+    from training.config import TrainConfig
+
+    base = {"train_path": "t", "dev_path": "d", "out_dir": str(tmp_path)}
+    float_options = [f.name for f in fields(TrainConfig) if isinstance(f.default, float)]
+    assert {"lr", "trust_a", "alpha", "gamma", "noise_alpha", "clip_norm"} <= set(float_options)
+    for name in float_options:
+        for value in (float("inf"), float("-inf"), float("nan")):
+            with pytest.raises(ConfigError, match=f"invalid {name}: .*expected a finite number"):
+                TrainConfig(**base, **{name: value})
+    for name, value, expected in [("trust_a", -0.5, ">= 0"), ("alpha", 1.5, r"in \[0, 1\]"),
+                                  ("noise_alpha", 2.0, r"in \[0, 1\]"), ("anneal_threshold", -1.0, ">= 0"),
+                                  ("dropout", 1.0, r"in \[0, 1\)")]:
+        with pytest.raises(ConfigError, match=f"invalid {name}: {value!r} \\(expected {expected}"):
+            TrainConfig(**base, **{name: value})

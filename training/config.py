@@ -6,6 +6,7 @@ kebab-case flags map one to one onto these snake_case fields.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Literal
 
@@ -96,21 +97,31 @@ class TrainConfig:
             raise ConfigError(f"loss {self.loss!r} needs at least one teacher")
         if self.teacher_paths and (self.reference_path or self.init_path):
             raise ConfigError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
-        checks = {
-            "noise_samples": self.noise_samples >= 1, "batch_size": self.batch_size >= 1,
-            "bptt": self.bptt >= 1, "lr": self.lr > 0, "clip_norm": self.clip_norm > 0,
-            "weight_decay": self.weight_decay >= 0, "max_epochs": self.max_epochs >= 1,
-            "anneal_epochs": self.anneal_epochs >= 0, "min_count": self.min_count >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0, "reference_temperature": self.reference_temperature > 0,
-            "alpha": 0.0 <= self.alpha <= 1.0, "trust_a": self.trust_a >= 0.0,
-            "experts": isinstance(self.experts, int) and self.experts >= 1 and (self.experts == 1 or kind == "mos"),
-            **{name: 0.0 <= getattr(self, name) < 1.0 for name in
+        # every number finite (inf passes ">= 0" and would reach the loss as NaN), then its range
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"invalid {f.name}: {value!r} (expected a finite number)")
+        checks = {  # name -> (holds, what is expected)
+            "noise_samples": (self.noise_samples >= 1, ">= 1"), "batch_size": (self.batch_size >= 1, ">= 1"),
+            "bptt": (self.bptt >= 1, ">= 1"), "lr": (self.lr > 0, "> 0"), "clip_norm": (self.clip_norm > 0, "> 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"), "max_epochs": (self.max_epochs >= 1, ">= 1"),
+            "anneal_epochs": (self.anneal_epochs >= 0, ">= 0"), "min_count": (self.min_count >= 1, ">= 1"),
+            "anneal_threshold": (self.anneal_threshold >= 0, ">= 0"),
+            "eval_max_tokens": (self.eval_max_tokens >= 1, ">= 1"),
+            "noise_alpha": (0.0 <= self.noise_alpha <= 1.0, "in [0, 1]: 0 uniform noise, 1 the unigram"),
+            "gamma": (0.0 <= self.gamma <= 1.0, "in [0, 1]"),
+            "reference_temperature": (self.reference_temperature > 0, "> 0"),
+            "alpha": (0.0 <= self.alpha <= 1.0, "in [0, 1]"), "trust_a": (self.trust_a >= 0.0, ">= 0"),
+            "experts": (isinstance(self.experts, int) and self.experts >= 1 and (self.experts == 1 or kind == "mos"),
+                        "an integer >= 1, and 1 unless the output kind is mos"),
+            **{name: (0.0 <= getattr(self, name) < 1.0, "in [0, 1)") for name in
                ("weight_drop", "variational_dropout", "embedding_dropout", "dropout")},
-            **{name: getattr(self, name) >= 0.0 for name in ("activation_reg", "temporal_activation_reg")},
+            **{name: (getattr(self, name) >= 0.0, ">= 0") for name in ("activation_reg", "temporal_activation_reg")},
         }
-        for name, ok in checks.items():
+        for name, (ok, expected) in checks.items():
             if not ok:
-                raise ConfigError(f"invalid {name}: {getattr(self, name)!r}")
+                raise ConfigError(f"invalid {name}: {getattr(self, name)!r} (expected {expected})")
         if self.gamma < 1.0 and not self.reference_path:
             raise ConfigError(f"gamma {self.gamma} < 1 needs a reference model (reference_path)")
         if (self.reference_path or self.gamma < 1.0) and self.loss != "nce":
