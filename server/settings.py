@@ -19,7 +19,9 @@ _WeightSettings = create_model(
 
 
 class Settings(_WeightSettings):
-    model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=())
+    # every number finite: an infinite timeout or share passes ">= 0" and fails later, far from its flag
+    model_config = SettingsConfigDict(env_prefix="RESCORER_", extra="forbid", protected_namespaces=(),
+                                      allow_inf_nan=False)
 
     model_dir: Path = Field(description="an artifact, or a directory whose subdirectories are artifacts")
     host: str = Field("127.0.0.1", description="address to bind: loopback unless told otherwise")
@@ -48,18 +50,18 @@ class Settings(_WeightSettings):
     max_sentences: int = Field(4096, ge=1, description="sentences per /v1/score request, lines per /v1/score/kaldi")
     # dynamic batching
     batch_tokens: int = Field(8192, ge=1, description="a batch is scored once it holds this many tokens ...")
-    max_delay_ms: float | None = Field(None, ge=0.0, description="... or once its oldest request waited this"
+    max_delay_ms: float | None = Field(None, ge=0.0, le=60_000.0, description="... or once its oldest request waited this"
                                        " long (default: 0 on CPU, where batching gains little, 5 on CUDA)")
     max_batch_requests: int | None = Field(None, ge=1, description="requests per batch (default: no limit;"
                                            " 1 = no batching across requests, for measurement)")
     queue_tokens: int = Field(200_000, ge=1, description="tokens waiting beyond this: 503 with Retry-After")
-    request_timeout_s: float = Field(30.0, gt=0.0, description="a request not answered by then: 504")
-    request_read_timeout_s: float = Field(10.0, gt=0.0, description="a connection whose request (headers and"
-                                          " body) has not arrived whole by then is closed (slow clients)")
+    request_timeout_s: float = Field(30.0, gt=0.0, le=86_400.0, description="a request not answered by then: 504 (at most 86400)")
+    request_read_timeout_s: float = Field(10.0, gt=0.0, le=86_400.0, description="a connection whose request (headers and"
+                                          " body) has not arrived whole by then is closed (slow clients; at most 86400)")
     max_connections: int = Field(512, ge=1, description="open connections (or requests in progress) beyond"
                                  " this are answered 503")
-    telemetry_share: float = Field(0.01, ge=0.0, description="self-normalization telemetry: the share of scoring"
-                                   " time spent on exact log Z(h) at live positions (0 = off)")
+    telemetry_share: float = Field(0.01, ge=0.0, le=1.0, description="self-normalization telemetry: the share of scoring"
+                                   " time spent on exact log Z(h) at live positions (0 = off, at most 1)")
 
     @field_validator("token")
     @classmethod

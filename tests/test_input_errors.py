@@ -309,3 +309,16 @@ def test_a_token_budget_below_one_is_an_input_error_and_nothing_is_written(model
     err = capsys.readouterr().err
     assert "max_tokens must be a whole number >= 1" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--request-timeout-s", "inf", "finite"), ("--request-timeout-s", "1e300", "less than or equal"),
+    ("--request-read-timeout-s", "nan", "request_read_timeout_s"), ("--max-delay-ms", "inf", "finite"),
+    ("--telemetry-share", "inf", "finite"), ("--telemetry-share", "2", "less than or equal to 1"),
+    ("--word-penalty", "-inf", "finite"),
+])
+def test_every_number_the_server_takes_is_finite_and_bounded(model_dir, capsys, flag, value, expected):  # noqa: F811
+    # an infinite timeout passed 'greater than 0' and crashed the CLI with OverflowError
+    assert server_cli(["--model-dir", str(model_dir), f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
