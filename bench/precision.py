@@ -17,7 +17,7 @@ Weights are tuned once per model and list with the fp32 scores (the length-norma
 the HyPoradise lists, whose acoustic score is a per-token mean), then every precision is
 evaluated at those weights; and, because tuned weights may give our LM little or no say, also
 with our LM alone choosing the 1-best (the strictest parity check). Per model, list and precision: hypotheses/s over the evaluation
-part (best of --repeats, this process's torch threads), the change of each sentence's
+part (best of --repeats, the precisions taking turns in each round, this process's torch threads), the change of each sentence's
 log-probability against fp32 (mean absolute, median, 99th percentile, max), the share of
 utterances whose rescored 1-best differs from fp32's, and the WER. Per model: the weights'
 resident bytes per precision. Once: the CPU's bf16/fp32 ratio for a 450 x 1024 by 1024 x 4096
@@ -70,21 +70,25 @@ def cpu_description() -> dict:
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "torch": torch.__version__}
 
 
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (allocators, oneDNN primitives)
-    times = []
+def interleaved_best_seconds(fns: dict, repeats: int) -> dict:
+    """Best of `repeats` for each function, the functions taking turns within every round, so
+    that a drift of this machine's speed during the run falls on all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up (allocators, oneDNN primitives)
+    times: dict = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
 
 
 def matmul_ratio(repeats: int = 20) -> dict:
     a, b = torch.randn(450, 1024), torch.randn(1024, 4096)
-    fp32 = best_seconds(lambda: a @ b, repeats)
     a16, b16 = a.bfloat16(), b.bfloat16()
-    bf16 = best_seconds(lambda: a16 @ b16, repeats)
+    best = interleaved_best_seconds({"fp32": lambda: a @ b, "bf16": lambda: a16 @ b16}, repeats)
+    fp32, bf16 = best["fp32"], best["bf16"]
     return {"shape": "450x1024 @ 1024x4096", "fp32_seconds": fp32, "bf16_seconds": bf16, "bf16_speedup": fp32 / bf16}
 
 
@@ -134,8 +138,11 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
             eval_sentences = sentences_of(eval_part)
             eval_table = error_table(eval_part)
             reference, reference_choice, reference_lm_only = None, None, None
+            timings = interleaved_best_seconds(
+                {precision: (lambda a=artifact, s=eval_sentences: score_sentences(a, s))
+                 for precision, artifact in variants.items()}, repeats)
             for precision, artifact in variants.items():
-                seconds = best_seconds(lambda a=artifact, s=eval_sentences: score_sentences(a, s), repeats)
+                seconds = timings[precision]
                 scores = score_sentences(artifact, eval_sentences)
                 arrays = build_arrays(eval_part, scores.log_probs, scores.num_oov)
                 choice = best_hypotheses(arrays, total_scores(arrays, weights))
