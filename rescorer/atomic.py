@@ -14,6 +14,20 @@ from typing import TextIO
 from rescorer.errors import OutputError
 
 
+def make_directory(path: str | Path) -> Path:
+    """Create an output directory and its parents; where none can be made (a file in the way,
+    no permission) it is an OutputError naming the path, not a traceback."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"{path}: cannot create the directory ({blocker} is a file, not a directory)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create the directory ({e.strerror or e})") from None
+    return path
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed over `path`.
@@ -25,8 +39,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_file():
         raise OutputError(f"{path}: not a regular file (a directory, device or pipe); expected an output file")
+    make_directory(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
@@ -71,7 +85,7 @@ def write_directory_atomic(path: str | Path, fill: Callable[[Path], None]) -> No
     `.old`/`.tmp` sibling), never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         fill(tmp)

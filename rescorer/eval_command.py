@@ -13,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact
+from rescorer.atomic import make_directory
 from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.report import plot_surface, write_reports
 from rescorer.rerank import count_oov, score_nbest
@@ -30,6 +31,7 @@ def _name(source: NbestSource) -> str:
 def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource], out_dir: Path,
                    grid: Grid = DEFAULT_GRID, max_tokens: int = 4096, progress: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
+    make_directory(out_dir)  # before the scoring: a place no report can go is found in a second, not after an hour
     sets = []
     for role, source in [("dev", dev)] + [("test", t) for t in tests]:
         utterances = read_nbest(source)
@@ -47,7 +49,6 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
         tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid, bar)
 
     plot_path = out_dir / "wer_vs_weights.png"
-    out_dir.mkdir(parents=True, exist_ok=True)
     plot_surface(tuning, plot_path, f"dev WER, {_name(dev_source)}")
     reports = []
     for role, source, utterances, arrays, table, seconds in sets:

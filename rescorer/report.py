@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.atomic import atomic_file, make_directory, write_text_atomic
 from rescorer.tuning import TuningResult
 
 
@@ -83,7 +83,7 @@ def plot_surface(tuning: TuningResult, path: Path, title: str) -> None:
 
 
 def write_reports(document: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(out_dir)
     write_text_atomic(out_dir / "report.json", json.dumps(document, indent=2, default=_json_default) + "\n")
     write_text_atomic(out_dir / "report.md", markdown_report(document))
 

@@ -155,4 +155,6 @@ def read_symbol_table(path: str | Path, unk_symbol: str = UNK) -> Vocabulary:
         raise VocabularyError(f"{path}: symbol table not found") from None
     except UnicodeDecodeError as e:
         raise VocabularyError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:  # a directory, no permission, a file where a directory should be
+        raise VocabularyError(f"{path}: cannot read the symbol table ({e.strerror or e})") from None
     return parse_symbol_table(text, str(path), unk_symbol)

@@ -322,3 +322,29 @@ def test_every_number_the_server_takes_is_finite_and_bounded(model_dir, capsys, 
     assert server_cli(["--model-dir", str(model_dir), f"{flag}={value}"]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_output_under_a_file_is_one_line_for_every_command_that_writes(model_dir, tmp_path, capsys):  # noqa: F811
+    from training.cli import main as train_cli
+
+    tiny = str(model_dir / "tiny")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    nbest, text = tmp_path / "n.jsonl", tmp_path / "text"
+    nbest.write_text(json.dumps({"utt_id": "u", "ref": "the cat", "hyps": [{"text": "the cat", "am_score": -1.0}]}) + "\n")
+    text.write_text("the cat\n")
+    under = str(blocker / "out")
+    commands = [
+        (rescorer_cli, ["eval", tiny, "--dev", str(nbest), "--test", str(nbest), "--out", under, "--no-progress"]),
+        (rescorer_cli, ["rescore", tiny, str(nbest), "--out-jsonl", under]),
+        (rescorer_cli, ["convert", str(nbest), "--to", "kaldi", under]),
+        (train_cli, ["evaluate", tiny, str(text), "--json", under]),
+        (train_cli, ["train", "--train", str(text), "--dev", str(text), "--out", under]),
+        (train_cli, ["train", "--train", str(text), "--dev", str(text), "--out", str(tmp_path / "run"),
+                     "--vocab", under]),  # an input path under a file
+    ]
+    for cli, argv in commands:
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert str(blocker) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "run").exists()

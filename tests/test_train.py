@@ -75,3 +75,20 @@ def test_every_float_option_refuses_non_finite_values_and_says_what_is_expected(
                                   ("dropout", 1.0, r"in \[0, 1\)")]:
         with pytest.raises(ConfigError, match=f"invalid {name}: {value!r} \\(expected {expected}"):
             TrainConfig(**base, **{name: value})
+
+
+def test_a_refused_corpus_leaves_no_run_directory_and_an_uncreatable_one_is_one_line(demo_corpus, tmp_path, capsys):
+    from training.cli import main as train_cli
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    out = tmp_path / "new" / "deeper" / "run"
+    assert train_cli(["train", "--train", str(demo_corpus["train"]), "--dev", str(empty), "--out", str(out)]) == 2
+    assert "no sentences" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # every directory the run made is gone again
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert train_cli(["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]),
+                      "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

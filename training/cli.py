@@ -18,6 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rescorer.artifact import load_artifact
+from rescorer.atomic import text_output
 from rescorer.errors import InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.checkpoint import load_checkpoint
@@ -221,11 +222,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         _print_evaluation(after, text)
         report["recentered"] = after.to_dict()
     if args.json:
-        document = json.dumps(report, indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(document)
-        else:
-            Path(args.json).write_text(document, encoding="utf-8")
+        with text_output(args.json) as out:  # '-' is stdout; a file is replaced whole or not at all
+            out.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 

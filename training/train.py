@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact, save_artifact
-from rescorer.atomic import atomic_file, write_text_atomic
+from rescorer.atomic import atomic_file, make_directory, write_text_atomic
 from rescorer.errors import ConfigError, InputError, OutputError
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
@@ -108,6 +109,16 @@ def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (None: it all exists)."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 def _as_stored(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -129,9 +140,16 @@ def _train(
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-    vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
+    created = _first_missing(run_dir)  # what mkdir makes: removed again if the corpora are refused
+    make_directory(run_dir)
+    try:
+        vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
+    except InputError:
+        # a corpus refused before training began: a run directory made for it holds only the
+        # vocabulary and the encoding cache of a run that never started, so none is left behind
+        if created is not None and context.is_main:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     train_ids = train_corpus.ids()
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     init_dev = None
