@@ -348,3 +348,22 @@ def test_an_output_under_a_file_is_one_line_for_every_command_that_writes(model_
         err = capsys.readouterr().err
         assert str(blocker) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_input_of_the_wrong_kind_is_one_line_for_every_option_that_reads_one(model_dir, tmp_path, capsys):  # noqa: F811
+    tiny = str(model_dir / "tiny")
+    a_dir = tmp_path / "a-dir"
+    a_dir.mkdir()
+    nbest = tmp_path / "n.jsonl"
+    nbest.write_text(json.dumps({"utt_id": "u", "hyps": [{"text": "the cat", "am_score": -1.0}]}) + "\n")
+    cases = [
+        (["--nnlm-costs", str(a_dir)], "is a directory"),  # was IsADirectoryError
+        (["--nnlm-costs", str(tmp_path / "missing")], "not found"),
+        (["--ref", str(a_dir)], "is a directory"),
+        (["--weights", str(a_dir)], "cannot read the weights"),
+        (["--format", "kaldi"], "not a directory (expected a Kaldi N-best directory"),  # was NotADirectoryError
+    ]
+    for extra, expected in cases:
+        assert rescorer_cli(["rescore", tiny, str(nbest), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (extra, err)

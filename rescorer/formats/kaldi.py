@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from rescorer.formats.text_files import open_text, read_keyed_lines
+from rescorer.formats.text_files import open_binary, open_text, read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.vocab import Vocabulary
 
@@ -31,10 +31,12 @@ _NBEST_KEY = re.compile(r"^(?P<utt>.+)-(?P<n>[1-9]\d*)$")
 
 
 def _read_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise NbestError(f"{path}: file not found") from None
+    """The archive's bytes (gunzipped if gzip); a missing, unreadable or damaged file is an NbestError."""
+    with open_binary(path, NbestError, "Kaldi archive") as f:
+        try:
+            return f.read()
+        except (OSError, EOFError) as e:  # a truncated or corrupt gzip stream
+            raise NbestError(f"{path}: cannot read ({e})") from None
 
 
 def _iter_records(path: str | Path, binary_kind: str) -> Iterable[tuple[str, bytes | str]]:

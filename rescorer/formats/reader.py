@@ -82,6 +82,9 @@ def _read(source: NbestSource) -> list[Utterance]:
         utterances = read_compact_lattice_nbest(source.path, symbols)
     else:
         root = Path(source.path)
+        if not root.is_dir():
+            raise NbestError(f"{root}: not a directory (expected a Kaldi N-best directory: words or words_text,"
+                             " acwt, optionally lmwt.withlm)")
         words = root / "words_text" if (root / "words_text").exists() else root / "words"
         lm = root / "lmwt.withlm"
         utterances = read_kaldi_nbest(words, root / "acwt", lm if lm.exists() else None, symbols)
