@@ -121,7 +121,17 @@ def test_a_score_that_some_hypotheses_lack_is_refused_not_counted_as_zero(model_
         read_jsonl(path)
     with running_server(Settings(model_dir=model_dir)) as (url, _):
         response = httpx.post(f"{url}/v1/rescore", json={"utterances": [MISSING_LM]}, timeout=10)
-    assert response.status_code == 422 and "lm_score given for 1 of 2" in response.text
+        assert response.status_code == 422 and "lm_score given for 1 of 2" in response.text
+        # the readers' other list rule: an id once (every reader refuses a repeated one; the
+        # service answered both, the second under the same id)
+        twice = {"utt_id": "a", "hyps": [{"text": "the cat", "am_score": -1.0}]}
+        response = httpx.post(f"{url}/v1/rescore", json={"utterances": [twice, {**twice, "utt_id": "b"}, twice]}, timeout=10)
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "utterances", 2, "utt_id"] and "appears twice (first at utterances[0])" in error["msg"]
+    path.write_text(json.dumps(twice) + "\n" + json.dumps(twice) + "\n")
+    with pytest.raises(NbestError, match="appears twice"):
+        read_jsonl(path)
 
 
 @pytest.mark.parametrize("hyp, weights", [

@@ -20,9 +20,15 @@ router = APIRouter(tags=["rescoring"])
 
 
 def _to_utterances(body: RescoreRequest) -> list[Utterance]:
-    """The library's utterances, checked by the readers' own rule (check_utterance): 422 otherwise."""
+    """The library's utterances, checked by the readers' own rules (check_utterance; an id once
+    per list, as every reader requires): 422 otherwise."""
     utterances = []
+    first_index: dict[str, int] = {}
     for i, u in enumerate(body.utterances):
+        if u.utt_id in first_index:
+            raise limit_error(["utterances", i, "utt_id"],
+                              f"utterance {u.utt_id!r} appears twice (first at utterances[{first_index[u.utt_id]}])")
+        first_index[u.utt_id] = i
         utt = Utterance(u.utt_id, [Hypothesis(normalize_text(h.text), h.am_score, h.lm_score) for h in u.hyps],
                         None if u.ref is None else normalize_text(u.ref))
         try:
