@@ -92,3 +92,22 @@ def test_a_refused_corpus_leaves_no_run_directory_and_an_uncreatable_one_is_one_
                       "--out", str(blocker / "run")]) == 2
     err = capsys.readouterr().err
     assert "is a file, not a directory" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_options_that_differ_from_the_run_and_takes_a_larger_budget(demo_corpus, tmp_path, capsys):
+    from training.cli import main as train_cli
+
+    out = str(tmp_path / "run")
+    base = ["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out", out,
+            "--hidden-dim", "16", "--embedding-dim", "16", "--noise-samples", "16", "--no-progress"]
+    assert train_cli([*base, "--max-epochs", "1"]) == 0
+    capsys.readouterr()
+    # the same values again, or only the budget and the device: fine; anything else was ignored silently
+    assert train_cli([*base, "--resume", "--hidden-dim", "32", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden-dim 32 (the run has 16); --lr 0.5 (the run has 1.0)" in err and "Traceback" not in err
+    assert train_cli([*base[:2], str(demo_corpus["dev"]), *base[3:], "--resume"]) == 2  # another --train
+    assert "--train" in capsys.readouterr().err
+    assert train_cli([*base, "--resume", "--max-epochs", "2", "--device", "cpu"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 2

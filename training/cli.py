@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rescorer.artifact import load_artifact
 from rescorer.atomic import text_output
-from rescorer.errors import InputError
+from rescorer.errors import ConfigError, InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -151,7 +151,42 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+def _refuse_changed_options(args: argparse.Namespace, given: set[str], stored: dict) -> None:
+    """A resumed run keeps the configuration it began with: an option given with --resume that
+    differs from it (another --hidden-dim, --lr or --train) would otherwise be ignored silently.
+    Only the epoch budget and the device may change."""
+    may_change = {*BUDGET_FLAGS, "device", "out_dir"}
+    changed = []
+    for dest in sorted(given):
+        name = {"train": "train_path", "dev": "dev_path"}.get(dest, dest)
+        if name in may_change or name not in stored:
+            continue
+        value = getattr(args, dest)
+        if name in ("train_path", "dev_path"):
+            value = resolve_data_path(value, args.data_dir)
+        if isinstance(value, tuple | list):
+            value = list(value)
+        if value != stored[name]:
+            changed.append(f"--{dest.replace('_', '-')} {_shown(value)} (the run has {_shown(stored[name])})")
+    if changed:
+        raise ConfigError(f"{Path(args.out) / 'checkpoint.pt'}: a resumed run keeps its configuration, and these"
+                          f" options differ from it: {'; '.join(changed)}. On --resume only --max-epochs,"
+                          " --anneal-epochs and --device may change; start a new run in another --out for the rest")
+
+
+def given_options(argv: list[str] | None) -> set[str]:
+    """The destinations given on the command line, told apart from defaults by parsing again
+    with every default suppressed (argparse keeps no record of which were given)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                for option in subparser._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _config_from_args(args: argparse.Namespace, given: set[str] = frozenset()) -> TrainConfig:
     if args.command == "adapt" and not args.resume:
         args.reference_path = args.reference_path or args.init_path
         args.loss = "nce"
@@ -161,6 +196,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         args.output_kind = "self_normalized"
     if args.resume:
         stored = load_checkpoint(Path(args.out) / "checkpoint.pt")["config"]
+        _refuse_changed_options(args, given, stored)
         overrides = {"out_dir": args.out, "device": args.device}
         overrides.update({name: getattr(args, name) for name in BUDGET_FLAGS if getattr(args, name) is not None})
         return TrainConfig.from_dict({**stored, **overrides})
@@ -178,8 +214,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
                        dev_path=resolve_data_path(dev_path, args.data_dir), out_dir=args.out, **values)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    config = _config_from_args(args)
+def _cmd_train(args: argparse.Namespace, given: set[str]) -> int:
+    config = _config_from_args(args, given)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     if result.artifact_path is not None:
         dev = result.final_dev
@@ -258,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "adapt", "distill"):
-            return _cmd_train(args)
+            return _cmd_train(args, given_options(argv))
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         paths = {**write_demo_corpus(args.out_dir), **write_demo_domain(Path(args.out_dir) / "domain"),
