@@ -111,3 +111,20 @@ def test_a_branching_lattice_is_refused(tmp_path):
     (tmp_path / "n.txt").write_text("utt-1\n0\t1\t1\t1,1,\n0\t2\t2\t1,1,\n1\n2\n")
     with pytest.raises(NbestError, match="not linear"):
         read_compact_lattice_nbest(tmp_path / "n.txt", SYMBOLS)
+
+
+def test_a_kaldi_archive_is_read_gzipped_and_a_corrupt_one_is_one_input_error(tmp_path):
+    import gzip as gzip_module
+
+    from rescorer.formats.kaldi import read_cost_archive
+
+    good = tmp_path / "costs.gz"
+    good.write_bytes(gzip_module.compress(b"utt-1 3.5\nutt-2 1.25\n"))
+    assert read_cost_archive(good) == {"utt-1": 3.5, "utt-2": 1.25}
+    # gzip magic, then a stored block with bad lengths: zlib.error escaped the reader (found by the fuzz tier)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"\x1f\x8b\x08" + b"\x00" * 12)
+    with pytest.raises(NbestError, match="bad.gz: cannot read"):
+        read_cost_archive(bad)
+    with pytest.raises(NbestError, match="is a directory"):
+        read_cost_archive(tmp_path)

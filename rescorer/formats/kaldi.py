@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from rescorer.formats.text_files import open_binary, open_text, read_keyed_lines
+from rescorer.formats.text_files import CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.vocab import Vocabulary
 
@@ -35,7 +35,7 @@ def _read_bytes(path: str | Path) -> bytes:
     with open_binary(path, NbestError, "Kaldi archive") as f:
         try:
             return f.read()
-        except (OSError, EOFError) as e:  # a truncated or corrupt gzip stream
+        except (OSError, *CORRUPT_GZIP) as e:  # an unreadable file, a truncated or corrupt gzip stream
             raise NbestError(f"{path}: cannot read ({e})") from None
 
 
