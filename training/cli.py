@@ -174,7 +174,7 @@ def _refuse_changed_options(args: argparse.Namespace, given: set[str], stored: d
                           " --anneal-epochs and --device may change; start a new run in another --out for the rest")
 
 
-def given_options(argv: list[str] | None) -> set[str]:
+def _given_options(argv: list[str] | None) -> set[str]:
     """The destinations given on the command line, told apart from defaults by parsing again
     with every default suppressed (argparse keeps no record of which were given)."""
     parser = build_parser()
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "adapt", "distill"):
-            return _cmd_train(args, given_options(argv))
+            return _cmd_train(args, _given_options(argv))
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         paths = {**write_demo_corpus(args.out_dir), **write_demo_domain(Path(args.out_dir) / "domain"),
