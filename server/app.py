@@ -101,9 +101,10 @@ def scoring_threads(settings: Settings, device: torch.device) -> tuple[int, int]
 
 def batching_delay_ms(settings: Settings, device: torch.device) -> float:
     """How long a batch waits for company: on CPU not at all, as a call of one request costs
-    about what its share of a larger batch does (bench/server_load.py: the library scored
-    1.1-1.3x as fast batched as one utterance per call); on an accelerator 5 ms (a choice, not
-    measured)."""
+    about what its share of a larger batch does (bench/server_load.py: on the service's
+    single-threaded workers the library scored 1.02x as fast with 12 utterances per call as
+    with one, and a 5 ms wait bought nothing; docs/RESULTS.md); on an accelerator 5 ms (a
+    choice, not measured)."""
     if settings.max_delay_ms is not None:
         return settings.max_delay_ms
     return 0.0 if device.type == "cpu" else ACCELERATOR_BATCH_DELAY_MS
