@@ -21,10 +21,10 @@ from rescorer.combination import WEIGHT_NAMES, Weights, interpolated_lm
 from rescorer.errors import InputError
 from rescorer.eval_command import run_evaluation
 from rescorer.formats.jsonl import write_jsonl
-from rescorer.formats.kaldi import read_cost_archive, write_cost_archive, write_kaldi_text
+from rescorer.formats.kaldi import kaldi_key, read_cost_archive, write_cost_archive, write_kaldi_text
 from rescorer.formats.reader import FORMATS, NbestSource, read_nbest, read_references
 from rescorer.formats.text_files import TextFile, open_text, parse_keyed_lines
-from rescorer.formats.trn import write_trn
+from rescorer.formats.trn import trn_id, write_trn
 from rescorer.nbest import NbestError
 from rescorer.precision import PRECISIONS
 from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
@@ -81,9 +81,20 @@ def _weights(args: argparse.Namespace) -> Weights:
     return Weights(**Weights.check(values, "the weights"))
 
 
+def _check_ids_for_outputs(utterances: list, kaldi: bool, trn: bool) -> None:
+    """Before any work or any output: every utterance id can be written in the formats asked
+    for (an output written half, or after an hour of scoring, helps nobody)."""
+    for utt in utterances:
+        if kaldi:
+            kaldi_key(utt.utt_id)
+        if trn:
+            trn_id(utt.utt_id)
+
+
 def _cmd_rescore(args: argparse.Namespace) -> int:
     artifact = load_artifact(args.lm_dir, device=args.device, precision=args.precision)
     utterances = read_nbest(_source(args, args.input, args.ref))
+    _check_ids_for_outputs(utterances, kaldi=bool(args.out_text or args.out_lm_costs), trn=bool(args.out_trn))
     weights = _weights(args)
     if args.nnlm_costs:  # our LM's costs computed before (e.g. by parallel Kaldi jobs)
         arrays = arrays_from_costs(artifact, utterances, read_cost_archive(args.nnlm_costs), args.nnlm_costs)
@@ -124,6 +135,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     utterances = read_nbest(_source(args, args.input, args.ref))
+    _check_ids_for_outputs(utterances, kaldi=args.to == "kaldi", trn=args.to == "trn")
     if args.to == "jsonl":
         with text_output(args.output) as out:
             write_jsonl(utterances, out)

@@ -377,3 +377,36 @@ def test_an_input_of_the_wrong_kind_is_one_line_for_every_option_that_reads_one(
         assert rescorer_cli(["rescore", tiny, str(nbest), *extra]) == 2, extra
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (extra, err)
+
+
+@pytest.mark.parametrize(("utt_id", "to", "expected"), [
+    ("u 1", "kaldi", "cannot be a Kaldi key"),  # was written, and read back as key 'u' with '1' in its text
+    ("u\t1", "kaldi", "cannot be a Kaldi key"),
+    ("u (1)", "trn", "cannot be an sclite trn id"),  # was written, and refused by the trn reader
+    ("u(1)", "trn", "cannot be an sclite trn id"),
+])
+def test_an_id_an_output_format_cannot_hold_is_refused_before_anything_is_written(
+        model_dir, tmp_path, capsys, utt_id, to, expected):  # noqa: F811
+    nbest = tmp_path / "n.jsonl"
+    nbest.write_text(json.dumps({"utt_id": utt_id, "ref": "the cat", "hyps": [{"text": "the cat", "am_score": -1.0}]})
+                     + "\n")
+    out, jsonl = tmp_path / "out", tmp_path / "out.jsonl"
+    assert rescorer_cli(["convert", str(nbest), "--to", to, str(out)]) == 2
+    assert expected in capsys.readouterr().err and not out.exists()
+    option = "--out-text" if to == "kaldi" else "--out-trn"
+    assert rescorer_cli(["rescore", str(model_dir / "tiny"), str(nbest), "--out-jsonl", str(jsonl), option, str(out)]) == 2
+    assert expected in capsys.readouterr().err and not out.exists() and not jsonl.exists()
+
+
+def test_ids_the_writers_accept_are_read_back_unchanged(tmp_path):
+    from rescorer.formats.kaldi import write_kaldi_text
+    from rescorer.formats.text_files import read_keyed_lines
+    from rescorer.formats.trn import read_trn, write_trn
+
+    texts = [("spk-1_utt.2", "the cat"), ("a\u00e9\u4e2d", "a b"), ("x[1]", "")]
+    with (tmp_path / "text").open("w", encoding="utf-8") as f:
+        write_kaldi_text(texts, f)
+    with (tmp_path / "t.trn").open("w", encoding="utf-8") as f:
+        write_trn(texts, f)
+    assert read_trn(tmp_path / "t.trn") == dict(texts)
+    assert read_keyed_lines(tmp_path / "text") == dict(texts)

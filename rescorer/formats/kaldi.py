@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from rescorer.formats.text_files import CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
+from rescorer.formats.text_files import ASCII_WHITESPACE, CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.vocab import Vocabulary
 
@@ -263,12 +263,22 @@ def _linear_path(key: str, arcs: list, symbols: Vocabulary | None, path) -> Hypo
     raise NbestError(f"{path}: lattice {key!r} has a cycle")
 
 
+def kaldi_key(key: str) -> str:
+    """`key`, if a Kaldi reader (ours or Kaldi's) reads it back as one key: non-empty, with no
+    ASCII whitespace, on which the readers split. Written otherwise, 'u 1' would come back as
+    key 'u' with '1' in its text."""
+    if not key or ASCII_WHITESPACE.search(key):
+        raise NbestError(f"utterance id {key!r} cannot be a Kaldi key: a key is non-empty and holds no space,"
+                         " tab or newline (rename the utterance, or write jsonl)")
+    return key
+
+
 def write_cost_archive(costs: Iterable[tuple[str, float]], out: TextIO) -> None:
     """Text archive `key cost` (what `ark,t:` readers accept)."""
     for key, cost in costs:
-        out.write(f"{key} {cost:.6f}\n")
+        out.write(f"{kaldi_key(key)} {cost:.6f}\n")
 
 
 def write_kaldi_text(texts: Iterable[tuple[str, str]], out: TextIO) -> None:
     for key, text in texts:
-        out.write(f"{key} {text}\n" if text else f"{key}\n")
+        out.write(f"{kaldi_key(key)} {text}\n" if text else f"{kaldi_key(key)}\n")

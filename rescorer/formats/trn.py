@@ -10,12 +10,22 @@ from typing import TextIO
 from rescorer.formats.text_files import open_text
 from rescorer.nbest import NbestError, normalize_text
 
-_TRN = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()\s]+)\)\s*$")
+_ID = r"[^()\s]+"
+_TRN = re.compile(rf"^(?P<text>.*?)\s*\((?P<id>{_ID})\)\s*$")
+
+
+def trn_id(utt_id: str) -> str:
+    """`utt_id`, if the reader (and sclite) can take it back: non-empty, no whitespace or parentheses."""
+    if not re.fullmatch(_ID, utt_id):
+        raise NbestError(f"utterance id {utt_id!r} cannot be an sclite trn id: an id is non-empty and holds no"
+                         " whitespace or parentheses (rename the utterance, or write jsonl)")
+    return utt_id
 
 
 def write_trn(texts: Iterable[tuple[str, str]], out: TextIO) -> None:
+    """`text (id)` lines; an id the reader could not take back is refused (`trn_id`)."""
     for utt_id, text in texts:
-        out.write(f"{text} ({utt_id})\n")
+        out.write(f"{text} ({trn_id(utt_id)})\n")
 
 
 def read_trn(path: str | Path) -> dict[str, str]:
