@@ -14,13 +14,24 @@ from typing import TextIO
 from rescorer.errors import OutputError
 
 
-def make_directory(path: str | Path) -> Path:
-    """Create an output directory and its parents; where none can be made (a file in the way,
-    no permission) it is an OutputError naming the path, not a traceback."""
+def check_directory_can_be_made(path: str | Path) -> None:
+    """The OutputError `make_directory` would raise for a file in the way or an existing
+    ancestor that cannot be written, found without creating anything: checked before long
+    work, so that bad input later leaves no empty directory behind."""
     path = Path(path)
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputError(f"{path}: cannot create the directory ({blocker} is a file, not a directory)")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the directory ({existing} is not writable)")
+
+
+def make_directory(path: str | Path) -> Path:
+    """Create an output directory and its parents; where none can be made (a file in the way,
+    no permission) it is an OutputError naming the path, not a traceback."""
+    path = Path(path)
+    check_directory_can_be_made(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -13,8 +13,9 @@ from typing import Any
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact
-from rescorer.atomic import make_directory
+from rescorer.atomic import check_directory_can_be_made, make_directory
 from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.nbest import NbestError
 from rescorer.report import plot_surface, write_reports
 from rescorer.rerank import count_oov, score_nbest
 from rescorer.tuning import DEFAULT_GRID, Grid, tune_weights
@@ -31,14 +32,21 @@ def _name(source: NbestSource) -> str:
 def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource], out_dir: Path,
                    grid: Grid = DEFAULT_GRID, max_tokens: int = 4096, progress: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
-    make_directory(out_dir)  # before the scoring: a place no report can go is found in a second, not after an hour
-    sets = []
+    check_directory_can_be_made(out_dir)  # before the scoring: found in a second, not after an hour
+    lists = []  # every list read and checked (references included) before any is scored
     for role, source in [("dev", dev)] + [("test", t) for t in tests]:
         utterances = read_nbest(source)
+        try:
+            table = error_table(utterances)  # lazy: the alignments run when the WER needs them
+        except NbestError as e:  # the list's rule broken (a reference missing): name the list
+            raise NbestError(f"{source.path}: {e}") from None
+        lists.append((role, source, utterances, table))
+    sets = []
+    for role, source, utterances, table in lists:
         t0 = time.perf_counter()
         arrays = score_nbest(artifact, utterances, max_tokens, progress=progress)
         seconds = time.perf_counter() - t0
-        sets.append((role, source, utterances, arrays, error_table(utterances), seconds))
+        sets.append((role, source, utterances, arrays, table, seconds))
         if progress:
             tqdm.write(f"scored {_name(source)}: {len(utterances)} utterances, {len(arrays.nnlm)} hypotheses"
                        f" in {seconds:.1f} s")
@@ -49,6 +57,7 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
         tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid, bar)
 
     plot_path = out_dir / "wer_vs_weights.png"
+    make_directory(out_dir)
     plot_surface(tuning, plot_path, f"dev WER, {_name(dev_source)}")
     reports = []
     for role, source, utterances, arrays, table, seconds in sets:

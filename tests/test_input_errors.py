@@ -410,3 +410,23 @@ def test_ids_the_writers_accept_are_read_back_unchanged(tmp_path):
         write_trn(texts, f)
     assert read_trn(tmp_path / "t.trn") == dict(texts)
     assert read_keyed_lines(tmp_path / "text") == dict(texts)
+
+
+def test_eval_checks_every_list_before_scoring_names_the_file_and_leaves_no_report_directory(
+        model_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import rescorer.eval_command as eval_command
+
+    good, noref = tmp_path / "good.jsonl", tmp_path / "noref.jsonl"
+    good.write_text(json.dumps({"utt_id": "u", "ref": "the cat", "hyps": [{"text": "the cat", "am_score": -1.0}]}) + "\n")
+    noref.write_text(json.dumps({"utt_id": "u", "hyps": [{"text": "the cat", "am_score": -1.0}]}) + "\n")
+    scored = []
+    real_score_nbest = eval_command.score_nbest
+    monkeypatch.setattr(eval_command, "score_nbest", lambda *a, **k: scored.append(1) or real_score_nbest(*a, **k))
+    out = tmp_path / "report"
+    argv = ["eval", str(model_dir / "tiny"), "--dev", str(good), "--test", str(noref), "--out", str(out), "--no-progress"]
+    assert rescorer_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{noref}: utterance 'u' has no reference" in err and "Traceback" not in err
+    assert scored == [] and not out.exists()  # found before the dev list was scored; no empty report directory
+    argv[argv.index(str(noref))] = str(good)
+    assert rescorer_cli(argv) == 0 and (out / "report.json").exists() and len(scored) == 2
