@@ -22,21 +22,33 @@ def check_directory_can_be_made(path: str | Path) -> None:
     blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutputError(f"{path}: cannot create the directory ({blocker} is a file, not a directory)")
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot create the directory ({existing} is not writable)")
+    missing = _outermost_missing(path)
+    if missing is not None and not os.access(missing.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the directory ({missing.parent} is not writable)")
 
 
-def make_directory(path: str | Path) -> Path:
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` (itself included) that does not exist yet; None if it exists."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def make_directory(path: str | Path) -> Path | None:
     """Create an output directory and its parents; where none can be made (a file in the way,
-    no permission) it is an OutputError naming the path, not a traceback."""
+    no permission) it is an OutputError naming the path, not a traceback. Returns the outermost
+    directory it created (None if `path` existed), for a caller that removes it again on failure."""
     path = Path(path)
     check_directory_can_be_made(path)
+    created = _outermost_missing(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{path}: cannot create the directory ({e.strerror or e})") from None
-    return path
+    return created
 
 
 @contextmanager

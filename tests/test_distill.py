@@ -270,3 +270,12 @@ def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, t
         _distill(demo_corpus, teachers, tmp_path / "x", "nonsense", capsys)
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_distill_help_names_every_loss_and_the_teacher_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli(["distill", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "--teacher" in out and all(loss in out for loss in ("ce", "kl", "interp", "tr", "nce-tr"))
+    assert "--trust-a" in out and "--alpha" in out

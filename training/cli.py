@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "adapt", "distill"):
-            return _cmd_train(args, _given_options(argv))
+            return _cmd_train(args, _given_options(argv) if args.resume else set())
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         paths = {**write_demo_corpus(args.out_dir), **write_demo_domain(Path(args.out_dir) / "domain"),

@@ -109,16 +109,6 @@ def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The outermost directory of `path` that does not exist yet (None: it all exists)."""
-    missing = None
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
 def _as_stored(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -140,8 +130,7 @@ def _train(
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
-    created = _first_missing(run_dir)  # what mkdir makes: removed again if the corpora are refused
-    make_directory(run_dir)
+    created = make_directory(run_dir)  # what it made is removed again if the corpora are refused
     try:
         vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
     except InputError:
