@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.server_load import free_port, run_wrk, write_wrk_script
 from rescorer.formats.reader import NbestSource, read_nbest
+from server.app import available_cores
 from server.readiness import wait_until_ready
 
 PARTS = {  # a frame's function name -> the part it belongs to
@@ -99,9 +100,10 @@ def main() -> None:
         cpu = Counter()
         for tid, seconds in after.items():
             cpu[kinds.get(tid, "other")] += seconds - before.get(tid, 0.0)
-        machine = os.cpu_count() * elapsed
+        cores = available_cores()  # the cores this process may use, as bench/server_load.py counts them
+        machine = cores * elapsed
         print(f"CPU time by thread at {timed['utterances_per_s']:.1f} utterances/s (concurrency {args.concurrency},"
-              f" {elapsed:.1f} s, no profiler attached), as shares of the machine's {os.cpu_count()} cores:")
+              f" {elapsed:.1f} s, no profiler attached), as shares of the machine's {cores} cores:")
         for kind, seconds in cpu.most_common():
             print(f"  {kind:18s} {100 * seconds / machine:5.1f} %")
         print(f"  {'the load generator':18s} {100 * timed['client_cpu_s'] / machine:5.1f} %")
