@@ -13,8 +13,8 @@ Lists, each split into a tuning part and an evaluation part:
 - LibriSpeech 30-best: tuned on dev_other, evaluated on test_other (--utterances of each);
 - HyPoradise WSJ and ATIS 5-best (upper-cased for the model, WER on upper-cased text): tuned
   on the even-numbered utterances, evaluated on the odd ones.
-Weights are tuned once per model and list with the fp32 scores (the length-normalized grid for
-the HyPoradise lists, whose acoustic score is a per-token mean), then every precision is
+Weights are tuned once per model and list with the fp32 scores (`rescorer.tuning`, at any
+score scale: the HyPoradise lists' acoustic score is a per-token mean), then every precision is
 evaluated at those weights; and, because tuned weights may give our LM little or no say, also
 with our LM alone choosing the 1-best (the strictest parity check). Per model, list and precision: hypotheses/s over the evaluation
 part (best of --repeats, the precisions taking turns in each round, this process's torch threads), the change of each sentence's
@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, run
+from experiments.adaptation_runs import run
 from experiments.librispeech_wikitext import MAPPING, prepare
 from rescorer.artifact import Artifact, load_artifact
 from rescorer.combination import Weights, best_hypotheses, build_arrays, total_scores
@@ -52,7 +52,7 @@ from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.precision import weight_bytes
 from rescorer.sentence_scoring import score_sentences
-from rescorer.tuning import DEFAULT_GRID, tune_weights
+from rescorer.tuning import tune_weights
 from rescorer.wer.nbest_evaluation import error_table
 from training.config import TrainConfig
 
@@ -107,15 +107,15 @@ def upper(utterances: list[Utterance]) -> list[Utterance]:
 
 
 def lists(data_dir: Path, utterances: int) -> dict[str, tuple[list[Utterance], list[Utterance], object]]:
-    """name -> (tuning part, evaluation part, grid)."""
+    """name -> (tuning part, evaluation part)."""
     ls = data_dir / "librispeech-espnet2-hubert-30best" / "nbest"
     out = {"librispeech_other": (
         read_nbest(NbestSource(str(ls / "dev_other.jsonl.gz"), score_mapping=MAPPING))[:utterances],
-        read_nbest(NbestSource(str(ls / "test_other.jsonl.gz"), score_mapping=MAPPING))[:utterances], DEFAULT_GRID)}
+        read_nbest(NbestSource(str(ls / "test_other.jsonl.gz"), score_mapping=MAPPING))[:utterances])}
     for name in ("wsj_score", "atis"):
         every = read_nbest(NbestSource(str(data_dir / "hyporadise-v0" / "test" / f"test_{name}.json.gz")))
         every = upper([u for u in every if u.extra.get("scored")][: 2 * utterances])  # lists with scores
-        out[name.replace("_score", "")] = (every[0::2], every[1::2], LENGTH_NORMALIZED_GRID)
+        out[name.replace("_score", "")] = (every[0::2], every[1::2])
     return out
 
 
@@ -130,11 +130,11 @@ def measure(models: dict[str, Path], data_dir: Path, utterances: int, repeats: i
         variants = {"fp32": load_artifact(path)}
         variants["bf16"] = load_artifact(path, precision="bf16")
         variants["int8 (torch.ao dynamic)"] = int8_dynamic(variants["fp32"])
-        for list_name, (tune_part, eval_part, grid) in every_list.items():
+        for list_name, (tune_part, eval_part) in every_list.items():
             tune_scores = score_sentences(variants["fp32"], sentences_of(tune_part))
             tune_arrays = build_arrays(tune_part, tune_scores.log_probs, tune_scores.num_oov)
             tune_table = error_table(tune_part)
-            weights = tune_weights(tune_arrays, tune_table.hyp_errors, tune_table.ref_words, grid).weights
+            weights = tune_weights(tune_arrays, tune_table.hyp_errors, tune_table.ref_words).weights
             eval_sentences = sentences_of(eval_part)
             eval_table = error_table(eval_part)
             reference, reference_choice, reference_lm_only = None, None, None

@@ -15,21 +15,10 @@ from typing import Any
 
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
-from rescorer.tuning import Grid
 from training.config import TrainConfig
 from training.corpus import iter_sentences
 from training.perplexity import evaluate
 from training.train import train
-
-# The grid for lists whose acoustic score is a length-normalized log-probability (HyPoradise
-# `am_score` / `score`: a per-token mean, about -0.3 for a 1-best), with am_weight 1: a sentence
-# log-probability is tens of nats, so our LM's weight is small and the word penalty is on the
-# same per-word scale; the penalty, tuned with it, takes up what the normalization does to length.
-LENGTH_NORMALIZED_GRID = Grid(
-    lm_weights=(0.0, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2),
-    interp_weights=(1.0,),
-    word_penalties=(-0.1, -0.06, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.06, 0.1),
-)
 
 
 def run(config: TrainConfig) -> Path:

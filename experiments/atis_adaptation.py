@@ -19,11 +19,11 @@ Models (all NCE, 1 x 256 LSTM, embedding 256, sized for 2 CPU cores):
   (The medical experiment starts from OOD+ID as paper 1 does; here the product's own case is
   shown: a general model adapted, without retraining it on the in-domain data.)
 Rescoring: each LM's weights tuned on the dev lists and applied to the test lists
-(`rescorer.eval_command`, the code behind `rescorer eval`), with the grid below. `am_score` is a
-length-normalized log-probability (per output token of the end-to-end model), so it is used as
-given with am_weight 1: our LM's sentence log-probability gets a small weight (the grid's LM
-weights are scaled to the am_score's per-token range) and the word penalty, tuned with it,
-takes up what the normalization does to length.
+(`rescorer.eval_command`, the code behind `rescorer eval`). `am_score` is a length-normalized
+log-probability (per output token of the end-to-end model), so it is used as given with
+am_weight 1: our LM's sentence log-probability gets a small weight (the tuner searches LM
+weights from 0.001 to 1,000) and the word penalty, tuned with it, takes up what the
+normalization does to length.
 Paired-bootstrap 95 % intervals: each LM against the first pass (in the reports) and KLD against
 Fine-Tune (computed here from the per-utterance errors). Everything to OUT/results.json.
 """
@@ -35,20 +35,19 @@ import gzip
 import json
 import random
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, evaluation, plot_gamma, run, train_seconds, write_json
+from experiments.adaptation_runs import evaluation, plot_gamma, run, train_seconds, write_json
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
 from rescorer.eval_command import run_evaluation
 from rescorer.formats.reader import NbestSource, read_nbest
-from rescorer.tuning import tune_weights
+from rescorer.tuning import SearchSpace, tune_weights
 from rescorer.vocab import build_vocabulary
 from rescorer.wer.bootstrap import paired_bootstrap
 from rescorer.wer.nbest_evaluation import error_table
@@ -98,8 +97,8 @@ def _no_lm_row(dev_source: NbestSource, test_utterances, table) -> tuple[dict, n
     dev = read_nbest(dev_source)
     dev_table = error_table(dev)
     dev_arrays = build_arrays(dev, np.zeros(sum(len(u.hyps) for u in dev)), np.zeros(sum(len(u.hyps) for u in dev), dtype=np.int64))
-    grid = replace(LENGTH_NORMALIZED_GRID, lm_weights=(0.0,))
-    weights = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid).weights
+    weights = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words,
+                           SearchSpace(fixed={"lm_weight": 0.0})).weights
     n = sum(len(u.hyps) for u in test_utterances)
     arrays = build_arrays(test_utterances, np.zeros(n), np.zeros(n, dtype=np.int64))
     chosen = best_hypotheses(arrays, total_scores(arrays, weights))
@@ -165,7 +164,7 @@ def main() -> None:
     for name, artifact_path in models.items():
         report_dir = args.out / "reports" / name.lower().replace("+", "_").replace("-", "_")
         document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir,
-                                  grid=LENGTH_NORMALIZED_GRID, progress=False)
+                                  progress=False)
         test = document["sets"][0]
         errors[name] = per_utterance_errors(test, first_errors, utt_ids)
         rows[name] = {"artifact": str(artifact_path), "weights": document["weights"],
@@ -185,7 +184,6 @@ def main() -> None:
     plot_gamma(gamma_rows, args.out / "gamma.png", "ATIS", "WikiText-2 valid")
     write_json(args.out / "results.json", {
         "settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
-        "grid": {"lm_weights": LENGTH_NORMALIZED_GRID.lm_weights, "word_penalties": LENGTH_NORMALIZED_GRID.word_penalties},
         "fine_tune_lr_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "fine_tune_lr": ft_lr,
         "kld_gamma": best_gamma, "gamma_sweep": gamma_rows, "models": rows,
         "kld_minus_fine_tune": kld_vs_ft.to_dict(), "no_lm": no_lm, "each_lm_minus_no_lm": versus_no_lm,

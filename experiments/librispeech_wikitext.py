@@ -8,7 +8,7 @@
 3. its log_z re-centered on the normalized WikiText-2 valid set;
 4. weights tuned on dev_clean and applied to test_clean, tuned on dev_other and applied to
    test_other (rescorer.eval_command), each report in OUT/report-{clean,other}/: interpolated
-   with the first-pass LM (the full grid), and, in OUT/report-{clean,other}-replace/, our LM
+   with the first-pass LM (every weight tuned), and, in OUT/report-{clean,other}-replace/, our LM
    instead of the first-pass LM (interp_weight fixed at 1), which shows what it is worth alone.
 """
 
@@ -18,7 +18,6 @@ import argparse
 import gzip
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,7 +26,7 @@ from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.eval_command import run_evaluation
 from rescorer.formats.reader import NbestSource
-from rescorer.tuning import DEFAULT_GRID
+from rescorer.tuning import SearchSpace
 from training.config import TrainConfig
 from training.corpus import iter_sentences
 from training.perplexity import evaluate, recenter_log_z
@@ -82,9 +81,9 @@ def main() -> None:
         def source(split: str) -> NbestSource:
             return NbestSource(str(nbest / f"{split}.jsonl.gz"), "jsonl", score_mapping=MAPPING)
 
-        for suffix, grid in (("", DEFAULT_GRID), ("-replace", replace(DEFAULT_GRID, interp_weights=(1.0,)))):
+        for suffix, space in (("", SearchSpace()), ("-replace", SearchSpace(fixed={"interp_weight": 1.0}))):
             out = args.out / f"report-{condition}{suffix}"
-            run_evaluation(artifact, source(f"dev_{condition}"), [source(f"test_{condition}")], out, grid=grid,
+            run_evaluation(artifact, source(f"dev_{condition}"), [source(f"test_{condition}")], out, space=space,
                            progress=sys.stderr.isatty())
             print((out / "report.md").read_text(), flush=True)
 

@@ -11,7 +11,7 @@ PTB writes them), and `'s`, `'re`, `'ve`, `'ll`, `'d`, `'m`, `n't` split off as 
 outside PTB's 10k vocabulary are scored as `<unk>`.
 Weights by two-fold cross-validation: fold A = the even-numbered utterances (file order), fold
 B = the odd ones; tuned on A and applied to B, tuned on B and applied to A, the two test halves
-pooled. The grid is the length-normalized one of the ATIS experiment. WER of the first pass, each
+pooled (`rescorer.tuning`, which finds the scale of these per-token-mean scores itself). WER of the first pass, each
 member, the ensemble (token by token: the log of the members' mean probability), the CE-only,
 TR and nce-tr students, and of the weights tuned with no LM score at all (the word penalty
 alone: the baseline every LM must beat on these lists), with the oracle, paired-bootstrap
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import LENGTH_NORMALIZED_GRID, write_json
+from experiments.adaptation_runs import write_json
 from experiments.ptb_distillation import parameters
 from rescorer.artifact import load_artifact
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
@@ -173,7 +173,7 @@ def _subset(utterances: list[Utterance], offsets: np.ndarray, values: np.ndarray
 
 def _tune(utterances, offsets, values, oov, picks, table):
     utts, arrays, index = _subset(utterances, offsets, values, oov, picks)
-    return tune_weights(arrays, table.hyp_errors[index], table.ref_words[picks], LENGTH_NORMALIZED_GRID).weights
+    return tune_weights(arrays, table.hyp_errors[index], table.ref_words[picks]).weights
 
 
 def _errors_at(utterances, offsets, values, oov, picks, table, weights) -> np.ndarray:

@@ -21,12 +21,12 @@ from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import Hypothesis, Utterance
 from rescorer.rerank import rerank, score_nbest
 from rescorer.sentence_scoring import SentenceScores, score_sentences
-from rescorer.tuning import Grid, tune_weights
+from rescorer.tuning import SearchSpace, tune_weights
 from rescorer.wer.counts import WerResult, compute_wer
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 __all__ = [
-    "Artifact", "Grid", "Hypothesis", "InputError", "NbestArrays", "NbestSource", "SentenceScores", "Utterance",
+    "Artifact", "Hypothesis", "InputError", "NbestArrays", "NbestSource", "SearchSpace", "SentenceScores", "Utterance",
     "Weights", "WerResult", "best_hypotheses", "compute_wer", "error_table", "evaluate_set", "load_artifact",
     "read_nbest", "rerank", "save_artifact", "score_nbest", "score_sentences", "total_scores", "tune_weights",
 ]

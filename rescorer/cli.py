@@ -29,6 +29,7 @@ from rescorer.nbest import NbestError
 from rescorer.precision import PRECISIONS
 from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
 from rescorer.sentence_scoring import score_sentences
+from rescorer.tuning import SearchSpace
 from rescorer.wer.counts import compute_wer
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
@@ -123,11 +124,12 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    space = SearchSpace.parse(args.fix, args.range)  # before anything is read: a typo costs a second
     artifact = load_artifact(args.lm_dir, device=args.device, precision=args.precision)
     if args.test_ref and len(args.test_ref) != len(args.test):
         raise NbestError(f"{len(args.test_ref)} --test-ref for {len(args.test)} --test sets (give one per set, or none)")
     tests = [_source(args, t, args.test_ref[i] if args.test_ref else None) for i, t in enumerate(args.test)]
-    run_evaluation(artifact, _source(args, args.dev, args.dev_ref), tests, Path(args.out),
+    run_evaluation(artifact, _source(args, args.dev, args.dev_ref), tests, Path(args.out), space=space,
                    max_tokens=args.max_tokens, progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     return 0
@@ -239,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-ref", action="append", help="references for each --test, in the same order")
     p.add_argument("--out", required=True, help="directory for report.md, report.json, wer_vs_weights.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--fix", action="append", metavar="NAME=VALUE",
+                   help="hold a weight at a value while tuning, e.g. --fix interp_weight=0 (repeatable;"
+                        " am_weight is fixed at 1 and oov_penalty at 0 unless given a range)")
+    p.add_argument("--range", action="append", metavar="NAME=LOW:HIGH",
+                   help="search a weight within bounds, e.g. --range lm_weight=5:20 (repeatable; defaults:"
+                        " lm_weight 0:1000, interp_weight 0:1, word_penalty +-1000 acoustic units per word)")
     _add_input_options(p)
     _add_model_options(p)
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,9 +17,9 @@ from rescorer.artifact import Artifact
 from rescorer.atomic import check_directory_can_be_made, make_directory
 from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.nbest import NbestError
-from rescorer.report import plot_surface, write_reports
+from rescorer.report import plot_tuning, write_reports
 from rescorer.rerank import count_oov, score_nbest
-from rescorer.tuning import DEFAULT_GRID, Grid, tune_weights
+from rescorer.tuning import SearchSpace, tune_weights
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 
@@ -30,7 +31,7 @@ def _name(source: NbestSource) -> str:
 
 
 def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource], out_dir: Path,
-                   grid: Grid = DEFAULT_GRID, max_tokens: int = 4096, progress: bool = True) -> dict[str, Any]:
+                   space: SearchSpace | None = None, max_tokens: int = 4096, progress: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     check_directory_can_be_made(out_dir)  # before the scoring: found in a second, not after an hour
     lists = []  # every list read and checked (references included) before any is scored
@@ -52,13 +53,14 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
                        f" in {seconds:.1f} s")
 
     _, dev_source, dev_utts, dev_arrays, dev_table, _ = sets[0]
-    with tqdm(total=grid.size if dev_arrays.has_lm else len(grid.lm_weights) * len(grid.word_penalties),
-              desc="tuning on dev", disable=not progress, unit="point") as bar:
-        tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, grid, bar)
+    with tqdm(desc="tuning on dev", disable=not progress, unit="line search") as bar:
+        tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, space, bar)
+    for warning in tuning.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
 
     plot_path = out_dir / "wer_vs_weights.png"
     make_directory(out_dir)
-    plot_surface(tuning, plot_path, f"dev WER, {_name(dev_source)}")
+    plot_tuning(tuning, plot_path, f"dev WER, {_name(dev_source)}")
     reports = []
     for role, source, utterances, arrays, table, seconds in sets:
         evaluation = evaluate_set(utterances, arrays, table, tuning.weights)
@@ -69,12 +71,7 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
     document = {
         "model": str(artifact.path), "output_kind": artifact.model.config.output_kind, "log_z": artifact.log_z,
         "weights": tuning.weights.to_dict(),
-        "tuning": {"method": "grid search", "dev_wer": tuning.wer,
-                   "grid_points": len(tuning.grid.lm_weights) * len(tuning.grid.interp_weights)
-                   * len(tuning.grid.word_penalties),
-                   "lm_weights": list(tuning.grid.lm_weights), "interp_weights": list(tuning.grid.interp_weights),
-                   "word_penalties": list(tuning.grid.word_penalties), "extended": tuning.extended,
-                   "surface": tuning.surface.tolist()},
+        "tuning": tuning.to_dict(),
         "dev": {"name": _name(dev_source)},
         "sets": [r for r in reports if r["role"] == "test"] or reports,
         "dev_set": reports[0],

@@ -17,15 +17,32 @@ def _pct(value: float) -> str:
 
 
 def markdown_report(document: dict[str, Any]) -> str:
-    w = document["weights"]
+    w, t = document["weights"], document["tuning"]
+    names = {"first_pass": "first pass (first hypothesis)", "acoustic_only": "acoustic score only",
+             "first_pass_combination": "first-pass combination (am + s x lm)", "tuned": "tuned"}
     lines = [
         f"# Rescoring report: {document['model']}", "",
-        f"Weights tuned on **{document['dev']['name']}** by grid search ({document['tuning']['grid_points']} points),"
-        f" frozen, then applied to the test sets: am_weight {w['am_weight']:g}, lm_weight {w['lm_weight']:g},"
-        f" interp_weight {w['interp_weight']:g}, word_penalty {w['word_penalty']:g}, oov_penalty {w['oov_penalty']:g}.",
-        f"Dev WER at these weights: {_pct(document['tuning']['dev_wer'])} %."
-        + (f" The best point lay on the grid's edge, so the grid was extended ({'; '.join(document['tuning']['extended'])})."
-           if document["tuning"].get("extended") else ""), "",
+        f"Weights tuned on **{document['dev']['name']}** ({t['method']}; {t['line_searches']} line searches,"
+        f" {t['seconds']:.2f} s), frozen, then applied to the test sets: am_weight {w['am_weight']:.6g},"
+        f" lm_weight {w['lm_weight']:.6g}, interp_weight {w['interp_weight']:.6g},"
+        f" word_penalty {w['word_penalty']:.6g}, oov_penalty {w['oov_penalty']:.6g}.", "",
+        "What the tuner saw on dev:", "",
+        "| dev combination | errors | WER % |", "|---|---|---|",
+    ]
+    for key, row in t["baselines"].items():
+        extra = f" (s = {row['lm_weight']:.4g})" if "lm_weight" in row else ""
+        lines.append(f"| {names.get(key, key)}{extra} | {row['errors']} | {_pct(row['wer'])} |")
+    lines.append("")
+    if t["plateaus"]:
+        lines.append("Each tuned weight is the middle of the widest step of fewest dev errors along its line;"
+                     " the same dev errors hold over " + "; ".join(
+                         f"{name} {low:.6g} to {high:.6g}" for name, (low, high) in t["plateaus"].items()) + ".")
+        lines.append("")
+    for warning in t["warnings"]:
+        lines.append(f"**Warning:** {warning}.")
+    if t["warnings"]:
+        lines.append("")
+    lines += [
         "| set | utts | words | first pass | acoustic only | rescored | oracle | change (95% CI) | gain share | S / D / I after |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -49,33 +66,29 @@ def markdown_report(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_surface(tuning: TuningResult, path: Path, title: str) -> None:
+def plot_tuning(tuning: TuningResult, path: Path, title: str) -> None:
+    """Dev WER along each tuned weight through the chosen point (exact step functions), the
+    chosen value marked; x on a symmetric log scale linear within one unit of 0."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = tuning.grid
-    surface = 100 * tuning.surface  # (lm_weights, interp_weights)
-    surface_plot = len(grid.interp_weights) > 1  # without first-pass LM scores only interp 1 exists
-    fig, axes = plt.subplots(1, 2 if surface_plot else 1, figsize=(11 if surface_plot else 6, 4.2), squeeze=False)
-    axes = axes[0]
-    if surface_plot:
-        image = axes[0].imshow(surface.T, origin="lower", aspect="auto", cmap="viridis",
-                               extent=(grid.lm_weights[0], grid.lm_weights[-1], grid.interp_weights[0], grid.interp_weights[-1]))
-        axes[0].plot(tuning.weights.lm_weight, tuning.weights.interp_weight, "r*", markersize=12)
-        axes[0].set_xlabel("lm_weight")
-        axes[0].set_ylabel("interp_weight (share of the neural LM)")
-        fig.colorbar(image, ax=axes[0], label="dev WER (%)")
-    lines = axes[-1]
-    for j, interp in enumerate(grid.interp_weights):
-        if len(grid.interp_weights) > 6 and j % 2:
-            continue
-        lines.plot(grid.lm_weights, surface[:, j], label=f"interp {interp:g}")
-    lines.set_xlabel("lm_weight")
-    lines.set_ylabel("dev WER (%)")
-    lines.legend(fontsize=7)
-    fig.suptitle(f"{title} (word_penalty {tuning.weights.word_penalty:g})")
+    lines = tuning.lines or {}
+    fig, axes = plt.subplots(1, max(1, len(lines)), figsize=(4.2 * max(1, len(lines)), 3.6), squeeze=False)
+    for ax, (name, line) in zip(axes[0], lines.items(), strict=False):
+        axis = tuning.axes[name]
+        xs = np.append(line.knots, line.high)
+        ys = 100 * np.append(line.errors, line.errors[-1]) / tuning.ref_words
+        ax.step(xs, ys, where="post")
+        ax.plot([getattr(tuning.weights, name)], [100 * tuning.wer], "r*", markersize=12)
+        if axis.high - axis.low > 10 * axis.unit:
+            ax.set_xscale("symlog", linthresh=axis.unit)
+        ax.set_xlabel(name)
+        ax.set_ylabel("dev WER (%)")
+    if not lines:
+        axes[0][0].text(0.5, 0.5, "every weight fixed", ha="center", va="center")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

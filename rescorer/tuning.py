@@ -1,33 +1,122 @@
-"""Tuning the combination weights on a dev set: an exhaustive grid search.
+"""Tuning the combination weights on a dev set, at whatever scale the scores come in.
 
-am_weight stays 1 (only ratios matter for the argmax); the grid covers lm_weight,
-interp_weight and word_penalty. Every hypothesis's error count against its reference is
-computed once (jiwer), so each grid point costs one weighted sum and one argmax per list.
-The chosen weights are then frozen and applied to the test set: never tune on what you report.
+The weights (rescorer.combination.Weights) enter the total linearly one at a time: with the
+others held, each hypothesis's total is a line in the free weight, and the dev error count
+along it is a step function that `rescorer.line_search` computes exactly. The search:
+
+1. Scale: the LM weight is searched from 0 to 1,000 times the acoustic weight (Kaldi's raw
+   acoustic costs need 10-17, HyPoradise's per-token means 0.001-0.1), the word penalty over
+   +-1,000 acoustic units per word (`word_unit`, measured on the lists), so no grid written
+   for one scale has to fit another.
+2. Starts: every LM weight of a log-spaced ladder (0, then 0.001 to 1,000, two per decade)
+   with interp_weight 0, 0.5 and 1, each with the exactly best word penalty for it.
+3. Refinement: from the best few starts, coordinate ascent with the exact line search (the
+   line search of MERT; SRILM's nbest-optimize and Moses' MERT search the same way) until a
+   full round lowers the dev errors no more.
+4. Ties: along each line the tuner stays inside the best step and takes the middle of the
+   widest one, measured in asinh(t / unit), which is logarithmic away from 0 (a plateau from
+   2 to 200 gives 20) and linear near it (a flat word-penalty axis gives 0). Among starts that
+   end with the same errors, the earlier start wins: the first-pass combination before
+   anything that departs further from it, i.e. starts are taken in the order of their
+   distance from the neutral point (LM weight 1, interp_weight 0.5, no penalty), and a weight
+   along which the dev errors never change keeps its value (`flat`): a dev set on which the
+   weights do not matter gives neutral weights. A chosen point whose best step reaches the end
+   of the searched range is reported (`at_limit`): the dev set asks for more than was searched.
+
+Weights can be fixed (`fixed`) or bounded (`ranges`); only ratios matter, so am_weight is
+fixed at 1 unless a range is given for it (then fix the LM weight), and the OOV penalty stays
+at 0 unless a range is given. Each hypothesis's error count is computed once (ErrorTable);
+the frozen weights are then applied to the test sets: never tune on what you report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from rescorer.combination import NbestArrays, Weights, best_hypotheses, total_scores
+from rescorer.combination import WEIGHT_NAMES, NbestArrays, Weights, best_hypotheses, total_scores
+from rescorer.errors import InputError
+from rescorer.line_search import StepFunction, errors_along_line
+
+LADDER = (0.0,) + tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 0, 0.001, 0.00316, ..., 1000
+MAX_ROUNDS = 10  # coordinate-ascent rounds from one start (it stops earlier when a round gains nothing)
+STARTS_REFINED = 3
 
 
 @dataclass(frozen=True)
-class Grid:
-    lm_weights: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(0, 31))  # 0 .. 1.5
-    interp_weights: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(0, 11))  # 0 .. 1
-    word_penalties: tuple[float, ...] = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+class SearchSpace:
+    """What the tuner may change: `fixed` weights keep their value; `ranges` bound the others.
 
-    @property
-    def size(self) -> int:
-        return len(self.lm_weights) * len(self.interp_weights) * len(self.word_penalties)
+    Unnamed weights: am_weight fixed at 1, oov_penalty fixed at 0, lm_weight in [0, 1000],
+    interp_weight in [0, 1], word_penalty in +-1000 acoustic units per word (from the lists)."""
+
+    fixed: dict[str, float] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.fixed.items():
+            if (problem := Weights.problem(name, value)) is not None:
+                raise InputError(f"fixed weight {name!r}: {problem}")
+            if name in self.ranges:
+                raise InputError(f"weight {name!r} is both fixed and given a range")
+        for name, bounds in self.ranges.items():
+            low, high = bounds
+            for value in bounds:
+                if (problem := Weights.problem(name, value)) is not None:
+                    raise InputError(f"range of {name!r}: {problem}")
+            if not low < high:
+                raise InputError(f"range of {name!r}: expected LOW < HIGH, found {low:g}:{high:g}")
+        if "interp_weight" in self.ranges and not 0 <= self.ranges["interp_weight"][0] <= \
+                self.ranges["interp_weight"][1] <= 1:
+            raise InputError("range of 'interp_weight': must lie within 0:1")
+
+    @classmethod
+    def parse(cls, fixes: list[str] | None, ranges: list[str] | None) -> SearchSpace:
+        """From the CLI's `--fix NAME=VALUE` and `--range NAME=LOW:HIGH` (each repeatable)."""
+        fixed: dict[str, float] = {}
+        bounded: dict[str, tuple[float, float]] = {}
+        for text in fixes or ():
+            name, value = _split(text, "--fix", "NAME=VALUE")
+            fixed[name] = _number(value, f"--fix {text}")
+        for text in ranges or ():
+            name, value = _split(text, "--range", "NAME=LOW:HIGH")
+            low, sep, high = value.partition(":")
+            if not sep:
+                raise InputError(f"--range {text}: expected NAME=LOW:HIGH, e.g. lm_weight=5:20")
+            bounded[name] = (_number(low, f"--range {text}"), _number(high, f"--range {text}"))
+        return cls(fixed, bounded)
 
 
-DEFAULT_GRID = Grid()
+def _split(text: str, flag: str, form: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in WEIGHT_NAMES:
+        raise InputError(f"{flag} {text}: expected {form} with NAME one of {', '.join(WEIGHT_NAMES)}")
+    return name, value.strip()
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {text!r} is not a finite number")
+    return value
+
+
+@dataclass
+class Axis:
+    """One weight the tuner moves: its range and the unit of its asinh scale."""
+
+    name: str
+    low: float
+    high: float
+    unit: float
+    natural: tuple[float, ...]  # ends of the range that are limits of the weight itself (LM weight 0)
 
 
 @dataclass
@@ -35,74 +124,232 @@ class TuningResult:
     weights: Weights
     errors: int  # dev errors at the chosen weights
     ref_words: int
-    # WER (fraction) over the (lm_weight, interp_weight) plane at the chosen word penalty
-    surface: np.ndarray = field(repr=False)
-    grid: Grid = field(repr=False)  # the grid searched last (extended where the best lay on an edge)
-    extended: list[str] = field(default_factory=list)  # the edges the search went past
+    baselines: dict[str, dict]  # what the tuner saw on dev: name -> {"errors", "wer", ...}
+    lines: dict[str, StepFunction]  # dev errors along each free weight through the chosen point
+    axes: dict[str, Axis]
+    at_limit: list[str]  # free weights whose best step reaches an end of the searched range
+    flat: list[str]  # free weights along which the dev errors never change (kept at their start value)
+    line_searches: int
+    seconds: float
+    method: str = ("coordinate ascent with exact line searches (MERT) from a log-spaced ladder of LM weights;"
+                   " ties: the middle of the widest best step")
 
     @property
     def wer(self) -> float:
         return self.errors / self.ref_words
 
+    def warnings(self) -> list[str]:
+        """What a user must know before trusting the weights: a tuned point no better on dev than
+        a combination it could have stayed at, and weights whose best step reaches the end of
+        the searched range."""
+        out = []
+        others = {k: v for k, v in self.baselines.items() if k != "tuned"}
+        if others:
+            name, best = min(others.items(), key=lambda kv: kv[1]["errors"])
+            if self.errors >= best["errors"]:
+                out.append(f"the tuned weights are no better on dev than the {name.replace('_', ' ')}"
+                           f" ({self.errors} against {best['errors']} errors)")
+        for name in self.at_limit:
+            axis = self.axes[name]
+            out.append(f"{name} {getattr(self.weights, name):.6g}: its best dev step reaches the end of the"
+                       f" searched range [{axis.low:.6g}, {axis.high:.6g}]; widen it with --range {name}=LOW:HIGH")
+        return out
 
-MAX_EXTENSIONS = 4  # times an axis may be extended when the best point lies on its edge
+    def plateaus(self) -> dict[str, tuple[float, float]]:
+        """Per free weight, the interval around the chosen value with the same dev errors."""
+        out = {}
+        for name, line in self.lines.items():
+            value = getattr(self.weights, name)
+            for start, end, _ in line.steps():
+                if start <= value <= end:
+                    out[name] = (start, end)
+                    break
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method, "dev_errors": self.errors, "dev_wer": self.wer, "ref_words": self.ref_words,
+            "baselines": self.baselines, "warnings": self.warnings(), "at_limit": self.at_limit, "flat": self.flat,
+            "plateaus": {k: list(v) for k, v in self.plateaus().items()},
+            "ranges": {k: [a.low, a.high] for k, a in self.axes.items()},
+            "line_searches": self.line_searches, "seconds": self.seconds,
+            "lines": {k: {"knots": line.knots.tolist(), "errors": line.errors.tolist(), "high": line.high}
+                      for k, line in self.lines.items()},
+        }
+
+
+def word_unit(arrays: NbestArrays) -> float:
+    """The acoustic score one word is worth on these lists: the median, over hypotheses whose
+    length differs from their list's first, of |am difference| / |length difference| (the LM
+    score where there is no acoustic score; 1 where neither varies)."""
+    first = np.repeat(arrays.offsets[:-1], np.diff(arrays.offsets))
+    length = np.abs(arrays.num_words - arrays.num_words[first])
+    differs = length > 0
+    for scores in (arrays.am, arrays.lm, arrays.nnlm):
+        per_word = np.abs(scores - scores[first])[differs] / length[differs]
+        per_word = per_word[per_word > 0]
+        if len(per_word):
+            return float(np.median(per_word))
+    return 1.0
+
+
+def _axes(arrays: NbestArrays, space: SearchSpace) -> dict[str, Axis]:
+    unit = word_unit(arrays)
+    defaults = {
+        "am_weight": Axis("am_weight", 0.0, 1000.0, 1e-3, (0.0,)),
+        "lm_weight": Axis("lm_weight", 0.0, 1000.0, 1e-3, (0.0,)),
+        "interp_weight": Axis("interp_weight", 0.0, 1.0, 1.0, (0.0, 1.0)),
+        "word_penalty": Axis("word_penalty", -1000.0 * unit, 1000.0 * unit, 1e-3 * unit, ()),
+        "oov_penalty": Axis("oov_penalty", 0.0, 1000.0 * unit, 1e-3 * unit, (0.0,)),
+    }
+    free = {"lm_weight", "interp_weight", "word_penalty"} - set(space.fixed) | set(space.ranges)
+    if not arrays.has_lm:  # no first-pass LM score: only our LM can be weighted
+        free.discard("interp_weight")
+    axes = {}
+    for name in WEIGHT_NAMES:
+        if name not in free:
+            continue
+        axis = defaults[name]
+        if name in space.ranges:
+            low, high = space.ranges[name]
+            axis = replace(axis, low=low, high=high, natural=tuple(v for v in axis.natural if v in (low, high)))
+        axes[name] = axis
+    return axes
+
+
+def _start_weights(arrays: NbestArrays, space: SearchSpace, axes: dict[str, Axis]) -> Weights:
+    values = {"am_weight": 1.0, "lm_weight": 1.0, "interp_weight": 1.0 if not arrays.has_lm else 0.5,
+              "word_penalty": 0.0, "oov_penalty": 0.0}
+    values.update(space.fixed)
+    for name, axis in axes.items():
+        values[name] = min(max(values[name], axis.low), axis.high)
+    return Weights(**values)
+
+
+def _warp(t: float, unit: float) -> float:
+    return math.asinh(t / unit)
+
+
+def _unwarp(u: float, unit: float) -> float:
+    return unit * math.sinh(u)
+
+
+class _Search:
+    def __init__(self, arrays: NbestArrays, hyp_errors: np.ndarray, progress=None):
+        self.arrays, self.hyp_errors, self.progress = arrays, np.asarray(hyp_errors, dtype=np.int64), progress
+        self.line_searches = 0
+
+    def errors(self, weights: Weights) -> int:
+        return int(self.hyp_errors[best_hypotheses(self.arrays, total_scores(self.arrays, weights))].sum())
+
+    def line(self, weights: Weights, axis: Axis) -> StepFunction:
+        """Dev errors as `axis` runs over its range, the other weights as in `weights`."""
+        intercepts = total_scores(self.arrays, replace(weights, **{axis.name: 0.0}))
+        slopes = total_scores(self.arrays, replace(weights, **{axis.name: 1.0})) - intercepts
+        self.line_searches += 1
+        if self.progress is not None:
+            self.progress.update(1)
+        return errors_along_line(self.arrays.index, intercepts, slopes, self.hyp_errors, axis.low, axis.high)
+
+    def best_on_line(self, weights: Weights, axis: Axis) -> tuple[Weights, int]:
+        """The middle (in asinh units) of the widest step with the fewest errors along `axis`;
+        the value unchanged where the errors do not change along it at all."""
+        steps = self.line(weights, axis).steps()
+        if len(steps) == 1:
+            return weights, steps[0][2]
+        fewest = min(s[2] for s in steps)
+        widest = max((s for s in steps if s[2] == fewest),
+                     key=lambda s: _warp(s[1], axis.unit) - _warp(s[0], axis.unit))
+        middle = _unwarp((_warp(widest[0], axis.unit) + _warp(widest[1], axis.unit)) / 2, axis.unit)
+        middle = min(max(middle, widest[0]), widest[1])
+        return replace(weights, **{axis.name: middle}), fewest
+
+    def ascend(self, weights: Weights, errors: int, axes: list[Axis]) -> tuple[Weights, int]:
+        """Coordinate ascent from `weights` until a round over `axes` lowers the errors no more."""
+        for _ in range(MAX_ROUNDS):
+            before = errors
+            for axis in axes:
+                weights, errors = self.best_on_line(weights, axis)
+            if errors >= before:
+                break
+        return weights, errors
 
 
 def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray,
-                 grid: Grid = DEFAULT_GRID, progress=None) -> TuningResult:
-    """Grid search for the weights with the fewest dev errors (ties: the earlier grid point).
+                 space: SearchSpace | None = None, progress=None) -> TuningResult:
+    """The weights with the fewest dev errors that `space` allows (see the module's docstring)."""
+    started = time.perf_counter()
+    space = space or SearchSpace()
+    axes = _axes(arrays, space)
+    search = _Search(arrays, hyp_errors, progress)
+    start = _start_weights(arrays, space, axes)
 
-    A best point on the upper edge of the LM weights, or on either edge of the word penalties,
-    may lie beyond the grid: that axis is extended by as many steps again (the same spacing)
-    and searched again, up to MAX_EXTENSIONS times; `extended` names what was extended.
-    """
-    extended: list[str] = []
-    for _ in range(MAX_EXTENSIONS + 1):
-        result = _search(arrays, hyp_errors, ref_words, grid, progress)
-        wider = _extend(grid, result.weights)
-        if wider is None:
-            break
-        grid, axis = wider
-        extended.append(axis)
-    result.extended = extended
-    return result
+    # Starts: the ladder of LM weights x a few interpolation weights, each with its best penalty.
+    lm_values = _ladder(axes["lm_weight"]) if "lm_weight" in axes else [start.lm_weight]
+    interp_values = ([axes["interp_weight"].low, (axes["interp_weight"].low + axes["interp_weight"].high) / 2,
+                      axes["interp_weight"].high] if "interp_weight" in axes else [start.interp_weight])
+    starts: list[tuple[int, float, Weights]] = []
+    for interp in interp_values:
+        for lm_weight in lm_values:
+            weights = replace(start, lm_weight=lm_weight, interp_weight=interp)
+            if "word_penalty" in axes:
+                weights, errors = search.best_on_line(weights, axes["word_penalty"])
+            else:
+                errors = search.errors(weights)
+            starts.append((errors, _departure(weights, start), weights))
+    starts.sort(key=lambda s: (s[0], s[1]))
+
+    order = [axes[n] for n in ("lm_weight", "interp_weight", "word_penalty", "am_weight", "oov_penalty") if n in axes]
+    finished = []
+    for errors, departure, weights in starts[:STARTS_REFINED]:
+        weights, errors = search.ascend(weights, errors, order)
+        finished.append((errors, departure, weights))
+    errors, _, weights = min(finished, key=lambda f: (f[0], f[1]))
+    if not order:  # everything fixed
+        weights, errors = start, search.errors(start)
+    lines = {axis.name: search.line(weights, axis) for axis in order}
+
+    total_words = int(np.asarray(ref_words).sum())
+    baselines = _baselines(arrays, search, total_words, axes)
+    baselines["tuned"] = {"errors": errors, "wer": errors / total_words if total_words else 0.0,
+                          "weights": weights.to_dict()}
+    at_limit, flat = [], []
+    for name, line in lines.items():
+        axis, value = axes[name], getattr(weights, name)
+        if len(line.steps()) == 1:
+            flat.append(name)
+            continue
+        for start_t, end_t, _ in line.steps():
+            if start_t <= value <= end_t:
+                if (start_t == axis.low and axis.low not in axis.natural) or \
+                        (end_t == axis.high and axis.high not in axis.natural):
+                    at_limit.append(name)
+                break
+    return TuningResult(weights, errors, total_words, baselines, lines, axes, at_limit, flat,
+                        search.line_searches, time.perf_counter() - started)
 
 
-def _extend(grid: Grid, best: Weights) -> tuple[Grid, str] | None:
-    lm, penalties = grid.lm_weights, grid.word_penalties
-    if len(lm) > 1 and best.lm_weight == lm[-1] and lm[-1] > 0:
-        step = lm[-1] - lm[-2]
-        more = tuple(round(lm[-1] + step * k, 6) for k in range(1, len(lm)))
-        return Grid(lm + more, grid.interp_weights, penalties), f"lm_weight above {lm[-1]:g}"
-    if len(penalties) > 1 and best.word_penalty in (penalties[0], penalties[-1]) and best.word_penalty != 0:
-        low_step, high_step = penalties[1] - penalties[0], penalties[-1] - penalties[-2]
-        n = len(penalties) // 2
-        lower = tuple(round(penalties[0] - low_step * k, 6) for k in range(n, 0, -1))
-        upper = tuple(round(penalties[-1] + high_step * k, 6) for k in range(1, n + 1))
-        edge = "below" if best.word_penalty == penalties[0] else "above"
-        value = penalties[0] if edge == "below" else penalties[-1]
-        return (Grid(grid.lm_weights, grid.interp_weights, lower + penalties + upper),
-                f"word_penalty {edge} {value:g}")
-    return None
+def _departure(weights: Weights, neutral: Weights) -> float:
+    """How far a start lies from the neutral point: LM weights compared on the asinh scale."""
+    return (abs(_warp(weights.lm_weight, 1e-3) - _warp(neutral.lm_weight, 1e-3))
+            + abs(weights.interp_weight - neutral.interp_weight))
 
 
-def _search(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray, grid: Grid,
-            progress=None) -> TuningResult:
-    interp_weights: Sequence[float] = grid.interp_weights if arrays.has_lm else (1.0,)
-    total_words = int(ref_words.sum())
-    best: tuple[int, Weights] | None = None
-    errors = np.zeros((len(grid.word_penalties), len(grid.lm_weights), len(interp_weights)), dtype=np.int64)
-    for p, penalty in enumerate(grid.word_penalties):
-        for i, lm_weight in enumerate(grid.lm_weights):
-            for j, interp in enumerate(interp_weights):
-                weights = Weights(1.0, lm_weight, interp, penalty)
-                chosen = best_hypotheses(arrays, total_scores(arrays, weights))
-                errors[p, i, j] = hyp_errors[chosen].sum()
-                if best is None or errors[p, i, j] < best[0]:
-                    best = (int(errors[p, i, j]), weights)
-            if progress is not None:
-                progress.update(len(interp_weights))
-    assert best is not None
-    p_best = grid.word_penalties.index(best[1].word_penalty)
-    return TuningResult(best[1], best[0], total_words, errors[p_best] / total_words,
-                        Grid(grid.lm_weights, tuple(interp_weights), grid.word_penalties))
+def _ladder(axis: Axis) -> list[float]:
+    inside = [v for v in LADDER if axis.low < v < axis.high]
+    return sorted({axis.low, axis.high, *inside}) if axis.high - axis.low > 0 else [axis.low]
+
+
+def _baselines(arrays: NbestArrays, search: _Search, total_words: int, axes: dict[str, Axis]) -> dict[str, dict]:
+    """Dev errors of the first hypothesis, of the acoustic score alone, and of the first pass's
+    own combination (am + s * lm, s the best LM weight along the line, no penalty)."""
+    def entry(errors: int, **extra) -> dict:
+        return {"errors": errors, "wer": errors / total_words if total_words else 0.0, **extra}
+
+    out = {"first_pass": entry(int(search.hyp_errors[arrays.offsets[:-1]].sum())),
+           "acoustic_only": entry(search.errors(Weights(1.0, 0.0, 0.0, 0.0, 0.0)))}
+    if arrays.has_lm and np.any(arrays.lm != 0):
+        lm_axis = axes.get("lm_weight", Axis("lm_weight", 0.0, 1000.0, 1e-3, (0.0,)))
+        weights, errors = search.best_on_line(Weights(1.0, 1.0, 0.0, 0.0, 0.0), lm_axis)
+        out["first_pass_combination"] = entry(errors, lm_weight=weights.lm_weight)
+    return out
