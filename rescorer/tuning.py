@@ -146,13 +146,15 @@ class TuningResult:
         others = {k: v for k, v in self.baselines.items() if k != "tuned"}
         if others:
             name, best = min(others.items(), key=lambda kv: kv[1]["errors"])
-            if self.errors >= best["errors"]:
+            if self.errors >= best["errors"] and self.errors > 0:
                 out.append(f"the tuned weights are no better on dev than the {name.replace('_', ' ')}"
                            f" ({self.errors} against {best['errors']} errors)")
+        plateaus = self.plateaus()
         for name in self.at_limit:
-            axis = self.axes[name]
-            out.append(f"{name} {getattr(self.weights, name):.6g}: its best dev step reaches the end of the"
-                       f" searched range [{axis.low:.6g}, {axis.high:.6g}]; widen it with --range {name}=LOW:HIGH")
+            axis, (low, high) = self.axes[name], plateaus[name]
+            out.append(f"{name} {getattr(self.weights, name):.6g} is the middle of a best dev step ({low:.6g} to"
+                       f" {high:.6g}) that reaches the end of the searched range [{axis.low:.6g}, {axis.high:.6g}]:"
+                       f" the dev set does not bound it (--range {name}=LOW:HIGH searches elsewhere)")
         return out
 
     def plateaus(self) -> dict[str, tuple[float, float]]:
