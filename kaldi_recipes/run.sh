@@ -13,13 +13,15 @@ stage=1
 N=30
 inv_acwt=10
 interp_weight=0.5   # our LM's share in the lattices of stage 3 (Kaldi's rnn-weight)
+eval_opts=          # options for `rescorer eval`'s tuner, e.g. "--fix interp_weight=0.5 --range lm_weight=5:30"
 server=             # score through a running rescorer-server instead of loading the model per job
 rescorer=${RESCORER:-rescorer}
 # End configuration section.
 
 help_message="Usage: $0 [options] <lm-dir> <lang-dir> <data-dev> <decode-dev> <data-test> <decode-test> <exp-dir>
 Options: --stage <n> (default $stage), --N <n> ($N), --inv-acwt <x> ($inv_acwt),
-  --interp-weight <w> ($interp_weight), --server <url> (default: load the model in each job)"
+  --interp-weight <w> ($interp_weight), --server <url> (default: load the model in each job),
+  --eval-opts <options> (for rescorer eval's tuner; it finds Kaldi's scale itself: LM weights 0-1000)"
 
 echo "$0 $*"
 . ./cmd.sh
@@ -45,8 +47,10 @@ if [ "$stage" -le 1 ]; then
 fi
 
 if [ "$stage" -le 2 ]; then
+  # Kaldi's raw acoustic costs need an LM weight near inv_acwt: the tuner searches 0-1000.
+  read -r -a tuner_opts <<< "$eval_opts"
   "$rescorer" eval "$lm_dir" --format kaldi --dev "$exp/nbest_dev/merged" --dev-ref "$data_dev/text" \
-    --test "$exp/nbest_test/merged" --test-ref "$data_test/text" --out "$exp/eval"
+    --test "$exp/nbest_test/merged" --test-ref "$data_test/text" --out "$exp/eval" "${tuner_opts[@]}"
 fi
 
 if [ "$stage" -le 3 ]; then

@@ -99,12 +99,33 @@ def test_compact_lattice_paths_sum_graph_and_acoustic_costs(tmp_path):
 
 def test_the_real_lattice_to_nbest_fixture_parses_into_ten_paths():
     path = shared_data("kaldi-nbest-fixture-kgraph/nbest.txt")
-    (utt,) = read_compact_lattice_nbest(path)
+    with pytest.raises(NbestError, match="--symbols words.txt"):  # ids are never scored as words
+        read_compact_lattice_nbest(path)
+    table = "<eps> 0\n" + "".join(f"w{i} {i}\n" for i in range(1, 100_001)) + "<unk> 100001\n"
+    (utt,) = read_compact_lattice_nbest(path, parse_symbol_table(table, "words.txt"))
     assert utt.utt_id == "test" and len(utt.hyps) == 10
     first = utt.hyps[0]
-    assert first.text.split()[0] == "94013" and first.lm_score < 0
+    assert first.text.split()[0] == "w94013" and first.lm_score < 0
     # the first arc of test-1 carries graph cost 35.0782 and acoustic cost -410.369
     assert first.lm_score <= -35.0782
+
+
+def test_integer_ids_need_symbols_and_digits_among_words_stay_words(tmp_path):
+    from rescorer.formats.kaldi import read_words_archive
+
+    ids = tmp_path / "ids"
+    ids.write_text("u-1 1 2\nu-2 3\n")
+    with pytest.raises(NbestError, match="holds integer word ids.*--symbols"):
+        read_words_archive(ids)
+    assert read_words_archive(ids, SYMBOLS) == {"u-1": ["the", "cat"], "u-2": ["sat"]}
+    mixed = tmp_path / "words"  # a record of digits in an archive of words: words, with or without symbols
+    mixed.write_text("u-1 the cat\nu-2 4 20\nu-3 \u00b2 \u0663\n")
+    for symbols in (None, SYMBOLS):
+        assert read_words_archive(mixed, symbols) == {"u-1": ["the", "cat"], "u-2": ["4", "20"],
+                                                      "u-3": ["\u00b2", "\u0663"]}
+    unicode_digits = tmp_path / "unicode"
+    unicode_digits.write_text("u-1 \u0663 \u00b2\n")  # not ASCII integers: words, never decoded as ids
+    assert read_words_archive(unicode_digits, SYMBOLS) == {"u-1": ["\u0663", "\u00b2"]}
 
 
 def test_a_branching_lattice_is_refused(tmp_path):

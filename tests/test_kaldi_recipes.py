@@ -209,3 +209,27 @@ def test_librispeech_lists_through_the_recipe_with_one_and_three_jobs_match_resc
         errors = int((out / "wer").read_text().split("[")[1].split("/")[0])
         assert errors == expected_errors
     assert texts[1] == texts[3]
+
+
+@pytest.mark.slow
+def test_wsj_hub1_lists_at_kaldis_scale_get_kaldi_scale_weights_through_the_recipe(lm_dir, tmp_path):
+    """Real n-gram first-pass lists as Kaldi leaves them (acwt = -am_score, about 2,600 per
+    word; lmwt.withlm = -lm_score): the tuner must find an LM weight near Kaldi's inv_acwt
+    (10-17) and beat the first pass on the held-out half, as run.sh's stage 2 runs it."""
+    everything = read_nbest(NbestSource(str(shared_data("wsj-hub1-nbest") / "nbest.jsonl.gz")))
+    halves = {"dev": everything[0::2], "test": everything[1::2]}
+    env = _env(tmp_path)
+    for name, utterances in halves.items():
+        write_kaldi_jobs(utterances, tmp_path / "lang", tmp_path / f"data_{name}", tmp_path / name, 2)
+        _rescore_stages(lm_dir, tmp_path / "lang", tmp_path / f"data_{name}", tmp_path / name, env, "--scoring", "none")
+    assert rescorer_main(["eval", str(lm_dir), "--format", "kaldi", "--dev", str(tmp_path / "dev" / "merged"),
+                          "--dev-ref", str(tmp_path / "data_dev/text"), "--test", str(tmp_path / "test" / "merged"),
+                          "--test-ref", str(tmp_path / "data_test/text"), "--out", str(tmp_path / "eval"),
+                          "--fix", "interp_weight=0", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert 5 < report["weights"]["lm_weight"] < 30
+    evaluation = report["sets"][0]["evaluation"]
+    assert evaluation["rescored"]["wer"] < evaluation["first_pass"]["wer"]
+    tuning = report["tuning"]
+    assert tuning["dev_errors"] <= min(row["errors"] for row in tuning["baselines"].values())
+    assert 5 < tuning["baselines"]["first_pass_combination"]["lm_weight"] < 30

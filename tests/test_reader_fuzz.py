@@ -20,7 +20,7 @@ from rescorer.formats.jsonl import read_jsonl
 from rescorer.formats.kaldi import read_compact_lattice_nbest, read_kaldi_nbest, read_kaldi_text
 from rescorer.formats.score_mapping import parse_score_mapping
 from rescorer.formats.trn import read_trn
-from rescorer.vocab import read_symbol_table
+from rescorer.vocab import parse_symbol_table, read_symbol_table
 from training.corpus import iter_sentences
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
@@ -63,7 +63,8 @@ def _read_kaldi_dir(path: Path):
 READERS = {
     "jsonl": read_jsonl, "hyporadise": read_hyporadise, "kaldi_text": read_kaldi_text, "trn": read_trn,
     "symbols": read_symbol_table, "corpus": lambda path: list(iter_sentences(path)),
-    "lattice": read_compact_lattice_nbest, "kaldi_dir": _read_kaldi_dir,
+    "lattice": lambda path: read_compact_lattice_nbest(path, parse_symbol_table(VALID["symbols"].decode(), "words.txt")),
+    "kaldi_dir": _read_kaldi_dir,
 }
 VALID["kaldi_dir"] = b"utt1-1 a b\nutt2-1 c\n"
 

@@ -115,28 +115,37 @@ def read_cost_archive(path: str | Path) -> dict[str, float]:
 
 
 def read_words_archive(path: str | Path, symbols: Vocabulary | None = None) -> dict[str, list[str]]:
-    """A words archive: text words, text integer ids, or binary int32 vectors (ids need `symbols`)."""
+    """A words archive: text words, text integer ids, or binary int32 vectors (ids need `symbols`).
+
+    A text archive holds ids when every token of every record is an ASCII integer (then
+    `symbols` is required); otherwise every record is words, digits included ("4 20" in an
+    archive of words stays "4 20"): one decision for the whole archive, never per record."""
     out: dict[str, list[str]] = {}
+    text_keys: list[str] = []
     for key, payload in _iter_records(path, "int32_vector"):
+        if key in out:
+            raise NbestError(f"{path}: key {key!r} appears twice")
         if isinstance(payload, bytes):
             (length,) = struct.unpack("<i", payload[3:7])
             ids = [struct.unpack("<i", payload[8 + 5 * i : 12 + 5 * i])[0] for i in range(length)]
-            words = _ids_to_words(ids, symbols, path, key)
+            out[key] = _ids_to_words(ids, symbols, path, key)
         else:
-            tokens = payload.split()
-            if symbols is not None and all(t.lstrip("-").isdigit() for t in tokens):
-                words = _ids_to_words([int(t) for t in tokens], symbols, path, key)
-            else:
-                words = tokens
-        if key in out:
-            raise NbestError(f"{path}: key {key!r} appears twice")
-        out[key] = words
+            out[key] = payload.split()
+            text_keys.append(key)
+    tokens = [t for key in text_keys for t in out[key]]
+    if tokens and all(_INTEGER.fullmatch(t) for t in tokens):
+        for key in text_keys:
+            out[key] = _ids_to_words([int(t) for t in out[key]], symbols, path, key)
     return out
+
+
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: '²' or '٣' are words, never ids
 
 
 def _ids_to_words(ids: list[int], symbols: Vocabulary | None, path, key: str) -> list[str]:
     if symbols is None:
-        raise NbestError(f"{path}: record {key!r} holds integer word ids; give the words.txt symbol table")
+        raise NbestError(f"{path}: record {key!r} holds integer word ids; give the symbol table with"
+                         " --symbols words.txt (the lang directory's words.txt)")
     bad = [i for i in ids if not 0 <= i < len(symbols)]
     if bad:
         raise NbestError(f"{path}: record {key!r}: word id {bad[0]} is not in the symbol table ({len(symbols)} symbols)")
@@ -252,7 +261,7 @@ def _linear_path(key: str, arcs: list, symbols: Vocabulary | None, path) -> Hypo
     for _ in range(len(arcs) + 1):
         if state in finals:
             graph, ac = graph + finals[state][3], ac + finals[state][4]
-            words = [str(i) for i in ids] if symbols is None else _ids_to_words(ids, symbols, path, key)
+            words = _ids_to_words(ids, symbols, path, key)  # a lattice's words are always ids
             return Hypothesis(" ".join(words), am_score=-ac, lm_score=-graph)
         if state not in outgoing:
             raise NbestError(f"{path}: lattice {key!r}: state {state} has no arc and is not final")
