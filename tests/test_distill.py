@@ -279,3 +279,74 @@ def test_distill_help_names_every_loss_and_the_teacher_option(capsys):
     assert exit_info.value.code == 0
     assert "--teacher" in out and all(loss in out for loss in ("ce", "kl", "interp", "tr", "nce-tr"))
     assert "--trust-a" in out and "--alpha" in out
+
+
+def _truncated(teacher: torch.Tensor, targets: torch.Tensor, k: int):
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    return TruncatedTeacher(*truncate(teacher, targets, k))
+
+
+@pytest.mark.parametrize("kind", ["kl", "interp", "tr"])
+def test_a_teacher_truncated_to_the_whole_vocabulary_is_the_teacher(kind):
+    student, teacher, targets, mask = _distributions()
+    exact = distillation_loss(student, teacher, targets, mask, kind, alpha=0.3, trust=0.2)
+    stored = distillation_loss(student, _truncated(teacher, targets, 11), targets, mask, kind, alpha=0.3, trust=0.2)
+    torch.testing.assert_close(stored, exact)
+    bigger_k = distillation_loss(student, _truncated(teacher, targets, 50), targets, mask, kind, alpha=0.3, trust=0.2)
+    torch.testing.assert_close(bigger_k, exact)
+
+
+def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
+    _, teacher, targets, _ = _distributions(N=5, V=40, seed=3)
+    truncated = _truncated(teacher, targets, 6)
+    total = truncated.log_probs.exp().sum(-1) + 34 * truncated.rest.exp()
+    torch.testing.assert_close(total, torch.ones(5, dtype=total.dtype))
+    torch.testing.assert_close(truncated.target, teacher.gather(1, targets[:, None]).squeeze(1))  # exact, always
+    words = torch.arange(40)
+    looked_up = truncated.at(words)  # (N, V): the top 6 exactly, the rest's even share elsewhere
+    top = teacher.topk(6, dim=1).indices
+    torch.testing.assert_close(looked_up.gather(1, top), teacher.gather(1, top))
+    outside = torch.ones_like(teacher, dtype=torch.bool).scatter_(1, top, False)
+    torch.testing.assert_close(looked_up[outside], truncated.rest[:, None].expand(-1, 40)[outside])
+    # the KL term with the rest spread evenly: exact for a teacher that is uniform outside its top k
+    flat = torch.where(outside, truncated.rest[:, None].expand(-1, 40), teacher)
+    student = torch.log_softmax(torch.randn(5, 40, dtype=torch.float64), -1)
+    torch.testing.assert_close(truncated.cross_entropy_to(student), -(flat.exp() * student).sum(-1))
+
+
+def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(demo_corpus, teachers):
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    members = [load_artifact(t).model for t in teachers]
+    reference = FrozenReference(members)
+    inputs = torch.randint(0, members[0].config.vocab_size, (3, 5))
+    targets = torch.randint(0, members[0].config.vocab_size, (15,))
+    samples = torch.randint(0, members[0].config.vocab_size, (9,))
+    features, _ = reference.features(inputs, None)
+    live_target, live_samples = reference.log_probs_at(features, targets, samples)
+    stored = TruncatedTeacher(*truncate(reference.log_probs(features), targets, members[0].config.vocab_size))
+    torch.testing.assert_close(stored.target, live_target, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stored.at(samples), live_samples, atol=1e-5, rtol=1e-5)
+
+
+def test_distilling_from_stored_teachers_at_full_k_trains_the_same_student_and_reuses_the_store(
+        demo_corpus, teachers, tmp_path):
+    def config(name: str, k: int, epochs: int = 1):
+        return tiny_config(demo_corpus, tmp_path / name, embedding_dim=16, hidden_dim=16, loss="tr",
+                           teacher_paths=tuple(str(t) for t in teachers), teacher_top_k=k, max_epochs=epochs,
+                           dropout=0.0)
+
+    vocab = len(load_artifact(teachers[0]).vocab)
+    live = train(config("live", 0), progress=False).history
+    stored = train(config("stored", vocab), progress=False).history
+    assert stored[0]["train_loss_per_token"] == pytest.approx(live[0]["train_loss_per_token"], rel=1e-4)
+    assert stored[0]["dev_normalized_ppl"] == pytest.approx(live[0]["dev_normalized_ppl"], rel=1e-3)
+    store = tmp_path / "stored" / f"teacher-top{vocab}"
+    assert json.loads((store / "meta.json").read_text())["k"] == vocab
+    before = (store / "indices.npy").stat().st_mtime_ns
+    train(config("stored", vocab, epochs=2), resume=True, progress=False)  # the second epoch reads the same store
+    assert (store / "indices.npy").stat().st_mtime_ns == before
+    assert not store.with_name(store.name + ".partial").exists()
+    half = train(config("half", vocab // 2), progress=False).history  # truncated: close to the exact teacher
+    assert half[0]["dev_normalized_ppl"] == pytest.approx(live[0]["dev_normalized_ppl"], rel=0.1)

@@ -31,6 +31,7 @@ class BpttBatches:
             )
         self.ids = ids
         self.bptt = bptt
+        self.rank, self.world_size = rank, world_size
         self.starts = rank * shard + np.arange(batch_size) * self.column_length  # (B,)
 
     def __len__(self) -> int:

@@ -69,6 +69,9 @@ class TrainConfig:
                                                 " are averaged")
     alpha: float = option(0.5, "interp: alpha CE + (1 - alpha) KL (paper 2, Eq. 1)")
     trust_a: float = option(0.1, "tr and nce-tr: R(y) = -a ln(1 - Q(y|c)) (paper 2, Eq. 6; 0.1 on PTB, 0.01 on WSJ)")
+    teacher_top_k: int = option(64, "store the teachers' distributions once per run, truncated to their k most"
+                                    " probable words per position (exact when k >= V; 0: the teachers' full"
+                                    " softmax at every step)")
     # optimisation
     batch_size: int = option(64, "sequences per batch (paper 1: 128; 64 is faster on 2 cores)")
     bptt: int = option(20, "truncated BPTT length (paper 1: 20)")

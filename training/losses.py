@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from training.teacher_cache import TruncatedTeacher
+
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
     """Full-softmax cross-entropy: logits (N, V), targets (N,) -> summed loss (scalar)."""
@@ -147,7 +149,7 @@ TRUST_FLOOR = 1e-6  # 1 - Q(y|c) is floored here: a teacher certain of y gives R
 
 def distillation_loss(
     student_log_probs: torch.Tensor,
-    teacher_log_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor | TruncatedTeacher,
     targets: torch.Tensor,
     mask: torch.Tensor,
     kind: str,
@@ -157,22 +159,28 @@ def distillation_loss(
     """Knowledge distillation, paper 2 Eq. 1-6, summed over valid positions.
 
     student_log_probs  ln P(x|c)  (N, V)  normalized (softmax or mixture of softmaxes)
-    teacher_log_probs  ln Q(x|c)  (N, V)  normalized, no gradient (the teacher is frozen)
+    teacher_log_probs  ln Q(x|c)  (N, V)  normalized, no gradient (the teacher is frozen); or the
+                       teacher truncated to its top k words (training.teacher_cache), whose KL
+                       term spreads the remaining mass evenly and whose ln Q(y|c) is exact
     targets y (N,); mask (N,) bool
     kind: `kl`      L_KL = -sum_x Q(x|c) ln P(x|c)                          (Eq. 4)
           `interp`  alpha L_CE + (1 - alpha) L_KL, L_CE = -ln P(y|c)        (Eq. 1, 2)
           `tr`      R(y) L_CE + L_KL, R(y) = -a ln(1 - Q(y|c))              (Eq. 5, 6)
     R(y) is computed from the teacher alone and carries no gradient.
     """
-    teacher_log_probs = teacher_log_probs.detach()
     cross_entropy = -student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
-    kl = -(teacher_log_probs.exp() * student_log_probs).sum(-1)  # (N,)
+    if isinstance(teacher_log_probs, TruncatedTeacher):
+        kl = teacher_log_probs.cross_entropy_to(student_log_probs)  # (N,)
+        teacher_target = teacher_log_probs.target
+    else:
+        teacher_log_probs = teacher_log_probs.detach()
+        kl = -(teacher_log_probs.exp() * student_log_probs).sum(-1)  # (N,)
+        teacher_target = teacher_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # ln Q(y|c)
     if kind == "kl":
         per_position = kl
     elif kind == "interp":
         per_position = alpha * cross_entropy + (1.0 - alpha) * kl
     elif kind == "tr":
-        teacher_target = teacher_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # ln Q(y|c)
         per_position = trust_weight(teacher_target, trust) * cross_entropy + kl
     else:
         raise ValueError(f"unknown distillation loss {kind!r}; expected kl, interp or tr")

@@ -24,6 +24,7 @@ from training.losses import cross_entropy_loss, distillation_loss, nce_kld_loss,
 from training.noise import UnigramNoise
 from training.reference import FrozenReference
 from training.regularization import Regularization, RegularizedFeatures
+from training.teacher_cache import TruncatedTeacher
 
 
 class TrainingObjective(nn.Module):
@@ -66,7 +67,8 @@ class TrainingObjective(nn.Module):
         samples: torch.Tensor | None = None, reference_features: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """inputs, targets (B, T); samples (S,) noise words for NCE; reference_features, the frozen
-        reference's (or teachers') features at the same positions, one (B, T, D_m) per member."""
+        reference's (or teachers') features at the same positions, one (B, T, D_m) per member, or
+        the teachers' stored top-k distributions there (training.teacher_cache)."""
         penalty = None
         if self.regularized is not None and self.model.training:
             features, state, penalty = self.regularized(inputs, state, sparse_embedding=self.sparse_input)
@@ -81,7 +83,8 @@ class TrainingObjective(nn.Module):
             loss = self._nce(features, targets, samples, reference_features, mask)
         elif self.loss in DISTILLATION_LOSSES:
             student = self.model.log_probs(features)  # (N, V)
-            teacher = self.reference.log_probs(reference_features)  # (N, V), no gradient
+            teacher = reference_features if isinstance(reference_features, TruncatedTeacher) \
+                else self.reference.log_probs(reference_features)  # (N, V), no gradient
             loss = distillation_loss(student, teacher, targets, mask, self.loss, self.alpha, self.trust_a)
         elif self.model.config.output_kind == "mos":
             loss = F.nll_loss(self.model.log_probs(features), targets, ignore_index=self.bos_id, reduction="sum")
@@ -102,8 +105,11 @@ class TrainingObjective(nn.Module):
         target_log_noise, sample_log_noise = self.noise.log_probs[targets], self.noise.log_probs[samples]
         if self.reference is None:
             return nce_loss(target_scores, sample_scores, target_log_noise, sample_log_noise, mask)
-        reference_target, reference_samples = self.reference.log_probs_at(
-            reference_features, targets, samples)  # (N,), (N, S)
+        if isinstance(reference_features, TruncatedTeacher):  # the teachers' stored top k
+            reference_target, reference_samples = reference_features.target, reference_features.at(samples)
+        else:
+            reference_target, reference_samples = self.reference.log_probs_at(
+                reference_features, targets, samples)  # (N,), (N, S)
         # nce-tr: trust regularization as a per-position gamma = R(y) / (1 + R(y))
         gamma = trust_gamma(reference_target, self.trust_a) if self.loss == "nce-tr" else self.gamma
         # how often each target was drawn: the samples equal to y leave the partial expectation

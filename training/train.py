@@ -51,6 +51,7 @@ from training.perplexity import evaluate
 from training.reference import FrozenReference, ReferenceFeatures, artifact_digest, load_reference
 from training.schedule import Schedule
 from training.sgd import sgd_step
+from training.teacher_cache import TeacherTopK
 
 CHECKPOINT_FORMAT = 2  # checkpoints of another format are refused on resume
 RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
@@ -245,7 +246,21 @@ def _load_teachers(config: TrainConfig, device) -> list[Artifact]:
     return teachers
 
 
-def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures:
+def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures | TeacherTopK:
+    if config.uses_teacher and config.teacher_top_k > 0:
+        started = time.perf_counter()
+        directory = Path(config.out_dir) / f"teacher-top{config.teacher_top_k}"
+        if batches.world_size > 1:
+            directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
+        description = {"teachers": [artifact_digest(p) for p in config.teacher_paths],
+                       "temperature": config.reference_temperature, "batch_size": config.batch_size,
+                       "bptt": config.bptt, "rank": batches.rank, "world_size": batches.world_size}
+        cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, device, show)
+        if show:
+            size = TeacherTopK.cache_bytes(batches, cache.k)
+            tqdm.write(f"teachers' top {cache.k} {'computed' if cache.built_now else 'reused'}: {size / 2**20:.0f} MiB"
+                       f" in {directory} ({time.perf_counter() - started:.1f} s)")
+        return cache
     size = ReferenceFeatures.cache_bytes(batches, reference.feature_dims)
     if config.cache_reference_features and size > REFERENCE_CACHE_LIMIT:
         raise ConfigError(
