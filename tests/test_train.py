@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from safetensors.torch import load_file
@@ -55,6 +56,36 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
         train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=2), resume=True, progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint_before
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 1
+
+
+def test_a_dev_perplexity_that_explodes_stops_the_run_naming_the_epoch_and_a_lower_rate(demo_corpus, tmp_path,
+                                                                                      monkeypatch):
+    train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=1), progress=False)
+    checkpoint_before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    real_evaluate = train_module.evaluate
+
+    def exploding(*args, **kwargs):  # the second epoch's dev perplexity 10x the first's
+        from dataclasses import replace
+
+        result = real_evaluate(*args, **kwargs)
+        return replace(result, normalized_log_prob=result.normalized_log_prob - math.log(10) * result.num_tokens)
+
+    monkeypatch.setattr(train_module, "evaluate", exploding)
+    with pytest.raises(TrainingDivergedError, match=r"diverged in epoch 2: dev perplexity .* times epoch 1's.*--lr"):
+        train(tiny_config(demo_corpus, tmp_path / "run", max_epochs=2), resume=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint_before
+
+
+def test_a_learning_rate_that_explodes_exits_2_with_a_message(demo_corpus, tmp_path, capsys):
+    from training.cli import main as train_cli
+
+    code = train_cli(["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]),
+                      "--out", str(tmp_path / "run"), "--loss", "ce", "--embedding-dim", "16", "--hidden-dim", "16",
+                      "--num-layers", "1", "--batch-size", "8", "--lr", "1e6", "--clip-norm", "1e6",
+                      "--max-epochs", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lr" in err and ("diverged in epoch 1" in err or "non-finite" in err), err
+    assert not (tmp_path / "run" / "artifact").exists()
 
 
 def test_every_float_option_refuses_non_finite_values_and_says_what_is_expected(tmp_path):

@@ -36,7 +36,7 @@ CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
     "ptb": ("ptb/ptb.train.txt.gz", "ptb/ptb.valid.txt.gz", "ptb/ptb.test.txt.gz"),
     "wikitext-2": ("wikitext-2/train.txt.gz", "wikitext-2/valid.txt.gz", "wikitext-2/test.txt.gz"),
 }
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+EXIT_BAD_INPUT = EXIT_DIVERGED = 2  # bad input, and a run that diverged (a --lr too high): both need a new command
 # options each subcommand does not take from TrainConfig: set otherwise, or meaningless there
 ADAPTATION_FIELDS = {"init_path", "reference_path", "gamma", "reference_temperature", "cache_reference_features"}
 DISTILLATION_FIELDS = {"teacher_paths", "alpha", "trust_a", "teacher_top_k"}

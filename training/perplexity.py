@@ -24,6 +24,12 @@ from rescorer.model import LOGIT_CHUNK, LstmLanguageModel
 from rescorer.sentence_batches import make_sentence_batches, step_cost_for
 
 
+def _perplexity(log_prob: float, tokens: int) -> float:
+    """exp(-log_prob / tokens); inf past float range (a diverged model), never OverflowError."""
+    exponent = -log_prob / tokens
+    return math.exp(exponent) if exponent < 709.0 else math.inf
+
+
 @dataclass(frozen=True)
 class EvaluationResult:
     num_sentences: int
@@ -38,11 +44,11 @@ class EvaluationResult:
 
     @property
     def normalized_ppl(self) -> float:
-        return math.exp(-self.normalized_log_prob / self.num_tokens)
+        return _perplexity(self.normalized_log_prob, self.num_tokens)
 
     @property
     def self_normalized_ppl(self) -> float:
-        return math.exp(-self.self_normalized_log_prob / self.num_tokens)
+        return _perplexity(self.self_normalized_log_prob, self.num_tokens)
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import distributed
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -58,8 +59,12 @@ RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # ma
 REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
 
 
+DIVERGENCE_FACTOR = 4.0  # a dev perplexity this many times the previous epoch's stops the run
+
+
 class TrainingDivergedError(RuntimeError):
-    """A non-finite loss or gradient; the last good checkpoint is left untouched."""
+    """A non-finite loss or gradient, or a dev perplexity that exploded; the last good checkpoint
+    is left untouched and the run stops (no silent continuation, no automatic roll-back)."""
 
 
 class ResumeError(InputError):
@@ -197,6 +202,7 @@ def _train(
         train_seconds = time.perf_counter() - started
         dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
         dev_ppl = dev.normalized_ppl
+        _check_divergence(dev_ppl, history, len(vocab), epoch, lr, run_dir / "checkpoint.pt", schedule.epoch)
         record = {
             "epoch": epoch, "lr": lr, "train_loss_per_token": mean_loss,
             "train_seconds": train_seconds, "train_words_per_second": tokens * context.world_size / train_seconds,
@@ -275,6 +281,26 @@ def _reference_features(config, reference, batches, device, show) -> ReferenceFe
     return features
 
 
+def _check_divergence(dev_ppl: float, history: list[dict], vocab_size: int, epoch: int, lr: float,
+                      checkpoint_path: Path, last_good_epoch: int) -> None:
+    """Stop a run whose dev perplexity is not finite, or over DIVERGENCE_FACTOR times a uniform
+    distribution's (the vocabulary size) or the previous epoch's. Every data-parallel rank
+    evaluates the same model on the same dev text, so every rank stops here together."""
+    previous = history[-1]["dev_normalized_ppl"] if history else None
+    uniform = DIVERGENCE_FACTOR * vocab_size
+    if math.isfinite(dev_ppl) and dev_ppl <= uniform and (previous is None or dev_ppl <= DIVERGENCE_FACTOR * previous):
+        return
+    if not math.isfinite(dev_ppl) or dev_ppl > uniform:
+        why = f"over {DIVERGENCE_FACTOR:g} times a uniform model's ({vocab_size}, the vocabulary size)"
+    else:
+        why = f"{dev_ppl / previous:.1f} times epoch {epoch - 1}'s {previous:.4g}"
+    kept = f"the last good checkpoint ({checkpoint_path}, epoch {last_good_epoch}) is kept" if last_good_epoch \
+        else "no epoch finished well, so no checkpoint was written"
+    raise TrainingDivergedError(
+        f"training diverged in epoch {epoch}: dev perplexity {dev_ppl:.4g} is {why}; the run stops and {kept}."
+        f" Start it again in a new --out with a lower --lr (now {lr:g}; try {lr / 4:g}) or a smaller --clip-norm")
+
+
 def _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr, generator, device,
                epoch, bos_id, show, checkpoint_path) -> tuple[float, int]:
     """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
@@ -293,6 +319,13 @@ def _run_epoch(step_fn, model, batches, reference_features, noise, config, sched
         valid = int((targets != bos_id).sum())
         schedule.global_step += 1
         batch_loss = loss_sum.item()
+        if distributed.is_available() and distributed.is_initialized():
+            # every rank learns that one rank's loss is not finite, so none waits in the gradient exchange
+            flag = torch.tensor([0.0 if math.isfinite(batch_loss) else 1.0], device=loss_sum.device)
+            distributed.all_reduce(flag)
+            if flag.item() > 0 and math.isfinite(batch_loss):
+                batch_loss = math.nan
+        norm = math.nan
         if math.isfinite(batch_loss):
             model.zero_grad(set_to_none=True)
             (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
