@@ -84,6 +84,8 @@ class TrainConfig:
     sparse_grads: bool = option(True, "sparse embedding and output-row gradients (NCE touches few rows)")
     seed: int = option(1, "seed of initialization, dropout and noise sampling")
     device: str = option("auto", "auto (cuda when present, else cpu), cpu or cuda")
+    precision: str = option("fp32", "fp32, or bf16: mixed precision (autocast; weights, gradients and the SGD"
+                                    " step stay fp32) on CUDA or a CPU with bf16 arithmetic (AVX-512 BF16, AMX)")
     eval_max_tokens: int = option(8192, "padded tokens per dev-evaluation batch")
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class TrainConfig:
             "weight_decay": (self.weight_decay >= 0, ">= 0"), "max_epochs": (self.max_epochs >= 1, ">= 1"),
             "anneal_epochs": (self.anneal_epochs >= 0, ">= 0"), "min_count": (self.min_count >= 1, ">= 1"),
             "anneal_threshold": (self.anneal_threshold >= 0, ">= 0"),
+            "precision": (self.precision in ("fp32", "bf16"), "fp32 or bf16"),
+            "teacher_top_k": (isinstance(self.teacher_top_k, int) and self.teacher_top_k >= 0, "an integer >= 0"),
             "eval_max_tokens": (self.eval_max_tokens >= 1, ">= 1"),
             "noise_alpha": (0.0 <= self.noise_alpha <= 1.0, "in [0, 1]: 0 uniform noise, 1 the unigram"),
             "gamma": (0.0 <= self.gamma <= 1.0, "in [0, 1]"),

@@ -74,6 +74,13 @@ class TrainingObjective(nn.Module):
             features, state, penalty = self.regularized(inputs, state, sparse_embedding=self.sparse_input)
         else:
             features, state = self.model.features(inputs, state, sparse_embedding=self.sparse_input)
+        # Under bf16 autocast the LSTM runs in bf16; the output layer and the losses stay fp32
+        # (NCE compares scores near ln p_n(w) of about -10, where bf16 is off by 0.04).
+        with torch.autocast(features.device.type, enabled=False):
+            return self._loss(features.float(), targets, samples, reference_features, penalty), state
+
+    def _loss(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor | None,
+              reference_features, penalty: torch.Tensor | None) -> torch.Tensor:
         features = features.reshape(-1, features.shape[-1])  # (N, D)
         targets = targets.reshape(-1)  # (N,)
         mask = targets != self.bos_id
@@ -91,8 +98,8 @@ class TrainingObjective(nn.Module):
         else:
             loss = cross_entropy_loss(self.model.logits(features), targets, self.bos_id)
         if penalty is not None:  # AR/TAR are per-element means; our loss is a sum over positions
-            loss = loss + penalty * mask.sum()
-        return loss, state
+            loss = loss + penalty.float() * mask.sum()
+        return loss
 
     def _nce(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor,
              reference_features: tuple[torch.Tensor, ...] | None, mask: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from rescorer.artifact import Artifact, save_artifact
 from rescorer.atomic import atomic_file, make_directory, write_text_atomic
 from rescorer.errors import ConfigError, InputError, OutputError
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
+from rescorer.precision import native_bf16
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
 from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
 from training.batches import BpttBatches
@@ -55,7 +56,7 @@ from training.sgd import sgd_step
 from training.teacher_cache import TeacherTopK
 
 CHECKPOINT_FORMAT = 2  # checkpoints of another format are refused on resume
-RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "out_dir"}  # may change on --resume
+RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "precision", "out_dir"}  # may change on --resume
 REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
 
 
@@ -123,6 +124,9 @@ def _train(
     config: TrainConfig, checkpoint: dict[str, Any] | None, context: DistributedContext, progress: bool
 ) -> TrainResult:
     device = pick_device(config.device, context)
+    if config.precision == "bf16" and not native_bf16(device):
+        raise ConfigError(f"--precision bf16: {device} has no bf16 arithmetic (a CUDA device of compute capability"
+                          " 8 or more, or a CPU with AVX-512 BF16 or AMX); train in fp32 here")
     run_dir = Path(config.out_dir)
     show = progress and context.is_main
     # adaptation inputs are checked before anything is written to the run directory
@@ -314,7 +318,9 @@ def _run_epoch(step_fn, model, batches, reference_features, noise, config, sched
         samples = noise.sample(config.noise_samples, generator).to(device) if noise is not None else None
         inputs, targets = inputs.to(device), targets.to(device)
         reference_window = next(reference_windows) if reference_windows is not None else None  # (B, T, D_t)
-        loss_sum, state = step_fn(inputs, targets, state, samples, reference_window)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss_sum, state = step_fn(inputs, targets, state, samples, reference_window)
+        loss_sum = loss_sum.float()
         state = detach_state(state)
         valid = int((targets != bos_id).sum())
         schedule.global_step += 1
