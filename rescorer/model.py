@@ -133,8 +133,11 @@ class LstmLanguageModel(nn.Module):
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """o(h) over the whole vocabulary: (..., D) -> (..., V). O(D V) per position."""
-        # rows held in reduced precision (rescorer.precision) are read back in the features' dtype
-        return F.linear(features, self.output_rows.to(features.dtype), self.output_bias.weight.squeeze(1))
+        # rows held in reduced precision (rescorer.precision) are read back in the features' dtype;
+        # under bf16 autocast (mixed-precision training) the product is bf16 and read back as fp32,
+        # so that the softmax over it is fp32
+        out = F.linear(features, self.output_rows.to(features.dtype), self.output_bias.weight.squeeze(1))
+        return out.float() if out.dtype == torch.bfloat16 and features.dtype == torch.float32 else out
 
     def word_logits(
         self, features: torch.Tensor, word_ids: torch.Tensor, sparse: bool = False

@@ -74,9 +74,13 @@ class TrainingObjective(nn.Module):
             features, state, penalty = self.regularized(inputs, state, sparse_embedding=self.sparse_input)
         else:
             features, state = self.model.features(inputs, state, sparse_embedding=self.sparse_input)
-        # Under bf16 autocast the LSTM runs in bf16; the output layer and the losses stay fp32
-        # (NCE compares scores near ln p_n(w) of about -10, where bf16 is off by 0.04).
-        with torch.autocast(features.device.type, enabled=False):
+        # Under bf16 autocast the LSTM runs in bf16 and the losses in fp32. A softmax output layer's
+        # product over the vocabulary stays in bf16 (its softmax is fp32: LstmLanguageModel.logits);
+        # NCE's scores are fp32 throughout (they are compared with ln p_n(w) of about -10, where
+        # bf16 is off by 0.04), and they cost only the target and noise rows.
+        device = features.device.type
+        mixed = torch.is_autocast_enabled(device)
+        with torch.autocast(device, enabled=mixed and self.loss not in SELF_NORMALIZED_LOSSES):
             return self._loss(features.float(), targets, samples, reference_features, penalty), state
 
     def _loss(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor | None,
