@@ -33,8 +33,10 @@ test-gpu: install  # on a machine with CUDA (the tests skip without one)
 # The main job on an embedded default: a generated toy corpus, an NCE LM trained on it,
 # evaluated (both perplexities, self-normalization) and re-centered on dev; weights tuned on
 # synthetic dev N-best lists; then the service started, the synthetic test lists rescored
-# over HTTP with those weights (WER before and after), and the service stopped. Last, the
+# over HTTP with those weights (WER before and after), and the service stopped. Then the
 # general model adapted to a one-topic sub-domain with NCE+KLD, perplexity before and after.
+# Last, two teachers (a softmax and a mixture of softmaxes) distilled into a small
+# self-normalized nce-tr student: parameters, perplexity and scoring speed side by side.
 demo: install
 	$(PY) -m training.cli demo-corpus $(DEMO_DIR)/data
 	rm -rf $(DEMO_DIR)/run
@@ -56,6 +58,19 @@ demo: install
 	@echo "in-domain test perplexity, before (general) and after (adapted):"
 	$(PY) -m training.cli evaluate $(DEMO_DIR)/run/artifact $(DEMO_DIR)/data/domain/test.txt
 	$(PY) -m training.cli evaluate $(DEMO_DIR)/adapted/artifact $(DEMO_DIR)/data/domain/test.txt
+	@echo "== distillation: a softmax and a mixture-of-softmaxes teacher into a small self-normalized nce-tr student =="
+	rm -rf $(DEMO_DIR)/teacher-softmax $(DEMO_DIR)/teacher-mos $(DEMO_DIR)/student
+	$(PY) -m training.cli train --train $(DEMO_DIR)/data/train.txt --dev $(DEMO_DIR)/data/dev.txt \
+		--out $(DEMO_DIR)/teacher-softmax --loss ce --embedding-dim 96 --hidden-dim 96 --num-layers 1 \
+		--batch-size 32 --max-epochs 4 --no-progress
+	$(PY) -m training.cli train --train $(DEMO_DIR)/data/train.txt --dev $(DEMO_DIR)/data/dev.txt \
+		--out $(DEMO_DIR)/teacher-mos --loss ce --output-kind mos --experts 2 --embedding-dim 96 --hidden-dim 96 \
+		--num-layers 1 --batch-size 32 --max-epochs 4 --seed 2 --no-progress
+	$(PY) -m training.cli distill --teacher $(DEMO_DIR)/teacher-softmax/artifact --teacher $(DEMO_DIR)/teacher-mos/artifact \
+		--loss nce-tr --train $(DEMO_DIR)/data/train.txt --dev $(DEMO_DIR)/data/dev.txt --out $(DEMO_DIR)/student \
+		--embedding-dim 48 --hidden-dim 48 --num-layers 1 --batch-size 32 --noise-samples 64 --max-epochs 8 --no-progress
+	$(PY) -m training.cli compare $(DEMO_DIR)/teacher-softmax/artifact $(DEMO_DIR)/teacher-mos/artifact \
+		$(DEMO_DIR)/student/artifact --text $(DEMO_DIR)/data/test.txt
 
 # Speed (bench/) and quality (experiments/) figures quoted in docs/RESULTS.md. Each takes
 # minutes to an hour on 2 cores; run them on an otherwise idle machine.

@@ -22,6 +22,7 @@ from rescorer.atomic import text_output
 from rescorer.errors import ConfigError, InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.checkpoint import load_checkpoint
+from training.compare import compare_models, print_comparison
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
@@ -220,8 +221,11 @@ def _cmd_train(args: argparse.Namespace, given: set[str]) -> int:
     if result.artifact_path is not None:
         dev = result.final_dev
         print(f"artifact: {result.artifact_path}")
-        print(f"dev normalized ppl {dev['normalized_ppl']:.2f}, self-normalized ppl"
-              f" {dev['self_normalized_ppl']:.2f}, log Z mean {dev['log_z_mean']:+.4f} var {dev['log_z_var']:.4f}")
+        if config.model_output_kind == "self_normalized":
+            print(f"dev normalized ppl {dev['normalized_ppl']:.2f}, self-normalized ppl"
+                  f" {dev['self_normalized_ppl']:.2f}, log Z mean {dev['log_z_mean']:+.4f} var {dev['log_z_var']:.4f}")
+        else:  # scored with its softmax: self-normalized figures mean nothing for it
+            print(f"dev perplexity {dev['normalized_ppl']:.2f}")
     return 0
 
 
@@ -286,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_adapt_parser(sub)
     _add_distill_parser(sub)
     _add_evaluate_parser(sub)
+    p = sub.add_parser("compare", help="several artifacts on one text: parameters, perplexity, scoring speed")
+    p.add_argument("lm_dirs", nargs="+", help="artifact directories")
+    p.add_argument("--text", required=True, help="one sentence per line (plain or .gz)")
+    p.add_argument("--json", help="also write the rows as JSON to this file ('-' for stdout)")
     _add_demo_corpus_parser(sub)
     return parser
 
@@ -297,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args, _given_options(argv) if args.resume else set())
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "compare":
+            rows = compare_models(args.lm_dirs, args.text)
+            print_comparison(rows, args.text)
+            if args.json:
+                with text_output(args.json) as out:
+                    out.write(json.dumps(rows, indent=2) + "\n")
+            return 0
         paths = {**write_demo_corpus(args.out_dir), **write_demo_domain(Path(args.out_dir) / "domain"),
                  **{f"nbest-{k}": v for k, v in
                                                         write_demo_nbest(Path(args.out_dir) / "nbest").items()}}

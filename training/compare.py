@@ -1,0 +1,56 @@
+"""Several artifacts side by side on one text: size, perplexity, and how fast the rescorer scores.
+
+    rescorer-train compare TEACHER_A TEACHER_B STUDENT --text test.txt
+
+Per artifact: output kind, parameters, normalized perplexity (full softmax; sentences from a
+zero state, as the rescorer scores them), self-normalized perplexity where the model is
+self-normalized (no softmax: what the rescorer computes), and words/s through
+`rescorer.score_sentences` on the same sentences in the same process, best of `repeats`
+(the models take turns in each round, so the machine's drift falls on all of them alike).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rescorer.artifact import load_artifact, parameter_count
+from rescorer.errors import InputError
+from rescorer.sentence_scoring import score_sentences
+from training.corpus import iter_sentences
+from training.perplexity import evaluate
+
+
+def compare_models(paths: list[str], text: str, repeats: int = 3) -> list[dict]:
+    sentences = list(iter_sentences(text))
+    if not sentences:
+        raise InputError(f"{text}: no sentences to compare the models on")
+    artifacts = [load_artifact(p) for p in paths]
+    rows = []
+    for path, artifact in zip(paths, artifacts, strict=True):
+        vocab = artifact.vocab
+        result = evaluate(artifact.model, [vocab.encode(s) for s in sentences], vocab.bos_id, vocab.eos_id)
+        rows.append({"artifact": path, "output_kind": artifact.model.config.output_kind,
+                     "parameters": parameter_count(artifact.model.config), "normalized_ppl": result.normalized_ppl,
+                     "self_normalized_ppl": result.self_normalized_ppl if artifact.model.is_self_normalized else None,
+                     "seconds": float("inf")})
+    words = sum(len(s) + 1 for s in sentences)
+    for _ in range(repeats):
+        for row, artifact in zip(rows, artifacts, strict=True):
+            started = time.perf_counter()
+            score_sentences(artifact, sentences)
+            row["seconds"] = min(row["seconds"], time.perf_counter() - started)
+    for row in rows:
+        row["words_per_second"] = words / row["seconds"]
+    return rows
+
+
+def print_comparison(rows: list[dict], text: str) -> None:
+    print(f"{text}: perplexity and scoring speed (rescorer.score_sentences, this process's threads)")
+    print(f"{'artifact':40s} {'kind':16s} {'params':>10s} {'ppl':>9s} {'self-norm':>9s} {'words/s':>10s} {'speed':>7s}")
+    slowest = min(r["words_per_second"] for r in rows)
+    for r in rows:
+        self_norm = f"{r['self_normalized_ppl']:9.2f}" if r["self_normalized_ppl"] is not None else f"{'':9s}"
+        print(f"{Path(r['artifact']).parent.name + '/' + Path(r['artifact']).name:40.40s} {r['output_kind']:16s}"
+              f" {r['parameters']:10d} {r['normalized_ppl']:9.2f} {self_norm} {r['words_per_second']:10.0f}"
+              f" {r['words_per_second'] / slowest:6.1f}x")
