@@ -350,3 +350,17 @@ def test_distilling_from_stored_teachers_at_full_k_trains_the_same_student_and_r
     assert not store.with_name(store.name + ".partial").exists()
     half = train(config("half", vocab // 2), progress=False).history  # truncated: close to the exact teacher
     assert half[0]["dev_normalized_ppl"] == pytest.approx(live[0]["dev_normalized_ppl"], rel=0.1)
+
+
+def test_compare_puts_teachers_and_a_student_side_by_side(demo_corpus, teachers, tmp_path, capsys):
+    code, err = _distill(demo_corpus, teachers, tmp_path / "student", "nce-tr", capsys)
+    assert code == 0, err
+    student = tmp_path / "student" / "artifact"
+    assert train_cli(["compare", *map(str, teachers), str(student), "--text", str(demo_corpus["test"]),
+                      "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["output_kind"] for r in rows] == ["softmax", "mos", "self_normalized"]
+    assert [r["self_normalized_ppl"] is None for r in rows] == [True, True, False]
+    assert all(r["words_per_second"] > 0 and r["normalized_ppl"] > 1 for r in rows)
+    assert rows[2]["parameters"] < rows[0]["parameters"]
+    assert "student/artifact" in capsys.readouterr().out
