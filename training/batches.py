@@ -16,6 +16,27 @@ import torch
 from rescorer.errors import ConfigError
 
 
+def ordered_stream(corpora: list[np.ndarray], columns: int) -> np.ndarray:
+    """One id stream for several corpora read in order: cut into `columns` equal columns (as
+    BpttBatches cuts it, with `columns` = batch size x data-parallel processes), every column
+    holds its share of the first corpus, then its share of the second, and so on, so every
+    column reads the corpora in the given order and the last steps of an epoch see only the last
+    corpus. Each corpus gives len // columns tokens to each column (the remainder, fewer than
+    `columns` tokens, is left out). One corpus is returned as it is: the batches of a
+    single-corpus run do not change."""
+    if len(corpora) == 1:
+        return corpora[0]
+    lengths = [len(c) // columns for c in corpora]
+    for i, (corpus, length) in enumerate(zip(corpora, lengths, strict=True)):
+        if length < 1:
+            raise ConfigError(f"training corpus {i + 1} ({len(corpus)} tokens) is too small to give each of"
+                              f" the {columns} batch columns a token; lower --batch-size")
+    pieces = [corpus[b * length:(b + 1) * length] for b in range(columns)
+              for corpus, length in zip(corpora, lengths, strict=True)]
+    # one more token: the target of the last input (the first corpus's first token, a sentence start)
+    return np.concatenate([*pieces, corpora[0][:1]]).astype(corpora[0].dtype, copy=False)
+
+
 class BpttBatches:
     def __init__(
         self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1

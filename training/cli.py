@@ -60,7 +60,10 @@ def resolve_data_path(path: str, data_dir: str) -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser, train_help: str, dev_help: str) -> None:
-    p.add_argument("--train", help=train_help)
+    p.add_argument("--train", action="append", help=train_help + "; repeat it for several corpora read in order:"
+                   " each is laid across every batch column in turn, so every column reads the first corpus,"
+                   " then the second, and an epoch ends on the last (train on general text, then in-domain"
+                   " text seen last)")
     p.add_argument("--dev", help=dev_help)
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help=f"where relative corpus paths are looked up (default: {DEFAULT_DATA_DIR})")
@@ -129,7 +132,7 @@ def _add_config_options(p: argparse.ArgumentParser, exclude: set[str], help_text
     overrides = defaults or {}
     for spec in fields(TrainConfig):
         name = spec.name
-        if name in {"train_path", "dev_path", "out_dir", *exclude}:
+        if name in {"train_path", "dev_path", "out_dir", "later_train_paths", *exclude}:
             continue
         default = overrides.get(name, spec.default)
         flag, text = "--" + name.replace("_", "-"), _help(name, default, help_text)
@@ -163,7 +166,10 @@ def _refuse_changed_options(args: argparse.Namespace, given: set[str], stored: d
         if name in may_change or name not in stored:
             continue
         value = getattr(args, dest)
-        if name in ("train_path", "dev_path"):
+        if name == "train_path":  # every corpus, in order
+            value = [resolve_data_path(v, args.data_dir) for v in value]
+            stored = {**stored, name: [stored[name], *stored.get("later_train_paths", [])]}
+        elif name == "dev_path":
             value = resolve_data_path(value, args.data_dir)
         if isinstance(value, tuple | list):
             value = list(value)
@@ -201,17 +207,18 @@ def _config_from_args(args: argparse.Namespace, given: set[str] = frozenset()) -
         overrides = {"out_dir": args.out, "device": args.device}
         overrides.update({name: getattr(args, name) for name in BUDGET_FLAGS if getattr(args, name) is not None})
         return TrainConfig.from_dict({**stored, **overrides})
-    train_path, dev_path = args.train, args.dev
+    train_paths, dev_path = args.train or [], args.dev
     if getattr(args, "corpus", None):
-        train_path = train_path or CORPORA[args.corpus][0]
+        train_paths = train_paths or [CORPORA[args.corpus][0]]
         dev_path = dev_path or CORPORA[args.corpus][1]
-    if not train_path or not dev_path:
+    if not train_paths or not dev_path:
         raise CorpusError("give --train and --dev, or --corpus")
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-              if f.name not in ("train_path", "dev_path", "out_dir") and hasattr(args, f.name)}
+              if f.name not in ("train_path", "dev_path", "out_dir", "later_train_paths") and hasattr(args, f.name)}
     for name in BUDGET_FLAGS:
         values[name] = getattr(args, name) if getattr(args, name) is not None else getattr(TrainConfig, name)
-    return TrainConfig(train_path=resolve_data_path(train_path, args.data_dir),
+    return TrainConfig(train_path=resolve_data_path(train_paths[0], args.data_dir),
+                       later_train_paths=tuple(resolve_data_path(p, args.data_dir) for p in train_paths[1:]),
                        dev_path=resolve_data_path(dev_path, args.data_dir), out_dir=args.out, **values)
 
 

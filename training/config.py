@@ -29,6 +29,9 @@ class TrainConfig:
     train_path: str
     dev_path: str
     out_dir: str
+    # corpora read after train_path, in order, each laid across every batch column in turn
+    # (training.batches.ordered_stream): `--train A --train B` reads A, then B, in every column
+    later_train_paths: tuple[str, ...] = option((), "training corpora read after --train, in order")
     # vocabulary
     vocab_path: str | None = option(None, "a Kaldi words.txt to use as is (default: built from the training text)")
     vocab_size: int | None = option(None, "cap on the vocabulary, counting <s> </s> <unk> (default: every word)")
@@ -88,8 +91,14 @@ class TrainConfig:
                                     " step stay fp32) on CUDA or a CPU with bf16 arithmetic (AVX-512 BF16, AMX)")
     eval_max_tokens: int = option(8192, "padded tokens per dev-evaluation batch")
 
+    @property
+    def train_paths(self) -> list[str]:
+        """Every training corpus, in the order the batch columns read them."""
+        return [self.train_path, *self.later_train_paths]
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_paths", tuple(self.teacher_paths))
+        object.__setattr__(self, "later_train_paths", tuple(self.later_train_paths))
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.output_kind not in ("auto", "self_normalized", "softmax", "mos"):

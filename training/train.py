@@ -42,7 +42,7 @@ from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.precision import native_bf16
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
 from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
-from training.batches import BpttBatches
+from training.batches import BpttBatches, ordered_stream
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import SELF_NORMALIZED_LOSSES, TrainConfig
 from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
@@ -142,18 +142,22 @@ def _train(
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
     created = make_directory(run_dir)  # what it made is removed again if the corpora are refused
     try:
-        vocab, train_corpus, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
+        vocab, train_corpora, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
     except InputError:
         # a corpus refused before training began: a run directory made for it holds only the
         # vocabulary and the encoding cache of a run that never started, so none is left behind
         if created is not None and context.is_main:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    train_ids = train_corpus.ids()
+    # several corpora: each laid across every batch column in turn, the last one seen last
+    train_ids = ordered_stream([c.ids() for c in train_corpora], config.batch_size * context.world_size)
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     init_dev = None
     if coverage is not None and context.is_main:  # what the run starts from, with or without a progress bar
         tqdm.write(coverage.describe(config.train_path, "the init's" if init is not None else "the teachers'"))
+        for path in config.later_train_paths:
+            tqdm.write(vocabulary_coverage(path, vocabulary_source.vocab).describe(
+                path, "the init's" if init is not None else "the teachers'"))
     if init is not None:
         init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
         if context.is_main:
@@ -236,7 +240,7 @@ def _train(
     if not context.is_main:
         return TrainResult(None, history, None)
     adaptation = adaptation_provenance(config, coverage, init_dev) if init is not None else None
-    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history,
+    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
                             adaptation)
 
 
@@ -371,7 +375,7 @@ def _prepare_data(
             return vocabulary_source.vocab
         if config.vocab_path:
             return read_symbol_table(config.vocab_path, config.unk_symbol)
-        counts = count_words([config.train_path])
+        counts = count_words(config.train_paths)
         return build_vocabulary(counts, config.vocab_size, config.min_count)
 
     if not context.is_main:
@@ -382,14 +386,14 @@ def _prepare_data(
     cache = run_dir / "cache"
     if context.is_main:
         write_text_atomic(words_path, vocab.to_text())
-    train_corpus = encode_corpus(config.train_path, vocab, cache)
+    train_corpora = [encode_corpus(path, vocab, cache) for path in config.train_paths]
     dev_corpus = encode_corpus(config.dev_path, vocab, cache)
     if context.is_main:
         context.barrier()
-    return vocab, train_corpus, dev_corpus
+    return vocab, train_corpora, dev_corpus
 
 
-def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpus, history,
+def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
                      adaptation) -> TrainResult:
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.to("cpu")
@@ -400,8 +404,10 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
         "loss": "nce+kld" if config.uses_reference else config.loss,
         "noise_alpha": config.noise_alpha if config.loss in SELF_NORMALIZED_LOSSES else None,
         "noise_samples": config.noise_samples if config.loss in SELF_NORMALIZED_LOSSES else None,
-        "train_data": config.train_path, "dev_data": config.dev_path,
-        "train_words": train_corpus.num_words, "train_sentences": train_corpus.num_sentences,
+        "train_data": config.train_path if not config.later_train_paths else config.train_paths,
+        "dev_data": config.dev_path,
+        "train_words": sum(c.num_words for c in train_corpora),
+        "train_sentences": sum(c.num_sentences for c in train_corpora),
         "epochs": len(history), "best_epoch": best_epoch,
         "train_seconds": sum(r["train_seconds"] for r in history),
         "final_dev": final_dev, "train_config": config.to_dict(),
