@@ -192,9 +192,11 @@ def _train(
         schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
 
     batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
-    reference_features = None
+    reference_features, reference_seconds = None, 0.0
     if reference is not None:
+        reference_started = time.perf_counter()
         reference_features = _reference_features(config, reference, batches, device, show)
+        reference_seconds = time.perf_counter() - reference_started
     generator = torch.Generator()
 
     while not schedule.done(config):
@@ -241,7 +243,7 @@ def _train(
         return TrainResult(None, history, None)
     adaptation = adaptation_provenance(config, coverage, init_dev) if init is not None else None
     return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
-                            adaptation)
+                            adaptation, reference_seconds)
 
 
 def _adaptation_digests(config: TrainConfig) -> dict[str, str]:
@@ -394,7 +396,7 @@ def _prepare_data(
 
 
 def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
-                     adaptation) -> TrainResult:
+                     adaptation, reference_seconds: float = 0.0) -> TrainResult:
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.to("cpu")
     final_dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens,
@@ -419,7 +421,9 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
             "teachers": [{"path": path, "sha256": artifact_digest(path)} for path in config.teacher_paths],
             "loss": config.loss, "alpha": config.alpha if config.loss == "interp" else None,
             "trust_a": config.trust_a if config.loss in ("tr", "nce-tr") else None,
-            "temperature": config.reference_temperature,
+            "temperature": config.reference_temperature, "teacher_top_k": config.teacher_top_k,
+            # computing (or, on a resumed run, reopening) the stored teachers or their features
+            "teacher_seconds": reference_seconds,
         }
     path = save_artifact(Artifact(model, vocab, provenance), run_dir / "artifact")
     return TrainResult(path, history, final_dev)

@@ -1,0 +1,88 @@
+"""What storing the teachers truncated to their top k words costs against the exact teachers.
+
+    python experiments/teacher_top_k.py --data-dir ../shared/data --out runs/top-k
+
+A small, complete run on PTB (every size below is a flag): two teachers trained on the first
+--train-sentences sentences of PTB train (a 1 x --teacher-hidden softmax LSTM and a mixture of
+--experts softmaxes of the same size, --teacher-epochs each), then 1 x --student-hidden
+students distilled from both with `tr` and `nce-tr` for --student-epochs, once with the
+teachers' exact distributions at every step (`--teacher-top-k 0`) and once per k in --ks from
+the stored top k. Per student: PTB valid perplexity (normalized; self-normalized too for
+nce-tr), training seconds (the epochs) and the seconds spent computing the stored teachers (or,
+exact, their cached LSTM features) before them, and the store's size. Every
+run is a resumable run directory; results to OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
+from rescorer.artifact import load_artifact
+from rescorer.atomic import write_text_atomic
+from training.config import TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/top-k"))
+    parser.add_argument("--train-sentences", type=int, default=10_000)
+    parser.add_argument("--teacher-hidden", type=int, default=128)
+    parser.add_argument("--experts", type=int, default=2)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--student-hidden", type=int, default=48)
+    parser.add_argument("--student-epochs", type=int, default=2)
+    parser.add_argument("--ks", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--losses", nargs="+", default=["tr", "nce-tr"])
+    args = parser.parse_args()
+    ptb = args.data_dir / "ptb"
+    train_text = args.out / "ptb-train-head.txt"
+    if not train_text.exists():
+        with gzip.open(ptb / "ptb.train.txt.gz", "rt", encoding="utf-8") as f:
+            lines = [line for _, line in zip(range(args.train_sentences), f, strict=False)]
+        write_text_atomic(train_text, "".join(lines))
+    valid = str(ptb / "ptb.valid.txt.gz")
+
+    def config(name: str, hidden: int, epochs: int, **values) -> TrainConfig:
+        return TrainConfig(train_path=str(train_text), dev_path=valid, out_dir=str(args.out / name),
+                           embedding_dim=hidden, hidden_dim=hidden, num_layers=1, batch_size=32,
+                           max_epochs=epochs, vocab_path=values.pop("vocab_path", None), **values)
+
+    first = run(config("teacher-softmax", args.teacher_hidden, args.teacher_epochs, loss="ce", dropout=0.25))
+    second = run(config("teacher-mos", args.teacher_hidden, args.teacher_epochs, loss="ce", output_kind="mos",
+                        experts=args.experts, dropout=0.25, seed=2, vocab_path=str(first / "words.txt")))
+    teachers = (str(first), str(second))
+    rows = []
+    for loss in args.losses:
+        for k in [0, *args.ks]:
+            name = f"{loss}-{'exact' if k == 0 else f'top{k}'}"
+            artifact = run(config(name, args.student_hidden, args.student_epochs, loss=loss, teacher_paths=teachers,
+                                  teacher_top_k=k, dropout=0.0,
+                                  output_kind="self_normalized" if loss == "nce-tr" else "auto"))
+            result = evaluation(artifact, Path(valid), "valid")
+            store = args.out / name / f"teacher-top{k}"
+            size = sum(p.stat().st_size for p in store.glob("*.npy")) if k else 0
+            teacher_seconds = load_artifact(artifact).provenance["distillation"]["teacher_seconds"]
+            row = {"loss": loss, "k": k, "valid_ppl": result["normalized_ppl"], "teacher_seconds": teacher_seconds,
+                   "valid_self_normalized_ppl": result["self_normalized_ppl"] if loss == "nce-tr" else None,
+                   "train_seconds": train_seconds(artifact), "store_bytes": size}
+            rows.append(row)
+            print(f"{name:16s} valid ppl {row['valid_ppl']:8.2f}"
+                  + (f" (self-normalized {row['valid_self_normalized_ppl']:.2f})" if loss == "nce-tr" else "")
+                  + f"  training {row['train_seconds']:.0f} s + teachers {teacher_seconds:.0f} s"
+                  f"  store {size / 2**20:.0f} MiB", flush=True)
+    teacher_rows = {n: evaluation(Path(t), Path(valid), "valid")["normalized_ppl"]
+                    for n, t in (("softmax teacher", first), ("mos teacher", second))}
+    write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
+                                                                     "out": str(args.out)},
+                                           "teachers_valid_ppl": teacher_rows, "students": rows})
+
+
+if __name__ == "__main__":
+    main()
