@@ -8,7 +8,7 @@ LibriSpeech words plus filler words), 1-layer LSTM with embedding = hidden, for 
   across utterances (token budget), one utterance per call, one hypothesis per call;
 - bare: the shortest PyTorch loop (pad, LSTM, gather or log-softmax) batched and one
   hypothesis per call.
-Reported: hypotheses/s of each, and the two ratios the issue names (self-normalized vs
+Reported: hypotheses/s of each, and the two ratios (self-normalized vs
 softmax, batched vs one hypothesis per call) for library and bare, and the share kept.
 """
 
