@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rescorer.errors import InputError
+from rescorer.words import join_words, split_words
 
 
 class NbestError(InputError):
@@ -29,7 +30,7 @@ class Hypothesis:
 
     @property
     def words(self) -> list[str]:
-        return self.text.split()
+        return split_words(self.text)
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Utterance:
 
 
 def normalize_text(text: str) -> str:
-    return " ".join(text.split())
+    return join_words(text)
 
 
 MAX_SCORE = 1e9  # |score| accepted: far beyond any real log-probability, far below float overflow

@@ -9,16 +9,20 @@ training data, get zero noise probability under NCE and are pushed down by a sof
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rescorer.errors import InputError
+from rescorer.words import split_words
 
 BOS = "<s>"
 EOS = "</s>"
 UNK = "<unk>"
 SPECIAL_SYMBOLS = (BOS, EOS, UNK)
+_BOUNDARIES = frozenset((BOS, EOS))
+_ID = re.compile(r"[0-9]+")  # ASCII digits only: '--4', '-1' or '²' are not ids
 
 
 class VocabularyError(InputError):
@@ -42,6 +46,8 @@ class Vocabulary:
         for symbol in (BOS, EOS, self.unk_symbol):
             if symbol not in index:
                 raise VocabularyError(f"vocabulary lacks the required symbol {symbol!r}")
+        if self.unk_symbol in (BOS, EOS):
+            raise VocabularyError(f"the unknown-word symbol cannot be the sentence boundary {self.unk_symbol!r}")
         object.__setattr__(self, "_index", index)
 
     def __len__(self) -> int:
@@ -67,8 +73,11 @@ class Vocabulary:
         return self._index.get(word, self.unk_id)
 
     def encode(self, words: Sequence[str]) -> list[int]:
-        unk = self.unk_id
-        return [self._index.get(w, unk) for w in words]
+        """Ids of the words of a text. A literal `<s>` or `</s>` in a text is a word like any
+        other outside the vocabulary (the unknown-word id), never a sentence boundary: only the
+        code that brackets a sentence writes those ids."""
+        unk, index = self.unk_id, self._index
+        return [unk if w in _BOUNDARIES else index.get(w, unk) for w in words]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.words[i] for i in ids]
@@ -113,11 +122,11 @@ def parse_symbol_table(text: str, source: str, unk_symbol: str = UNK) -> Vocabul
     them, as a Kaldi table built without them would.
     """
     by_id: dict[int, str] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for line_no, line in enumerate(text.split("\n"), start=1):  # lines end at \n only, as Kaldi reads them
+        parts = split_words(line)
+        if not parts:
             continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        if len(parts) != 2 or not _ID.fullmatch(parts[1]):
             raise VocabularyError(
                 f"{source}:{line_no}: expected 'word id' (Kaldi symbol table), found {line!r}"
             )

@@ -67,7 +67,9 @@ def test_nbest_archives_become_utterances_with_negated_costs(tmp_path):
     ("a-1 x\n", "a-1 1\nz-1 2\n", "'z-1' is in the acoustic-cost archive but not in"),
     ("a-1 x\na-3 y\n", "a-1 1\na-3 1\n", "utterance 'a' lacks hypothesis a-2"),
     ("a x\n", "a 1\n", "key 'a' is not of the form UTTID-N"),
-    ("a-1 x\n", "a-1 nan\n", "acoustic|am_score is nan"),
+    ("a-1 x\n", "a-1 nan\n", "expected a decimal number, found .nan."),
+    ("a-1 x\n", "a-1 -inf\n", "expected a decimal number, found .-inf."),
+    ("a-1 x\n", "a-1 1_0\n", "expected a decimal number, found .1_0."),
     ("a-1 x\n", "a-1 1 2\n", "expected one cost"),
 ])
 def test_inconsistent_archives_are_errors_that_name_the_key(tmp_path, words, ac, message):

@@ -61,6 +61,7 @@ REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we 
 
 
 DIVERGENCE_FACTOR = 4.0  # a dev perplexity this many times the previous epoch's stops the run
+UNIFORM_FACTOR = 20.0  # ... or this many times a uniform model's (a small model's first epoch can be worse than uniform)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -293,15 +294,15 @@ def _reference_features(config, reference, batches, device, show) -> ReferenceFe
 
 def _check_divergence(dev_ppl: float, history: list[dict], vocab_size: int, epoch: int, lr: float,
                       checkpoint_path: Path, last_good_epoch: int) -> None:
-    """Stop a run whose dev perplexity is not finite, or over DIVERGENCE_FACTOR times a uniform
-    distribution's (the vocabulary size) or the previous epoch's. Every data-parallel rank
+    """Stop a run whose dev perplexity is not finite, over UNIFORM_FACTOR times a uniform
+    distribution's (the vocabulary size), or over DIVERGENCE_FACTOR times the previous epoch's. Every data-parallel rank
     evaluates the same model on the same dev text, so every rank stops here together."""
     previous = history[-1]["dev_normalized_ppl"] if history else None
-    uniform = DIVERGENCE_FACTOR * vocab_size
+    uniform = UNIFORM_FACTOR * vocab_size
     if math.isfinite(dev_ppl) and dev_ppl <= uniform and (previous is None or dev_ppl <= DIVERGENCE_FACTOR * previous):
         return
     if not math.isfinite(dev_ppl) or dev_ppl > uniform:
-        why = f"over {DIVERGENCE_FACTOR:g} times a uniform model's ({vocab_size}, the vocabulary size)"
+        why = f"over {UNIFORM_FACTOR:g} times a uniform model's ({vocab_size}, the vocabulary size)"
     else:
         why = f"{dev_ppl / previous:.1f} times epoch {epoch - 1}'s {previous:.4g}"
     kept = f"the last good checkpoint ({checkpoint_path}, epoch {last_good_epoch}) is kept" if last_good_epoch \

@@ -89,17 +89,22 @@ def iter_jsonl(path: str | Path, mapping: ScoreMapping | None = None) -> Iterato
 
 
 def utterance_to_record(utt: Utterance) -> dict[str, Any]:
+    """The record of an utterance. Fields carried through from the input (`extra`) never replace
+    the record's own: an input field named `utt_id`, `text`, `nnlm_score` or `total` that is
+    not the computed value is dropped, so a written score is always the one computed."""
     record: dict[str, Any] = {"utt_id": utt.utt_id}
     if utt.ref is not None:
         record["ref"] = utt.ref
-    record.update(utt.extra)
     record["hyps"] = []
+    for key, value in utt.extra.items():
+        record.setdefault(key, value)
     for hyp in utt.hyps:
         h: dict[str, Any] = {"text": hyp.text, "am_score": hyp.am_score}
         if hyp.lm_score is not None:
             h["lm_score"] = hyp.lm_score
         h.update(hyp.scores)
-        h.update(hyp.extra)
+        for key, value in hyp.extra.items():
+            h.setdefault(key, value)
         record["hyps"].append(h)
     return record
 

@@ -17,17 +17,20 @@ BaseFloat scalar (`\\0B\\4<float32>`) for an int32 vector, and it unpickles reco
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from rescorer.formats.text_files import ASCII_WHITESPACE, CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
-from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
+from rescorer.formats.text_files import CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
+from rescorer.nbest import MAX_SCORE, Hypothesis, NbestError, Utterance, check_utterance, normalize_text
+from rescorer.numbers import parse_decimal, parse_integer
 from rescorer.vocab import Vocabulary
+from rescorer.words import ASCII_WHITESPACE, split_words
 
-_NBEST_KEY = re.compile(r"^(?P<utt>.+)-(?P<n>[1-9]\d*)$")
+_NBEST_KEY = re.compile(r"^(?P<utt>.+)-(?P<n>[1-9][0-9]*)$")  # ASCII digits only
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -52,14 +55,15 @@ def _iter_records(path: str | Path, binary_kind: str) -> Iterable[tuple[str, byt
             pos += 1
         if pos >= len(data):
             break
-        space, newline = data.find(b" ", pos), data.find(b"\n", pos)
-        if space == -1 or (newline != -1 and newline < space):  # a key with empty text
-            line_end = len(data) if newline == -1 else newline
-            yield _decode_key(data[pos:line_end], path), ""
+        # the key ends at the first ASCII whitespace (a space or a tab, as Kaldi reads it)
+        found = _KEY_END.search(data, pos)
+        if found is None or found.group() == b"\n":  # a key with empty text
+            line_end = len(data) if found is None else found.start()
+            yield _decode_key(data[pos:line_end].rstrip(b" \t\r\x0b\x0c"), path), ""
             pos = line_end + 1
             continue
-        key = _decode_key(data[pos:space], path)
-        pos = space + 1
+        key = _decode_key(data[pos:found.start()], path)
+        pos = found.start() + 1
         if data[pos : pos + 2] == b"\0B":
             length = _binary_length(data, pos, binary_kind, path, key)
             yield key, data[pos : pos + length]
@@ -72,6 +76,9 @@ def _iter_records(path: str | Path, binary_kind: str) -> Iterable[tuple[str, byt
             except UnicodeDecodeError:
                 raise NbestError(f"{path}: record {key!r} is not UTF-8 text") from None
             pos = end + 1
+
+
+_KEY_END = re.compile(rb"[ \t\r\x0b\x0c\n]")
 
 
 def _decode_key(raw: bytes, path) -> str:
@@ -100,14 +107,18 @@ def read_cost_archive(path: str | Path) -> dict[str, float]:
         if isinstance(payload, bytes):
             size = payload[2]
             value = struct.unpack("<f" if size == 4 else "<d", payload[3 : 3 + size])[0]
+            if not math.isfinite(value):
+                raise NbestError(f"{path}: record {key!r}: the cost is {value} (expected a finite number)")
         else:
-            fields = payload.split()
+            fields = split_words(payload)
             if len(fields) != 1:
                 raise NbestError(f"{path}: record {key!r}: expected one cost, found {payload!r}")
             try:
-                value = float(fields[0])
-            except ValueError:
-                raise NbestError(f"{path}: record {key!r}: expected a number, found {fields[0]!r}") from None
+                value = parse_decimal(fields[0])
+            except ValueError as e:
+                raise NbestError(f"{path}: record {key!r}: {e}") from None
+        if abs(value) > MAX_SCORE:
+            raise NbestError(f"{path}: record {key!r}: cost {value:g} is beyond +-{MAX_SCORE:g}")
         if key in costs:
             raise NbestError(f"{path}: key {key!r} appears twice")
         costs[key] = value
@@ -130,7 +141,7 @@ def read_words_archive(path: str | Path, symbols: Vocabulary | None = None) -> d
             ids = [struct.unpack("<i", payload[8 + 5 * i : 12 + 5 * i])[0] for i in range(length)]
             out[key] = _ids_to_words(ids, symbols, path, key)
         else:
-            out[key] = payload.split()
+            out[key] = split_words(payload)
             text_keys.append(key)
     tokens = [t for key in text_keys for t in out[key]]
     if tokens and all(_INTEGER.fullmatch(t) for t in tokens):
@@ -207,7 +218,7 @@ def read_compact_lattice_nbest(path: str | Path, symbols: Vocabulary | None = No
     arcs: list[tuple[int, int, int, float, float]] = []
     with open_text(path) as f:
         for line_no, line in enumerate(f, start=1):
-            fields = line.split()
+            fields = split_words(line)
             if not fields:
                 if key is not None:
                     entries[key] = _linear_path(key, arcs, symbols, path)
@@ -233,12 +244,12 @@ def _parse_arc(fields: list[str], where: str) -> tuple[int, int, int, float, flo
     try:
         if len(fields) in (1, 2):  # final state, with or without a final weight
             graph, ac = _parse_weight(fields[1], where) if len(fields) == 2 else (0.0, 0.0)
-            return int(fields[0]), -1, 0, graph, ac
+            return parse_integer(fields[0]), -1, 0, graph, ac
         if len(fields) == 4:
             graph, ac = _parse_weight(fields[3], where)
-            return int(fields[0]), int(fields[1]), int(fields[2]), graph, ac
+            return parse_integer(fields[0]), parse_integer(fields[1]), parse_integer(fields[2]), graph, ac
         if len(fields) == 3:  # arc with the default weight
-            return int(fields[0]), int(fields[1]), int(fields[2]), 0.0, 0.0
+            return parse_integer(fields[0]), parse_integer(fields[1]), parse_integer(fields[2]), 0.0, 0.0
     except ValueError:
         pass
     raise NbestError(f"{where}: expected 'src dst word graph_cost,ac_cost,transitions' or a final state, found {' '.join(fields)!r}")
@@ -248,7 +259,7 @@ def _parse_weight(text: str, where: str) -> tuple[float, float]:
     parts = text.split(",")
     if len(parts) < 2:
         raise ValueError(where)
-    return float(parts[0]), float(parts[1])
+    return parse_decimal(parts[0]), parse_decimal(parts[1])
 
 
 def _linear_path(key: str, arcs: list, symbols: Vocabulary | None, path) -> Hypothesis:

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from rescorer.nbest import NbestError
+from rescorer.words import split_words
 
-ASCII_WHITESPACE = re.compile(r"[ \t\n\r\x0b\x0c]+")
 CORRUPT_GZIP = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 def split_fields(line: str) -> list[str]:
-    """The whitespace-separated fields of a line, as Kaldi splits them (ASCII whitespace only)."""
-    return [field for field in ASCII_WHITESPACE.split(line) if field]
+    """The whitespace-separated fields of a line, as Kaldi splits them (rescorer.words)."""
+    return split_words(line)
 
 
 def split_lines(text: str) -> list[str]:
@@ -123,12 +122,22 @@ def read_keyed_lines(path: str | Path) -> dict[str, str]:
     return out
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
 def parse_json(text: str, where: str, what: str = "valid JSON") -> Any:
     """json.loads for every JSON reader: each way it can fail (bad syntax, a number beyond
     Python's digit limit, nesting too deep for the recursion limit) is one NbestError naming
     `where`."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NonFinite as e:
+        raise NbestError(f"{where}: not {what} ({e} is not a number JSON allows; scores must be finite)") from None
     except json.JSONDecodeError as e:
         raise NbestError(f"{where}: not {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
     except ValueError as e:  # e.g. an integer beyond Python's digit limit

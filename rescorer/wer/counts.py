@@ -2,7 +2,7 @@
 tuning and the oracle).
 
 WER = (substitutions + deletions + insertions) / reference words, over the whole corpus.
-Texts are split into words by jiwer. Every error count, the corpus figures that reports print
+Texts are split into words by the one rule of rescorer.words (ASCII whitespace), then aligned by jiwer. Every error count, the corpus figures that reports print
 and the per-hypothesis counts that drive tuning, the oracle, the gain share and the bootstrap,
 comes from one alignment: sclite's costs (`rescorer.wer.alignment`), so that the figures agree
 with NIST sclite to the last printed digit and a report never shows two counts for one choice.
@@ -18,6 +18,7 @@ import numpy as np
 
 from rescorer.errors import InputError
 from rescorer.wer.alignment import sclite_counts
+from rescorer.words import join_words
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ def minimum_edit_counts(references: Sequence[str], hypotheses: Sequence[str]
     counts = np.zeros((len(references), 4), dtype=np.int64)
     if not references:
         return counts, [], []
-    out = jiwer.process_words(list(references), list(hypotheses))  # jiwer's word splitting
+    # one rule for words (rescorer.words): the texts joined with single spaces, and jiwer told to
+    # split on that space only (its default would also split on Unicode whitespace)
+    out = jiwer.process_words([join_words(r) for r in references], [join_words(h) for h in hypotheses],
+                              reference_transform=_WORDS, hypothesis_transform=_WORDS)
     for i, chunks in enumerate(out.alignments):
         for c in chunks:
             counts[i, _CHUNK_KINDS[c.type]] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
@@ -77,6 +81,7 @@ def realign(counts: np.ndarray, refs: list[list[str]], hyps: list[list[str]], in
         counts[i] = seen[key]
 
 
+_WORDS = jiwer.Compose([jiwer.ReduceToListOfListOfWords(word_delimiter=" ")])
 _CHUNK_KINDS = {"equal": 0, "substitute": 1, "delete": 2, "insert": 3}
 
 

@@ -12,6 +12,7 @@ from rescorer.combination import Weights, build_arrays, ranks, total_scores
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.wer.counts import wer_from_counts
 from rescorer.wer.nbest_evaluation import error_table
+from rescorer.words import split_words
 from server.batcher import DeadlineExceeded
 from server.routes.limits import check_count, limit_error
 from server.schemas import HypothesisOut, RescoreRequest, RescoreResponse, UtteranceOut, WerOut, json_response
@@ -48,11 +49,11 @@ def check_rescore_limits(body: RescoreRequest, settings) -> None:
         check_count(["utterances", i, "hyps"], len(u.hyps), settings.max_hyps_per_utterance, "hypotheses")
         hyp_words = 0
         for j, h in enumerate(u.hyps):
-            words = len(h.text.split())
+            words = len(split_words(h.text))
             check_count(["utterances", i, "hyps", j, "text"], words, settings.max_words_per_hyp, "words")
             hyp_words += max(words, 1)
         if u.ref is not None:
-            ref_words = len(u.ref.split())
+            ref_words = len(split_words(u.ref))
             check_count(["utterances", i, "ref"], ref_words, settings.max_words_per_ref, "words")
             cells += max(ref_words, 1) * hyp_words
     check_count(["utterances"], cells, settings.max_alignment_cells,

@@ -8,6 +8,7 @@ from fastapi.responses import PlainTextResponse, Response
 from rescorer.formats.kaldi import write_cost_archive
 from rescorer.formats.text_files import parse_keyed_lines, split_lines
 from rescorer.nbest import NbestError
+from rescorer.words import split_words
 from server.routes.limits import check_count, limit_error
 from server.schemas import ScoreRequest, ScoreResponse, SentenceScoreOut, json_response
 
@@ -20,7 +21,7 @@ async def score(body: ScoreRequest, request: Request) -> Response:
     state = request.app.state
     settings = state.settings
     check_count(["sentences"], len(body.sentences), settings.max_sentences, "sentences")
-    sentences = [s.split() for s in body.sentences]
+    sentences = [split_words(s) for s in body.sentences]
     for i, words in enumerate(sentences):
         check_count(["sentences", i], len(words), settings.max_words_per_hyp, "words")
     name, _ = state.registry.get(body.model)

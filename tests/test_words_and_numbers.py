@@ -1,0 +1,110 @@
+"""One rule for words (ASCII whitespace, as Kaldi) and one for numbers (finite decimals) on
+every path: readers, training text, symbol tables, scoring, WER, writers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rescorer.artifact import save_artifact
+from rescorer.cli import main as rescorer_cli
+from rescorer.nbest import Hypothesis, NbestError
+from rescorer.vocab import VocabularyError, build_vocabulary, parse_symbol_table
+from rescorer.wer.counts import compute_wer
+from rescorer.words import split_words
+from tests.nbest_fixtures import tiny_artifact
+
+UNICODE_SPACES = ["\u00a0", "\u2028", "\u0085", "\u3000", "\u202f", "\x1c", "\x1d", "\x1e", "\x1f"]
+
+
+@pytest.mark.parametrize("space", UNICODE_SPACES)
+def test_a_unicode_space_stays_inside_its_word_everywhere(space, tmp_path):
+    text = f"the{space}cook bakes"
+    assert split_words(text) == [f"the{space}cook", "bakes"] == Hypothesis(text, 0.0).words
+    assert compute_wer(["the cook bakes"], [text]).errors == 2  # as Kaldi's compute-wer counts it
+    # a vocabulary holding such a word is written and read back
+    vocab = build_vocabulary({f"the{space}cook": 2, "bakes": 1})
+    again = parse_symbol_table(vocab.to_text(), "words.txt")
+    assert again.words == vocab.words
+
+
+def test_training_on_text_with_unicode_spaces_writes_an_artifact_every_tool_loads(tmp_path, capsys):
+    from rescorer.artifact import load_artifact
+    from training.cli import main as train_cli
+
+    lines = [f"the{s}cook bakes bread" for s in UNICODE_SPACES] + ["a sailor ties a net"] * 20
+    (tmp_path / "train.txt").write_text("\n".join(lines * 5) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(lines) + "\n")
+    assert train_cli(["train", "--train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"),
+                      "--out", str(tmp_path / "run"), "--embedding-dim", "8", "--hidden-dim", "8",
+                      "--num-layers", "1", "--batch-size", "2", "--noise-samples", "8", "--max-epochs", "1",
+                      "--no-progress"]) == 0
+    artifact = load_artifact(tmp_path / "run" / "artifact")
+    assert "the\u00a0cook" in artifact.vocab
+    assert rescorer_cli(["info", str(tmp_path / "run" / "artifact")]) == 0
+
+
+def test_kaldi_paths_and_rescore_rank_a_unicode_space_list_alike(tmp_path):
+    from rescorer.formats.kaldi import read_words_archive
+
+    (tmp_path / "words").write_text("u-1\tthe\u00a0cook bakes\nu-2 the cook bakes\n")
+    assert read_words_archive(tmp_path / "words") == {"u-1": ["the\u00a0cook", "bakes"],
+                                                      "u-2": ["the", "cook", "bakes"]}
+
+
+@pytest.mark.parametrize("line", ["a --4", "a \u00b2", "a 1_0", "a -1", "a \u0663"])
+def test_symbol_table_ids_are_ascii_integers(line):
+    with pytest.raises(VocabularyError, match="expected 'word id'"):
+        parse_symbol_table(f"<eps> 0\n{line}\n", "words.txt")
+
+
+def test_literal_sentence_boundaries_in_text_are_unknown_words_not_boundaries():
+    vocab = build_vocabulary({"a": 2, "b": 1})
+    assert vocab.encode(["a", "<s>", "b", "</s>"]) == [vocab.id_of("a"), vocab.unk_id, vocab.id_of("b"), vocab.unk_id]
+    with pytest.raises(VocabularyError, match="cannot be the sentence boundary"):
+        parse_symbol_table("<s> 0\n</s> 1\na 2\n", "words.txt", unk_symbol="<s>")
+
+
+@pytest.mark.parametrize("cost", ["nan", "-inf", "inf", "1_0", "\u0661", "0x10", "1e999"])
+def test_nnlm_costs_that_are_not_finite_decimals_are_refused(cost, tmp_path, capsys):
+    lm_dir = save_artifact(tiny_artifact(), tmp_path / "lm")
+    (tmp_path / "nbest.jsonl").write_text(json.dumps(
+        {"utt_id": "u", "ref": "the cat", "hyps": [{"text": "the cat", "am_score": -1.0},
+                                                  {"text": "a cat", "am_score": -2.0}]}) + "\n")
+    (tmp_path / "costs").write_text(f"u-1 {cost}\nu-2 5\n")
+    assert rescorer_cli(["rescore", str(lm_dir), str(tmp_path / "nbest.jsonl"), "--nnlm-costs",
+                         str(tmp_path / "costs")]) == 2
+    assert "u-1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_inputs_refuse_non_finite_constants(constant, tmp_path):
+    from rescorer.formats.jsonl import read_jsonl
+
+    record = '{"utt_id": "u", "hyps": [{"text": "a", "am_score": CONSTANT}]}\n'
+    (tmp_path / "n.jsonl").write_text(record.replace("CONSTANT", constant))
+    with pytest.raises(NbestError, match="scores must be finite"):
+        read_jsonl(tmp_path / "n.jsonl")
+
+
+def test_input_fields_never_replace_the_computed_scores_in_written_lists(tmp_path):
+    lm_dir = save_artifact(tiny_artifact(), tmp_path / "lm")
+    record = {"utt_id": "u", "ref": "the cat", "hyps": [
+        {"text": "the cat", "am_score": -1.0, "nnlm_score": "high", "total": "best", "rank": "first"},
+        {"text": "a cat", "am_score": -2.0}]}
+    (tmp_path / "n.jsonl").write_text(json.dumps(record) + "\n")
+    assert rescorer_cli(["rescore", str(lm_dir), str(tmp_path / "n.jsonl"), "--out-jsonl", str(tmp_path / "o.jsonl")]) == 0
+    written = json.loads((tmp_path / "o.jsonl").read_text())
+    for hyp in written["hyps"]:
+        assert isinstance(hyp["nnlm_score"], float) and isinstance(hyp["total"], float)
+        assert isinstance(hyp["rank"], int)
+
+
+def test_the_tiny_artifact_scores_literal_boundaries_as_unknown(tmp_path):
+    from rescorer.sentence_scoring import score_sentences
+
+    artifact = tiny_artifact()
+    literal = score_sentences(artifact, [["the", "</s>", "cat"]])
+    unknown = score_sentences(artifact, [["the", "<unk>", "cat"]])
+    assert literal.log_probs[0] == pytest.approx(unknown.log_probs[0]) and literal.num_oov[0] == 1
