@@ -93,9 +93,10 @@ class Vocabulary:
 
 
 def build_vocabulary(
-    counts: dict[str, int], max_size: int | None = None, min_count: int = 1
+    counts: dict[str, int], max_size: int | None = None, min_count: int = 1, unk_symbol: str = UNK
 ) -> Vocabulary:
-    """Special symbols first (`<s>`, `</s>`, `<unk>`), then words by descending count.
+    """Special symbols first (`<s>`, `</s>`, the unknown-word symbol, `<unk>` by default), then
+    words by descending count.
 
     Ties are broken alphabetically so that the same corpus always gives the same ids.
     `max_size` counts the special symbols too.
@@ -106,13 +107,14 @@ def build_vocabulary(
         raise VocabularyError(
             f"max_size must exceed the {len(SPECIAL_SYMBOLS)} special symbols, got {max_size}"
         )
+    special = (BOS, EOS, unk_symbol)
     ranked = sorted(
-        (w for w, c in counts.items() if c >= min_count and w not in SPECIAL_SYMBOLS),
+        (w for w, c in counts.items() if c >= min_count and w not in special and w not in _BOUNDARIES),
         key=lambda w: (-counts[w], w),
     )
     if max_size is not None:
-        ranked = ranked[: max_size - len(SPECIAL_SYMBOLS)]
-    return Vocabulary(SPECIAL_SYMBOLS + tuple(ranked))
+        ranked = ranked[: max_size - len(special)]
+    return Vocabulary(special + tuple(ranked), unk_symbol)
 
 
 def parse_symbol_table(text: str, source: str, unk_symbol: str = UNK) -> Vocabulary:

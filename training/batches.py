@@ -16,7 +16,7 @@ import torch
 from rescorer.errors import ConfigError
 
 
-def ordered_stream(corpora: list[np.ndarray], columns: int) -> np.ndarray:
+def ordered_stream(corpora: list[np.ndarray], columns: int, names: list[str] | None = None) -> np.ndarray:
     """One id stream for several corpora read in order: cut into `columns` equal columns (as
     BpttBatches cuts it, with `columns` = batch size x data-parallel processes), every column
     holds its share of the first corpus, then its share of the second, and so on, so every
@@ -29,7 +29,8 @@ def ordered_stream(corpora: list[np.ndarray], columns: int) -> np.ndarray:
     lengths = [len(c) // columns for c in corpora]
     for i, (corpus, length) in enumerate(zip(corpora, lengths, strict=True)):
         if length < 1:
-            raise ConfigError(f"training corpus {i + 1} ({len(corpus)} tokens) is too small to give each of"
+            name = names[i] if names else f"training corpus {i + 1}"
+            raise ConfigError(f"{name} ({len(corpus)} tokens) is too small to give each of"
                               f" the {columns} batch columns a token; lower --batch-size")
     pieces = [corpus[b * length:(b + 1) * length] for b in range(columns)
               for corpus, length in zip(corpora, lengths, strict=True)]

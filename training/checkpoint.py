@@ -29,6 +29,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several unrelated types for a damaged file
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    expected = {"format": int, "config": dict, "model": dict, "schedule": dict, "history": list, "vocab_sha256": str}
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this trainer (a {type(checkpoint).__name__},"
+                              " expected a dictionary)")
+    for key, kind in expected.items():
+        if not isinstance(checkpoint.get(key), kind):
+            raise CheckpointError(f"{path}: not a checkpoint of this trainer ({key!r} missing or not a"
+                                  f" {kind.__name__}); start the run again in a new --out")
+    if not all(isinstance(v, torch.Tensor) for v in checkpoint["model"].values()):
+        raise CheckpointError(f"{path}: not a checkpoint of this trainer (its model holds values that are not tensors)")
+    return checkpoint

@@ -166,11 +166,13 @@ def _refuse_changed_options(args: argparse.Namespace, given: set[str], stored: d
         if name in may_change or name not in stored:
             continue
         value = getattr(args, dest)
-        if name == "train_path":  # every corpus, in order
-            value = [resolve_data_path(v, args.data_dir) for v in value]
-            stored = {**stored, name: [stored[name], *stored.get("later_train_paths", [])]}
-        elif name == "dev_path":
-            value = resolve_data_path(value, args.data_dir)
+        if name == "train_path":  # every corpus, in order, as the absolute paths the run stores
+            value = [str(Path(resolve_data_path(v, args.data_dir)).absolute()) for v in value]
+            stored = {**stored, name: [str(Path(stored[name]).absolute()),
+                                       *(str(Path(p).absolute()) for p in stored.get("later_train_paths", []))]}
+        elif name in ("dev_path", "vocab_path") and value is not None:
+            value = str(Path(resolve_data_path(value, args.data_dir)).absolute())
+            stored = {**stored, name: None if stored[name] is None else str(Path(stored[name]).absolute())}
         if isinstance(value, tuple | list):
             value = list(value)
         if value != stored[name]:

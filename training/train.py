@@ -21,11 +21,13 @@ state beyond the learning rate, so resuming from a checkpoint reproduces the uni
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,32 @@ class TrainResult:
     final_dev: dict[str, Any] | None
 
 
+def corpus_identity(path: str) -> str | None:
+    """sha256 of a corpus file's bytes (None: the file is gone), so that a resumed run can tell
+    that it reads the text it began with."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _absolute(config: TrainConfig) -> TrainConfig:
+    """The config with absolute corpus and vocabulary paths: a run resumed from another working
+    directory reads the same files, not files of the same relative name."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).absolute())
+
+    return replace(config, train_path=absolute(config.train_path), dev_path=absolute(config.dev_path),
+                   later_train_paths=tuple(absolute(p) for p in config.later_train_paths),
+                   vocab_path=absolute(config.vocab_path))
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    config = _absolute(config)
     run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"{run_dir}: exists and is not a directory (--out names the run directory)")
@@ -90,6 +117,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         raise ResumeError(
             f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out"
         )
+    for held in (run_dir / "config.json", run_dir / "artifact" / "config.json"):
+        if checkpoint is None and held.exists():  # a run writes words.txt and checkpoints into --out
+            raise OutputError(f"{run_dir}: holds an artifact ({held}); training would overwrite files beside it;"
+                              " choose another --out")
     context = init_distributed("cuda" if pick_device(config.device, DistributedContext()).type == "cuda" else "cpu")
     # Denormals in the LSTM backward slow CPU arithmetic down (docs/ARCHITECTURE.md, 5). The
     # flag is process-wide processor state, so it is set for training only and reset after.
@@ -101,6 +132,23 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         shutdown_distributed(context)
 
 
+def _lock_run_directory(run_dir: Path, resuming: bool):
+    """Hold an exclusive lock on `run_dir` for this run (released when the process ends): a
+    second run started on the same --out is refused instead of mixing its files with ours."""
+    handle = open(run_dir / ".lock", "a")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise OutputError(f"{run_dir}: another training run is using this --out; wait for it or choose"
+                          " another --out") from None
+    if not resuming and (run_dir / "checkpoint.pt").exists():  # a run that finished while we waited
+        handle.close()
+        raise ResumeError(f"{run_dir / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose"
+                          " another --out")
+    return handle
+
+
 def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     checkpoint = load_checkpoint(path)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -108,6 +156,12 @@ def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
                           f" {CHECKPOINT_FORMAT} only; start the run again in a new --out")
     # a key missing from an older checkpoint had the field's default then
     stored = {**TrainConfig.defaults(), **checkpoint["config"]}
+    identities = checkpoint.get("corpus_identity", {})
+    for corpus, digest in identities.items():
+        now = corpus_identity(corpus)
+        if now != digest:
+            raise ResumeError(f"{path}: the run trained on {corpus}, which {'is gone' if now is None else 'has changed'}"
+                              " since; a resumed run must see the corpora it began with (start a new --out)")
     differing = sorted(
         k for k, v in config.to_dict().items() if k not in RESUMABLE_OVERRIDES and _as_stored(stored.get(k)) != _as_stored(v)
     )
@@ -137,11 +191,14 @@ def _train(
         reference_artifact = load_reference(config.reference_path, init.vocab.sha256, "--reference", device)
     teachers = _load_teachers(config, device)
     vocabulary_source = init if init is not None else teachers[0] if teachers else None
-    coverage = vocabulary_coverage(config.train_path, vocabulary_source.vocab) if vocabulary_source else None
+    coverages = [vocabulary_coverage(p, vocabulary_source.vocab) for p in config.train_paths] \
+        if vocabulary_source else []  # every corpus checked before anything is written
+    coverage = coverages[0] if coverages else None
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
     created = make_directory(run_dir)  # what it made is removed again if the corpora are refused
+    lock = _lock_run_directory(run_dir, checkpoint is not None) if context.is_main else None  # noqa: F841 - held until the run returns
     try:
         vocab, train_corpora, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
     except InputError:
@@ -150,15 +207,16 @@ def _train(
         if created is not None and context.is_main:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    identities = {path: corpus_identity(path) for path in (*config.train_paths, config.dev_path)}
     # several corpora: each laid across every batch column in turn, the last one seen last
-    train_ids = ordered_stream([c.ids() for c in train_corpora], config.batch_size * context.world_size)
+    train_ids = ordered_stream([c.ids() for c in train_corpora], config.batch_size * context.world_size,
+                               config.train_paths)
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
     init_dev = None
     if coverage is not None and context.is_main:  # what the run starts from, with or without a progress bar
         tqdm.write(coverage.describe(config.train_path, "the init's" if init is not None else "the teachers'"))
-        for path in config.later_train_paths:
-            tqdm.write(vocabulary_coverage(path, vocabulary_source.vocab).describe(
-                path, "the init's" if init is not None else "the teachers'"))
+        for path, later in zip(config.later_train_paths, coverages[1:], strict=True):
+            tqdm.write(later.describe(path, "the init's" if init is not None else "the teachers'"))
     if init is not None:
         init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
         if context.is_main:
@@ -235,7 +293,7 @@ def _train(
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
                 "schedule": schedule.to_dict(), "history": history, "vocab_sha256": vocab.sha256,
-                "adaptation_digests": digests,
+                "adaptation_digests": digests, "corpus_identity": identities,
             })
             write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
         context.barrier()
@@ -379,7 +437,7 @@ def _prepare_data(
         if config.vocab_path:
             return read_symbol_table(config.vocab_path, config.unk_symbol)
         counts = count_words(config.train_paths)
-        return build_vocabulary(counts, config.vocab_size, config.min_count)
+        return build_vocabulary(counts, config.vocab_size, config.min_count, config.unk_symbol)
 
     if not context.is_main:
         context.barrier()
