@@ -30,7 +30,8 @@ from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.precision import check_precision, resolve_precision, set_precision
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json holds the sha256 of its own other keys (config_sha256)
+READABLE_VERSIONS = (1, 2)  # 1: written by earlier releases, without that hash
 CONFIG_FILE = "config.json"
 WORDS_FILE = "words.txt"
 WEIGHTS_FILE = "model.safetensors"
@@ -89,8 +90,7 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
         state = {k: v.detach().to("cpu").contiguous() for k, v in artifact.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         hashes = {name: _sha256(tmp / name) for name in (WORDS_FILE, WEIGHTS_FILE)}
-        document = _config_document(artifact, hashes)
-        (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(_config_text(_config_document(artifact, hashes)), encoding="utf-8")
 
     write_directory_atomic(path, fill)
     artifact.path = path
@@ -160,6 +160,9 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
         state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError) as e:
         raise ArtifactError(f"{path / WEIGHTS_FILE}: cannot read safetensors ({e})") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(f"{path / WEIGHTS_FILE}: tensor {name!r} holds NaN or infinite values")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -175,7 +178,7 @@ def set_rescoring_weights(path: str | Path, weights: dict[str, float], source: s
     for this model); atomic, touches nothing else."""
     document = read_artifact_config(path)
     document.setdefault("provenance", {})["rescoring_weights"] = {**weights, "tuned_by": source}
-    write_text_atomic(Path(path) / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    write_text_atomic(Path(path) / CONFIG_FILE, _config_text(document))
 
 
 def set_log_z(path: str | Path, log_z: float, note: dict[str, Any] | None = None) -> None:
@@ -184,7 +187,21 @@ def set_log_z(path: str | Path, log_z: float, note: dict[str, Any] | None = None
     document["log_z"] = float(log_z)
     if note:
         document.setdefault("provenance", {}).setdefault("recentering", []).append(note)
-    write_text_atomic(Path(path) / CONFIG_FILE, json.dumps(document, indent=2) + "\n")
+    write_text_atomic(Path(path) / CONFIG_FILE, _config_text(document))
+
+
+def config_hash(document: dict[str, Any]) -> str:
+    """sha256 of config.json's keys other than `config_sha256`, in a canonical JSON form."""
+    rest = {k: v for k, v in document.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                          .encode("utf-8")).hexdigest()
+
+
+def _config_text(document: dict[str, Any]) -> str:
+    """config.json as written: the current format, with the hash of its own content."""
+    document = {**document, "format_version": FORMAT_VERSION}
+    document["config_sha256"] = config_hash(document)
+    return json.dumps(document, indent=2) + "\n"
 
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -207,8 +224,10 @@ def check_config_document(document: Any, config_path: Path) -> None:
 
     if not isinstance(document, dict):
         fail(f"expected a JSON object, found {type(document).__name__}")
-    if document.get("format_version") != FORMAT_VERSION or isinstance(document.get("format_version"), bool):
-        fail(f"expected format_version {FORMAT_VERSION}, found {document.get('format_version')!r}")
+    version = document.get("format_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        fail(f"expected format_version {' or '.join(map(str, READABLE_VERSIONS))}, found {version!r}")
+
     for key in ("model", "log_z", "vocab_sha256", "files"):
         if key not in document:
             fail(f"missing key {key!r}")
@@ -247,6 +266,9 @@ def check_config_document(document: Any, config_path: Path) -> None:
         for name, value in tuned.items():
             if name != "tuned_by" and (problem := Weights.problem(name, value)) is not None:
                 fail(f"'provenance.rescoring_weights.{name}': {problem}")
+    if version >= 2 and document.get("config_sha256") != config_hash(document):
+        fail("edited after it was written (its content does not match its config_sha256); an artifact's"
+             " files change only through the tools (rescorer set-weights, rescorer-train evaluate --recenter)")
 
 
 def parameter_count(config: ModelConfig) -> int:

@@ -69,8 +69,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes 0600 whatever the umask: give the file the mode a plain open() would (the
+    # mode of the file it replaces, else 0666 less the umask), so models written by one user
+    # stay readable by the service's user
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
     try:
         yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -95,6 +100,20 @@ def text_output(path: str | Path) -> Iterator[TextIO]:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def _umask() -> int:
+    """The process's umask: from /proc where Linux offers it (no change to process state, safe
+    beside other threads), else by setting it and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -112,6 +131,12 @@ def write_directory_atomic(path: str | Path, fill: Callable[[Path], None]) -> No
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         fill(tmp)
+        # mkdtemp makes 0700 and some writers (safetensors) 0600 whatever the umask: give every
+        # entry the mode a plain mkdir or open() would
+        mask = _umask()
+        for entry in [tmp, *tmp.rglob("*")]:
+            if not entry.is_symlink():
+                os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

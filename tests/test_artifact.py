@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from rescorer.artifact import Artifact, ArtifactError, load_artifact, save_artifact, set_log_z
+from rescorer.artifact import Artifact, ArtifactError, config_hash, load_artifact, save_artifact, set_log_z
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.vocab import build_vocabulary
 
@@ -55,6 +55,7 @@ def test_every_file_must_have_a_recorded_hash(tmp_path):
     config_path = tmp_path / "lm" / "config.json"
     config = json.loads(config_path.read_text())
     del config["files"]["model.safetensors"]  # would have skipped the check on the weights
+    config["config_sha256"] = config_hash(config)  # a consistent forgery, not an accidental edit
     config_path.write_text(json.dumps(config))
     (tmp_path / "lm" / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ArtifactError, match=r"config\.json: 'files' must map exactly"):
@@ -90,10 +91,61 @@ def test_a_tampered_config_is_one_error_naming_the_key(tmp_path, tamper, named):
     config_path = tmp_path / "lm" / "config.json"
     config = json.loads(config_path.read_text())
     tamper(config)
+    config["config_sha256"] = config_hash(config)  # re-hashed: every check below the hash still holds
     config_path.write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="config.json") as error:
         load_artifact(tmp_path / "lm")
     assert named in str(error.value)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c.update(log_z=c["log_z"] + 1), lambda c: c.update(unk_symbol="a"),
+    lambda c: c["provenance"].update(note="x"), lambda c: c["model"].update(dropout=0.5),
+])
+def test_a_config_edited_by_hand_is_reported(tmp_path, edit):
+    save_artifact(_artifact(), tmp_path / "lm")
+    config_path = tmp_path / "lm" / "config.json"
+    config = json.loads(config_path.read_text())
+    edit(config)
+    config_path.write_text(json.dumps(config, indent=2))
+    with pytest.raises(ArtifactError, match="edited after it was written"):
+        load_artifact(tmp_path / "lm")
+
+
+def test_an_artifact_with_a_nan_weight_is_refused_by_name(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from rescorer.artifact import _config_text, _sha256
+
+    save_artifact(_artifact(), tmp_path / "lm")
+    weights = tmp_path / "lm" / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(iter(state))
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(weights))
+    config_path = tmp_path / "lm" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["files"]["model.safetensors"] = _sha256(weights)  # hashes consistent: only the values are wrong
+    config_path.write_text(_config_text(config))
+    with pytest.raises(ArtifactError, match=f"tensor '{name}' holds NaN"):
+        load_artifact(tmp_path / "lm")
+
+
+def test_written_files_take_the_umask_and_rewrites_keep_the_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_artifact(_artifact(), tmp_path / "lm")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "lm").iterdir()}
+        assert stat.S_IMODE((tmp_path / "lm").stat().st_mode) == 0o755
+        assert set(modes.values()) == {0o644}, modes
+        (tmp_path / "lm" / "config.json").chmod(0o640)
+        set_log_z(tmp_path / "lm", 1.0)
+        assert stat.S_IMODE((tmp_path / "lm" / "config.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
 
 
 def test_a_symlink_loop_is_an_artifact_error(tmp_path):
