@@ -147,16 +147,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     else:  # kaldi: a directory as steps/rnnlmrescore.sh lays out nbest-to-linear's outputs
         root = Path(args.output)
         keyed = [(f"{u.utt_id}-{n}", h) for u in utterances for n, h in enumerate(u.hyps, start=1)]
-        with text_output(str(root / "words_text")) as out:
-            write_kaldi_text([(k, h.text) for k, h in keyed], out)
-        with text_output(str(root / "acwt")) as out:
-            write_cost_archive([(k, -h.am_score) for k, h in keyed], out)
-        if all(h.lm_score is not None for _, h in keyed):
-            with text_output(str(root / "lmwt.withlm")) as out:
-                write_cost_archive([(k, -h.lm_score) for k, h in keyed], out)
-        if all(u.ref is not None for u in utterances):
-            with text_output(str(root / "text")) as out:
-                write_kaldi_text([(u.utt_id, u.ref) for u in utterances], out)
+        writers = {  # every file this layout may hold; None: not for these lists
+            "words_text": lambda out: write_kaldi_text([(k, h.text) for k, h in keyed], out),
+            "acwt": lambda out: write_cost_archive([(k, -h.am_score) for k, h in keyed], out),
+            "lmwt.withlm": (lambda out: write_cost_archive([(k, -h.lm_score) for k, h in keyed], out))
+            if all(h.lm_score is not None for _, h in keyed) else None,
+            "text": (lambda out: write_kaldi_text([(u.utt_id, u.ref) for u in utterances], out))
+            if all(u.ref is not None for u in utterances) else None,
+        }
+        for name, write in writers.items():
+            if write is None:  # a file of an earlier conversion into this directory would be read back with these lists
+                (root / name).unlink(missing_ok=True)
+                continue
+            with text_output(str(root / name)) as out:
+                write(out)
     return 0
 
 

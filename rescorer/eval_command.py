@@ -41,6 +41,9 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
             table = error_table(utterances)  # lazy: the alignments run when the WER needs them
         except NbestError as e:  # the list's rule broken (a reference missing): name the list
             raise NbestError(f"{source.path}: {e}") from None
+        if int(table.ref_words.sum()) == 0:
+            raise NbestError(f"{source.path}: the references hold no words, so its WER is undefined"
+                             f" ({len(utterances)} utterances; expected at least one reference word)")
         lists.append((role, source, utterances, table))
     sets = []
     for role, source, utterances, table in lists:

@@ -108,3 +108,39 @@ def test_the_tiny_artifact_scores_literal_boundaries_as_unknown(tmp_path):
     literal = score_sentences(artifact, [["the", "</s>", "cat"]])
     unknown = score_sentences(artifact, [["the", "<unk>", "cat"]])
     assert literal.log_probs[0] == pytest.approx(unknown.log_probs[0]) and literal.num_oov[0] == 1
+
+
+def test_convert_to_kaldi_into_a_used_directory_leaves_no_stale_files(tmp_path):
+    from rescorer.formats.reader import NbestSource, read_nbest
+
+    with_lm = {"utt_id": "u", "ref": "a b", "hyps": [{"text": "a b", "am_score": -1.0, "lm_score": -2.0}]}
+    without = {"utt_id": "v", "hyps": [{"text": "c", "am_score": -3.0}]}
+    for record in (with_lm, without):
+        (tmp_path / "n.jsonl").write_text(json.dumps(record) + "\n")
+        assert rescorer_cli(["convert", str(tmp_path / "n.jsonl"), "--to", "kaldi", str(tmp_path / "k")]) == 0
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["acwt", "words_text"]
+    (back,) = read_nbest(NbestSource(str(tmp_path / "k"), "kaldi"))
+    assert back.utt_id == "v" and back.hyps[0].lm_score is None and back.ref is None
+
+
+def test_eval_with_references_that_hold_no_words_is_one_error_and_writes_nothing(tmp_path, capsys):
+    lm_dir = save_artifact(tiny_artifact(), tmp_path / "lm")
+    (tmp_path / "n.jsonl").write_text(json.dumps({"utt_id": "u", "ref": "", "hyps": [
+        {"text": "the cat", "am_score": -1.0}, {"text": "", "am_score": -2.0}]}) + "\n")
+    assert rescorer_cli(["eval", str(lm_dir), "--dev", str(tmp_path / "n.jsonl"), "--test", str(tmp_path / "n.jsonl"),
+                         "--out", str(tmp_path / "rep"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "references hold no words" in err and "Traceback" not in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_the_bootstrap_draws_in_blocks_the_same_interval_as_in_one_draw(monkeypatch):
+    import numpy as np
+
+    import rescorer.wer.bootstrap as bootstrap
+
+    rng = np.random.default_rng(3)
+    base, new, words = rng.integers(0, 4, 500), rng.integers(0, 4, 500), rng.integers(3, 20, 500)
+    whole = bootstrap.paired_bootstrap(base, new, words, 300)
+    monkeypatch.setattr(bootstrap, "BLOCK_ELEMENTS", 500 * 7)  # 7 resamples per block
+    assert bootstrap.paired_bootstrap(base, new, words, 300) == whole

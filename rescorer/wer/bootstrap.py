@@ -20,15 +20,24 @@ class BootstrapInterval:
         return asdict(self)
 
 
+BLOCK_ELEMENTS = 1 << 22  # resampled indices held at once: memory stays flat however many utterances
+
+
 def paired_bootstrap(errors_base: np.ndarray, errors_new: np.ndarray, ref_words: np.ndarray,
                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> BootstrapInterval:
     """Resample utterances with replacement; the interval of the WER difference (Koehn-style
-    paired bootstrap on utterances)."""
+    paired bootstrap on utterances). Resamples are drawn in blocks of rows (the same random
+    stream as one draw), so 100k utterances x 1000 resamples never hold more than
+    BLOCK_ELEMENTS indices."""
     n = len(ref_words)
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(resamples, n))
-    words = ref_words[picks].sum(1)
-    deltas = (errors_new[picks].sum(1) - errors_base[picks].sum(1)) / np.maximum(words, 1)
+    difference = np.asarray(errors_new, dtype=np.int64) - np.asarray(errors_base, dtype=np.int64)
+    words_of = np.asarray(ref_words, dtype=np.int64)
+    rows = max(1, BLOCK_ELEMENTS // max(n, 1))
+    deltas = np.empty(resamples, dtype=np.float64)
+    for start in range(0, resamples, rows):
+        picks = rng.integers(0, n, size=(min(rows, resamples - start), n))
+        deltas[start:start + len(picks)] = difference[picks].sum(1) / np.maximum(words_of[picks].sum(1), 1)
     alpha = (1 - confidence) / 2
     return BootstrapInterval(
         delta=float((errors_new.sum() - errors_base.sum()) / max(ref_words.sum(), 1)),
