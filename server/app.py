@@ -138,7 +138,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     if settings.token is not None:
         # before anything reads the body (inside the metrics, so 401s are counted): without
         # the token, malformed or deeply nested JSON is a 401 like any other request
-        app.add_middleware(BearerToken, token=settings.token, prefix="/v1")
+        # with a token, only the liveness and readiness probes stay open, and they name nothing
+        app.add_middleware(BearerToken, token=settings.token, prefixes=PROTECTED_PREFIXES)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
 
     @app.exception_handler(Overloaded)
@@ -177,15 +178,18 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     return app
 
 
-class BearerToken:
-    """Pure ASGI: requests under `prefix` need `Authorization: Bearer <token>` (compared in
-    constant time); the check runs before the request body is read."""
+PROTECTED_PREFIXES = ("/v1", "/metrics", "/docs", "/redoc", "/openapi.json")
 
-    def __init__(self, app, token: str, prefix: str) -> None:
-        self.app, self.token, self.prefix = app, token.encode(), prefix
+
+class BearerToken:
+    """Pure ASGI: requests under any of `prefixes` need `Authorization: Bearer <token>`
+    (compared in constant time); the check runs before the request body is read."""
+
+    def __init__(self, app, token: str, prefixes: tuple[str, ...]) -> None:
+        self.app, self.token, self.prefixes = app, token.encode(), prefixes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
             header = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, given = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given, self.token):

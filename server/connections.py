@@ -8,6 +8,11 @@ connection opens, and again after each response, closes the connection when it f
 the request that followed has arrived whole (headers and body). Time the application spends
 on a complete request is not counted: `--request-timeout-s` bounds that (504). Connections
 beyond `--max-connections` are answered 503 by uvicorn's `limit_concurrency`.
+
+Header size: httptools (uvicorn's faster parser) sets no bound on a request's header bytes, so
+a client could send hundreds of MiB of headers inside the read deadline, before any route (or
+the bearer token check) sees the request. The protocol counts the bytes a request's head takes
+and answers 431 and closes the connection past MAX_HEADER_BYTES.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ import asyncio
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers of one request
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+              b"content-length: 52\r\nconnection: close\r\n\r\n"
+              b'{"detail": "request headers exceed 65536 bytes"}    ')
+
 
 def deadline_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class with a request-read deadline of `read_timeout_s` seconds."""
@@ -25,6 +35,17 @@ def deadline_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm_read_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            reading_head = self.cycle is self._cycle_at_arming  # no new request's headers complete yet
+            if reading_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            # still inside the head after this chunk (a chunk that completed the head may carry body too)
+            if reading_head and self.cycle is self._cycle_at_arming and self._head_bytes > MAX_HEADER_BYTES \
+                    and not self.transport.is_closing():
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -37,6 +58,7 @@ def deadline_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
         def _arm_read_deadline(self) -> None:
             self._disarm_read_deadline()
             self._cycle_at_arming = self.cycle
+            self._head_bytes = 0
             self._read_deadline = self.loop.call_later(read_timeout_s, self._read_deadline_passed)
 
         def _disarm_read_deadline(self) -> None:

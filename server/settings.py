@@ -67,6 +67,14 @@ class Settings(_WeightSettings):
     @classmethod
     def _token_not_blank(cls, value: str | None) -> str | None:
         # RESCORER_TOKEN= (empty) would otherwise let "Authorization: Bearer" with no token in
-        if value is not None and not value.strip():
+        if value is None:
+            return None
+        # a Secret made from a file ends with a newline no client sends: whitespace at either end
+        # is not part of the token
+        value = value.strip()
+        if not value:
             raise ValueError("an empty token would accept an empty credential; unset it or give a token")
+        if not all("!" <= c <= "~" for c in value):
+            raise ValueError("a token must be printable ASCII without spaces (what an Authorization header can"
+                             " carry); found a space, control or non-ASCII character inside it")
         return value

@@ -149,6 +149,22 @@ def test_bodies_models_and_tokens_are_checked(model_dir):
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
         models = httpx.get(f"{url}/v1/models", headers=auth, timeout=10).json()
         assert [m["name"] for m in models] == ["tiny"] and models[0]["output_kind"] == "self_normalized"
+        # with a token, the open routes name no model, and the rest need the token
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        for route in ("/metrics", "/docs", "/openapi.json", "/redoc"):
+            assert httpx.get(f"{url}{route}", timeout=10).status_code == 401, route
+            assert httpx.get(f"{url}{route}", headers=auth, timeout=10).status_code == 200, route
+
+
+def test_a_token_read_from_a_file_with_a_trailing_newline_authenticates(model_dir):
+    with running_server(Settings(model_dir=model_dir, token="s3cret\n")) as (url, _):
+        response = httpx.post(f"{url}/v1/score", json={"sentences": ["a"]},
+                              headers={"authorization": "Bearer s3cret"}, timeout=10)
+        assert response.status_code == 200
+    for bad in ("s3 cret", "s3cr\u00e9t", "s3\x00cret", "  \n"):
+        with pytest.raises(ValueError, match="token"):
+            Settings(model_dir=model_dir, token=bad)
 
 
 def test_kaldi_form_keeps_keys_and_order(model_dir):
@@ -278,3 +294,31 @@ def test_on_cpu_each_core_gets_a_single_threaded_scoring_worker_and_batches_do_n
         assert len(app.state.batcher._threads) == 2
         assert httpx.post(f"{url}/v1/score", json={"sentences": ["the cat"]}, timeout=10).status_code == 200
     assert seen == [1]
+
+
+def test_request_headers_past_the_limit_are_answered_431_before_the_token_check(model_dir):
+    import socket
+
+    from server.connections import MAX_HEADER_BYTES
+
+    with running_server(Settings(model_dir=model_dir, token="s3cret")) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(b"POST /v1/score HTTP/1.1\r\nhost: x\r\n")
+            filler = b"x-filler: " + b"a" * 1000 + b"\r\n"
+            answer = b""
+            try:
+                for _ in range(4 * MAX_HEADER_BYTES // len(filler)):  # never finishes its headers
+                    conn.sendall(filler)
+            except OSError:  # closed on us while sending: what the limit is for
+                pass
+            try:
+                while chunk := conn.recv(4096):
+                    answer += chunk
+            except OSError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+        # a request whose headers fit is served as before
+        response = httpx.post(f"{url}/v1/score", json={"sentences": ["a"]},
+                              headers={"authorization": "Bearer s3cret", "x-pad": "b" * 20_000}, timeout=10)
+        assert response.status_code == 200
