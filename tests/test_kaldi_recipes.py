@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -233,3 +234,29 @@ def test_wsj_hub1_lists_at_kaldis_scale_get_kaldi_scale_weights_through_the_reci
     tuning = report["tuning"]
     assert tuning["dev_errors"] <= min(row["errors"] for row in tuning["baselines"].values())
     assert 5 < tuning["baselines"]["first_pass_combination"]["lm_weight"] < 30
+
+
+def test_parallel_jobs_against_a_busy_server_wait_their_turn_instead_of_failing(lm_dir, tmp_path):
+    """A server whose queue holds about one chunk: four jobs at once get 503s, honour Retry-After,
+    retry, and every job's costs equal scoring them directly."""
+    text = "".join(f"k{i:03d} the cat sat on the mat\n" for i in range(24))
+    (tmp_path / "text").write_text(text)
+    assert rescorer_main(["score", str(lm_dir), str(tmp_path / "text"), str(tmp_path / "expected")]) == 0
+    settings = Settings(model_dir=lm_dir, queue_tokens=60, max_delay_ms=200, batch_tokens=100_000)
+    with running_server(settings) as (url, _):
+        jobs = [subprocess.Popen(["local/compute_sentence_scores.sh", "--server", url, "--chunk-lines", "6",
+                                  str(lm_dir), str(tmp_path / f"temp{j}"), str(tmp_path / "text"),
+                                  str(tmp_path / f"scores{j}")], cwd=RECIPES, env=_env(tmp_path),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for j in range(4)]
+        results = [(job.wait(timeout=240), job.stderr.read()) for job in jobs]
+
+
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    busy = [line for line in metrics.splitlines() if line.startswith("rescorer_requests_total") and '"503"' in line]
+    assert busy and float(busy[0].split()[-1]) > 0  # the server was busy: the jobs did retry
+    want = [line.split() for line in (tmp_path / "expected").read_text().splitlines()]
+    for j, (code, err) in enumerate(results):
+        assert code == 0, err[-2000:]
+        got = [line.split() for line in (tmp_path / f"scores{j}").read_text().splitlines()]
+        assert [k for k, _ in got] == [k for k, _ in want]
+        np.testing.assert_allclose([float(c) for _, c in got], [float(c) for _, c in want], atol=1e-4)

@@ -7,13 +7,17 @@
 # scripts/rnnlm/lmrescore_nbest.sh can use our models (see README.md).
 # With --server URL the lines go to a running rescorer-server (POST /v1/score/kaldi, in
 # chunks of --chunk-lines) instead of loading the model here; --model names the model there
-# (default: the basename of <lm-dir>).
+# (default: the basename of <lm-dir>). A busy server's 503 (and 429, 502, 504, a refused or
+# dropped connection) is retried after its Retry-After, up to --retries times within --retry-time
+# seconds, so parallel jobs against one server wait their turn instead of failing.
 set -euo pipefail
 
 # Begin configuration section.
 server=
 model=
 chunk_lines=4096  # the service's default --max-sentences
+retries=20        # attempts after the first, for a busy (503) or unreachable server
+retry_time=900    # seconds, at most, spent retrying one chunk
 rescorer=${RESCORER:-rescorer}
 # End configuration section.
 
@@ -21,7 +25,9 @@ help_message="Usage: $0 [options] <lm-dir> <temp-dir> <input-text> <output-score
 Options:
   --server <url>        # score through a running rescorer-server (default: load <lm-dir> here)
   --model <name>        # the model's name on the server (default: basename of <lm-dir>)
-  --chunk-lines <n>     # lines per HTTP request (default: $chunk_lines)"
+  --chunk-lines <n>     # lines per HTTP request (default: $chunk_lines)
+  --retries <n>         # retries of a chunk the server is too busy for (503, Retry-After honoured; default: $retries)
+  --retry-time <s>      # seconds at most spent retrying one chunk (default: $retry_time)"
 
 echo "$0 $*"
 [ -f ./path.sh ] && . ./path.sh
@@ -47,9 +53,13 @@ else
   : > "$tmp/scores"
   split -l "$chunk_lines" -d -a 6 "$text" "$tmp/chunk."
   for chunk in "$tmp"/chunk.*; do
+    # -o, not stdout: a retried attempt rewrites the file, so a 503's body never reaches the scores
     curl --fail-with-body --silent --show-error --data-binary "@$chunk" -H "Content-Type: text/plain" \
+      --retry "$retries" --retry-max-time "$retry_time" --retry-connrefused -o "$chunk.out" \
       ${RESCORER_TOKEN:+-H "Authorization: Bearer $RESCORER_TOKEN"} \
-      "$server/v1/score/kaldi?model=$model" >> "$tmp/scores"
+      "$server/v1/score/kaldi?model=$model" || { cat "$chunk.out" >&2 2>/dev/null; exit 1; }
+    cat "$chunk.out" >> "$tmp/scores"
+    rm -f "$chunk.out"
   done
   rm -f "$tmp"/chunk.*
 fi
