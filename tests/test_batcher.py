@@ -93,11 +93,9 @@ def test_workers_score_separate_batches_side_by_side_with_the_same_answers(monke
         return await asyncio.gather(*(batcher.submit("tiny", r, timeout=30) for r in requests))
 
     try:
-        started = time.perf_counter()
         results = asyncio.run(send_both())
-        elapsed = time.perf_counter() - started
     finally:
         batcher.stop()
-    assert most[0] == 2 and elapsed < 0.35  # one batch each (max_batch_requests=1), scored at the same time
+    assert most[0] == 2  # one batch each (max_batch_requests=1), both scoring at once (no wall-clock bound)
     for sentences, result in zip(requests, results, strict=True):
         np.testing.assert_allclose(result.log_probs, real(artifact, sentences).log_probs, atol=1e-6)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from rescorer.artifact import save_artifact
@@ -113,6 +112,17 @@ def test_the_schema_check_catches_a_misspelt_field(tmp_path):
     assert done.returncode != 0
 
 
-@pytest.mark.parametrize("name", ["Dockerfile", "deploy/kubernetes.yaml"])
-def test_the_readme_shows_how_to_run_it(name):
-    assert name.split("/")[-1] in (ROOT / "README.md").read_text()
+def test_the_readmes_run_commands_match_the_image_and_the_manifest():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    exposed = re.search(r"^EXPOSE (\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    published = set(re.findall(r"docker run .*?-p \d+:(\d+)", readme))
+    assert published == {exposed}  # every docker run in the README reaches the port the image serves
+    manifest = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()))
+    ports = {str(p["containerPort"]) for d in manifest if d["kind"] == "Deployment"
+             for c in d["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    assert ports == {exposed}
+    for link in re.findall(r"\]\((deploy/[^)]+|Dockerfile)\)", readme):  # every linked deployment file exists
+        assert (ROOT / link).is_file(), link
+    assert "deploy/kubernetes.yaml" in re.findall(r"\]\((deploy/[^)]+)\)", readme)

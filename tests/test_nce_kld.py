@@ -3,6 +3,7 @@ only ever read."""
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -140,9 +141,14 @@ def test_s_prime_as_the_paper_writes_it_biases_by_one_over_one_minus_pn_y():
 
 def test_masked_positions_contribute_nothing():
     x, _, _ = _inputs()
-    full = _kld(x, 0.5)
+    full = float(_kld(x, 0.5).detach())
+    each = []
+    for i in range(6):  # the loss of each position alone
+        x["mask"] = torch.arange(6) == i
+        each.append(float(_kld(x, 0.5).detach()))
+    assert full == pytest.approx(sum(each), rel=1e-9)  # the loss is the sum over positions
     x["mask"] = torch.tensor([True, True, True, True, True, False])
-    assert float(_kld(x, 0.5).detach()) < float(full.detach())
+    assert float(_kld(x, 0.5).detach()) == pytest.approx(sum(each[:5]), rel=1e-9)  # position 5 is left out exactly
     x["mask"] = torch.zeros(6, dtype=torch.bool)
     assert float(_kld(x, 0.5).detach()) == 0.0
 

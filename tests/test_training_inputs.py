@@ -109,3 +109,11 @@ def test_a_vocab_with_a_bad_id_is_one_error_and_leaves_nothing(demo_corpus, tmp_
     err = capsys.readouterr().err
     assert "expected 'word id'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_recentering_a_softmax_model_is_refused_and_changes_nothing(demo_corpus, tmp_path, capsys):
+    assert _train(demo_corpus, tmp_path / "run", "--loss", "ce") == 0
+    config = (tmp_path / "run" / "artifact" / "config.json").read_bytes()
+    assert train_cli(["evaluate", str(tmp_path / "run" / "artifact"), str(demo_corpus["dev"]), "--recenter"]) == 2
+    assert "--recenter shifts log_z" in capsys.readouterr().err
+    assert (tmp_path / "run" / "artifact" / "config.json").read_bytes() == config

@@ -252,6 +252,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     artifact = load_artifact(args.lm_dir)
+    if args.recenter and not artifact.model.is_self_normalized:
+        raise InputError(f"{args.lm_dir}: --recenter shifts log_z, which only a self_normalized model's scores"
+                         f" use; this model is {artifact.model.config.output_kind!r} and is scored with its full"
+                         " normalization (nothing to re-center)")
     text = resolve_data_path(args.text, args.data_dir)
     vocab = artifact.vocab
     sentences, oov = [], 0
