@@ -37,6 +37,8 @@ VALID = {
     "lattice": b"utt1-1\n0 1 4 1.5,2.5,1_2\n1 0,0,\n\nutt1-2\n0 1 4 1.0,3.0,1\n1 0,0,\n\n",
 }
 ODD = [b"", b"\x00", b"\xff\xfe", b"\xef\xbb\xbf", b"\r", b"\r\n", b"\t", "\u2028".encode(), b"\x1f\x8b", b"[" * 5000,
+       *(c.encode() for c in "\u00a0\u0085\u3000\u202f\x1c\x1d\x1e\x1f"), b"nan", b"-inf", b"1_0", b"NaN",
+       b"Infinity", "\u0661".encode(), b"\xc2\xb2",
        b'{"utt_id": ' + b"9" * 5000 + b"}", b"\x1f\x8b\x08\x00\x00\x00\x00\x00"]
 
 
@@ -110,3 +112,15 @@ def test_a_json_reader_refuses_deep_nesting_in_every_container_position(tmp_path
         with pytest.raises(InputError):
             read_hyporadise(path)
     assert json.loads(VALID["hyporadise"])  # the seed is JSON
+
+
+@FUZZ
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters=" \t\n\r\x0b\x0c", blacklist_categories=("Cs",)),
+                        min_size=1, max_size=8), min_size=1, max_size=12, unique=True))
+def test_any_training_word_round_trips_through_a_symbol_table(words):
+    """Words are whatever lies between ASCII whitespace: every such word, Unicode spaces and
+    control characters included, is written to words.txt and read back as the same word."""
+    from rescorer.vocab import build_vocabulary
+
+    vocab = build_vocabulary(dict.fromkeys(words, 1))
+    assert parse_symbol_table(vocab.to_text(), "words.txt").words == vocab.words

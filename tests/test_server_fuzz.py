@@ -22,7 +22,10 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
-odd_text = st.text(max_size=60) | st.sampled_from(["", " ", "the cat", "<s> </s>", "a\u0000b", "\ud7ff" * 3, "x " * 300])
+UNICODE_SPACES = "\u00a0\u2028\u0085\u3000\u202f\x1c\x1d\x1e\x1f"
+odd_text = st.text(max_size=60) | st.sampled_from(["", " ", "the cat", "<s> </s>", "a\u0000b", "\ud7ff" * 3, "x " * 300,
+                                                    "the\u00a0cat", "nan inf", "1_0 \u0661"]) \
+    | st.text(alphabet=st.sampled_from("ab " + UNICODE_SPACES), max_size=20)
 odd_number = st.floats(allow_subnormal=False) | st.integers(-(2**70), 2**70) | st.sampled_from(["NaN", "1e400", None, [], {}])
 hypothesis_like = st.fixed_dictionaries({"text": odd_text | json_values, "am_score": odd_number},
                                         optional={"lm_score": odd_number, "extra": json_values})
@@ -66,6 +69,32 @@ def test_rescore_never_answers_5xx(server_url, body):
 def test_score_never_answers_5xx(server_url, body):
     response = _post_json(server_url, "/v1/score", body)
     assert response.status_code < 500, response.text
+
+
+@FUZZ
+@given(constant=st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]))
+def test_non_finite_json_numbers_are_refused_as_422_never_5xx(server_url, constant):
+    raw = '{"utterances": [{"utt_id": "u", "hyps": [{"text": "a", "am_score": X}]}]}'.replace("X", constant)
+    response = server_url.post("/v1/rescore", content=raw.encode(), headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+
+
+header_name = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"),
+                      min_size=1, max_size=40)
+header_value = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
+
+
+@FUZZ
+@given(headers=st.lists(st.tuples(header_name, header_value), max_size=20), repeat=st.integers(0, 400))
+def test_arbitrary_and_oversized_headers_never_answer_5xx(server_url, headers, repeat):
+    headers = [*headers, *[(f"x-pad-{i}", "p" * 250) for i in range(repeat)]]  # up to ~100 KiB of head
+    try:
+        response = server_url.post("/v1/score", json={"sentences": ["a"]}, headers=headers)
+    except httpx.HTTPError:  # closed on us after a 431 that httpx did not read: allowed, not a 5xx
+        response = None
+    if response is not None:
+        assert response.status_code < 500 or response.status_code == 503, response.text
+    assert server_url.get("/healthz").status_code == 200  # and the server is still there
 
 
 @FUZZ
