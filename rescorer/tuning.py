@@ -13,9 +13,13 @@ along it is a step function that `rescorer.line_search` computes exactly. The se
 3. Refinement: from the best few starts, coordinate ascent with the exact line search (the
    line search of MERT; SRILM's nbest-optimize and Moses' MERT search the same way) until a
    full round lowers the dev errors no more.
-4. Ties: along each line the tuner stays inside the best step and takes the middle of the
-   widest one, measured in asinh(t / unit), which is logarithmic away from 0 (a plateau from
-   2 to 200 gives 20) and linear near it (a flat word-penalty axis gives 0). Among starts that
+4. Robustness and ties: a large dev set's exact optimum is often a sliver (a step 1 % wide) that
+   the test set does not share, so each line search takes the point whose neighbourhood (+-0.1
+   in asinh(t / unit), about +-10 % of an LM weight) has the fewest errors on average (the
+   smoothed error of MERT's regularization, Cer et al. 2008), ties to the fewest errors at the
+   point, then the middle; with `smoothing=0`, the middle of the widest step of fewest errors.
+   asinh(t / unit) is logarithmic away from 0 (a plateau from 2 to 200 has its middle at 20)
+   and linear near it (a flat word-penalty axis gives 0). Among starts that
    end with the same errors, the earlier start wins: the first-pass combination before
    anything that departs further from it, i.e. starts are taken in the order of their
    distance from the neutral point (LM weight 1, interp_weight 0.5, no penalty), and a weight
@@ -44,6 +48,8 @@ from rescorer.line_search import StepFunction, errors_along_line
 LADDER = (0.0,) + tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 0, 0.001, 0.00316, ..., 1000
 MAX_ROUNDS = 10  # coordinate-ascent rounds from one start (it stops earlier when a round gains nothing)
 STARTS_REFINED = 3
+SMOOTHING = 0.1  # half-width (asinh units: about +-10 % of an LM weight) of the window each line search
+# averages errors over; 0: the exact minimum. Chosen by experiments/tuner_comparison.py (docs/RESULTS.md)
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,33 @@ def _start_weights(arrays: NbestArrays, space: SearchSpace, axes: dict[str, Axis
     return Weights(**values)
 
 
+def _smoothed_best(line: StepFunction, axis: Axis, h: float) -> float:
+    """The point along `line` whose window of half-width `h` (asinh units) holds the fewest
+    errors on average (the errors beyond the range's ends taken as at the ends); among equals,
+    the fewest errors at the point itself, then the middle one. The average is piecewise linear
+    between the knots +- h, so its minimum is at one of those points or the steps' middles."""
+    steps = line.steps()
+    starts = np.array([_warp(s, axis.unit) for s, _, _ in steps])
+    ends = np.array([_warp(e, axis.unit) for _, e, _ in steps])
+    errors = np.array([e for _, _, e in steps], dtype=np.float64)
+    low, high = starts[0], ends[-1]
+    area = np.concatenate(([0.0], np.cumsum(errors * (ends - starts))))  # the integral up to each step's start
+
+    def integral(u: np.ndarray) -> np.ndarray:
+        inside = np.clip(u, low, high)
+        i = np.clip(np.searchsorted(starts, inside, side="right") - 1, 0, len(steps) - 1)
+        value = area[i] + (inside - starts[i]) * errors[i]
+        return value + np.minimum(u - low, 0.0) * errors[0] + np.maximum(u - high, 0.0) * errors[-1]
+
+    candidates = np.unique(np.clip(np.concatenate((starts[1:] - h, starts[1:] + h, (starts + ends) / 2)), low, high))
+    average = (integral(candidates + h) - integral(candidates - h)) / (2 * h)
+    at = errors[np.clip(np.searchsorted(starts, candidates, side="right") - 1, 0, len(steps) - 1)]
+    best = np.flatnonzero(average <= average.min() + 1e-9)
+    best = best[at[best] == at[best].min()]
+    u = float(candidates[best[len(best) // 2]])
+    return float(min(max(_unwarp(u, axis.unit), axis.low), axis.high))
+
+
 def _warp(t: float, unit: float) -> float:
     return math.asinh(t / unit)
 
@@ -237,8 +270,9 @@ def _unwarp(u: float, unit: float) -> float:
 
 
 class _Search:
-    def __init__(self, arrays: NbestArrays, hyp_errors: np.ndarray, progress=None):
+    def __init__(self, arrays: NbestArrays, hyp_errors: np.ndarray, progress=None, smoothing: float = 0.0):
         self.arrays, self.hyp_errors, self.progress = arrays, np.asarray(hyp_errors, dtype=np.int64), progress
+        self.smoothing = smoothing
         self.line_searches = 0
 
     def errors(self, weights: Weights) -> int:
@@ -254,11 +288,16 @@ class _Search:
         return errors_along_line(self.arrays.index, intercepts, slopes, self.hyp_errors, axis.low, axis.high)
 
     def best_on_line(self, weights: Weights, axis: Axis) -> tuple[Weights, int]:
-        """The middle (in asinh units) of the widest step with the fewest errors along `axis`;
-        the value unchanged where the errors do not change along it at all."""
-        steps = self.line(weights, axis).steps()
+        """The middle (in asinh units) of the widest step with the fewest errors along `axis`,
+        or with smoothing, the point whose neighbourhood has the fewest errors on average; the
+        value unchanged where the errors do not change along it at all."""
+        line = self.line(weights, axis)
+        steps = line.steps()
         if len(steps) == 1:
             return weights, steps[0][2]
+        if self.smoothing > 0:
+            value = _smoothed_best(line, axis, self.smoothing)
+            return replace(weights, **{axis.name: value}), line.at(value)
         fewest = min(s[2] for s in steps)
         widest = max((s for s in steps if s[2] == fewest),
                      key=lambda s: _warp(s[1], axis.unit) - _warp(s[0], axis.unit))
@@ -278,12 +317,12 @@ class _Search:
 
 
 def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray,
-                 space: SearchSpace | None = None, progress=None) -> TuningResult:
+                 space: SearchSpace | None = None, progress=None, smoothing: float = SMOOTHING) -> TuningResult:
     """The weights with the fewest dev errors that `space` allows (see the module's docstring)."""
     started = time.perf_counter()
     space = space or SearchSpace()
     axes = _axes(arrays, space)
-    search = _Search(arrays, hyp_errors, progress)
+    search = _Search(arrays, hyp_errors, progress, smoothing)
     start = _start_weights(arrays, space, axes)
 
     # Starts: the ladder of LM weights x a few interpolation weights, each with its best penalty.

@@ -166,7 +166,7 @@ def test_the_token_is_checked_before_the_body_is_read(model_dir):  # noqa: F811
         empty_bearer = httpx.post(f"{url}/v1/rescore", content=b"{}", headers={"authorization": "Bearer"}, timeout=10)
         right = httpx.post(f"{url}/v1/rescore", content=b"{not json", timeout=10,
                            headers={"authorization": "Bearer s3cret", "content-type": "application/json"})
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        metrics = httpx.get(f"{url}/metrics", headers={"authorization": "Bearer s3cret"}, timeout=10).text
     assert malformed.status_code == deep.status_code == empty_bearer.status_code == 401
     assert malformed.headers["www-authenticate"] == "Bearer"
     assert right.status_code == 422
