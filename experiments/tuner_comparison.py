@@ -7,12 +7,14 @@
 1. WSJ HUB-1 (`wsj-hub1-nbest`: an n-gram first pass, acoustic log-likelihoods of about -2,600
    per word), the first-pass LM only (interp_weight 0): two-fold cross-validation (tune on the
    even-numbered utterances, test on the odd ones, and the other way round, test halves
-   pooled), with three tuners: `rescorer.tuning` (exact line searches), the exhaustive grid of
+   pooled), with four tuners: `rescorer.tuning` as shipped (smoothed line searches), the same
+   with exact line searches (`smoothing=0`), the exhaustive grid of
    earlier releases (LM weights 0-1.5 in steps of 0.05, interp 0-1 in steps of 0.1, penalties
    -2..2 in steps of 0.5, extended past an edge the best point lies on; reimplemented below as
    `old_grid_search`), and a dense brute-force grid (LM weights 0 and 0.01-1,000, 64 per decade;
    penalties -100..100 in steps of 0.25; ties: the first point in that order). Errors are
-   sclite's, as everywhere in the product.
+   sclite's, as everywhere in the product. Then LibriSpeech dev_clean -> test_clean and
+   dev_other -> test_other with the first-pass LM only, the same four tuners.
 2. With --lm (an artifact whose vocabulary fits upper-case text, e.g. the WikiText-2 model of
    `experiments/librispeech_wikitext.py`): the new tuner against the old grid on LibriSpeech
    dev_other -> test_other, on HyPoradise WSJ and ATIS (two-fold, upper-cased), and on HUB-1
@@ -146,8 +148,28 @@ def cross_validate(arrays: NbestArrays, table: ErrorTable, tuners: dict, spreads
     return out
 
 
-def new_tuner(space: SearchSpace | None = None):
-    return lambda arrays, errors, words: tune_weights(arrays, errors, words, space).weights
+def new_tuner(space: SearchSpace | None = None, **options):
+    return lambda arrays, errors, words: tune_weights(arrays, errors, words, space, **options).weights
+
+
+def dev_to_test(dev: tuple, test: tuple, tuners: dict) -> dict:
+    """Each tuner tuned on dev (arrays, table), its test WER and tuning seconds."""
+    (dev_arrays, dev_table), (test_arrays, test_table) = dev, test
+    dev_table.hyp_errors, test_table.hyp_errors  # noqa: B018 - every alignment made before any tuner is timed
+    rows = {}
+    for tuner_name, tuner in tuners.items():
+        started = time.perf_counter()
+        weights = tuner(dev_arrays, dev_table.hyp_errors, dev_table.ref_words)
+        seconds = time.perf_counter() - started
+        count = int(test_table.hyp_errors[best_hypotheses(test_arrays, total_scores(test_arrays, weights))].sum())
+        dev_count = int(dev_table.hyp_errors[best_hypotheses(dev_arrays, total_scores(dev_arrays, weights))].sum())
+        words = int(test_table.ref_words.sum())
+        rows[tuner_name] = {"test_errors": count, "test_wer": count / words, "ref_words": words,
+                            "dev_errors": dev_count, "tuning_seconds": seconds, "weights": weights.to_dict()}
+        print(f"  {tuner_name:32s} test WER {100 * count / words:6.2f} %  dev errors {dev_count}"
+              f"  tuning {seconds:.2f} s  lm {weights.lm_weight:.4g} interp {weights.interp_weight:.3g}"
+              f" penalty {weights.word_penalty:.4g}", flush=True)
+    return rows
 
 
 def hub1(data_dir: Path) -> list[Utterance]:
@@ -178,9 +200,28 @@ def main() -> None:
         "first_pass_wer": first / int(table.ref_words.sum()),
         "tuners": cross_validate(arrays, table, {
             "rescorer.tuning": new_tuner(SearchSpace(fixed={"interp_weight": 0.0})),
+            "rescorer.tuning, exact": new_tuner(SearchSpace(fixed={"interp_weight": 0.0}), smoothing=0.0),
             "old grid (earlier releases)": lambda a, e, w: old_grid_search(a, e, fixed_interp=0.0),
             "dense brute force": lambda a, e, w: dense_brute_force(a, e, 0.0, ties),
         }, spreads={"dense brute force": ties})}
+
+    ls = args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest"
+    librispeech = {}
+    for condition in ("clean", "other"):
+        parts = []
+        for split in ("dev", "test"):
+            utts = read_nbest(NbestSource(str(ls / f"{split}_{condition}.jsonl.gz"), score_mapping=LIBRISPEECH_MAPPING))
+            h = sum(len(u.hyps) for u in utts)
+            parts.append((build_arrays(utts, np.zeros(h), np.zeros(h)), error_table(utts)))
+        librispeech[condition] = parts
+    results["librispeech_first_pass_lm"] = {}
+    for condition, (dev, test) in librispeech.items():
+        print(f"LibriSpeech dev_{condition} -> test_{condition}, first-pass LM only:", flush=True)
+        results["librispeech_first_pass_lm"][condition] = dev_to_test(dev, test, {
+            "rescorer.tuning": new_tuner(SearchSpace(fixed={"interp_weight": 0.0})),
+            "rescorer.tuning, exact": new_tuner(SearchSpace(fixed={"interp_weight": 0.0}), smoothing=0.0),
+            "old grid (earlier releases)": lambda a, e, w: old_grid_search(a, e, fixed_interp=0.0),
+        })
 
     if args.lm is not None:
         artifact = load_artifact(args.lm)
@@ -188,30 +229,17 @@ def main() -> None:
         for name in ("wsj_score", "atis"):
             every = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / f"test_{name}.json.gz")))
             lists[f"HyPoradise {name.replace('_score', '').upper()}"] = upper([u for u in every if u.extra.get("scored")])
-        tuners = {"rescorer.tuning": new_tuner(), "old grid (earlier releases)": old_grid_search}
+        tuners = {"rescorer.tuning": new_tuner(), "rescorer.tuning, exact": new_tuner(smoothing=0.0),
+                  "old grid (earlier releases)": old_grid_search}
         results["with_lm"] = {}
         for name, utts in lists.items():
             print(f"{name}, {args.lm} (two-fold):", flush=True)
             results["with_lm"][name] = cross_validate(score_nbest(artifact, utts), error_table(utts), tuners)
-        ls = args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest"
         dev = read_nbest(NbestSource(str(ls / "dev_other.jsonl.gz"), score_mapping=LIBRISPEECH_MAPPING))
         test = read_nbest(NbestSource(str(ls / "test_other.jsonl.gz"), score_mapping=LIBRISPEECH_MAPPING))
-        dev_arrays, test_arrays = score_nbest(artifact, dev), score_nbest(artifact, test)
-        dev_table, test_table = error_table(dev), error_table(test)
-        rows = {}
         print("LibriSpeech dev_other -> test_other:", flush=True)
-        for tuner_name, tuner in tuners.items():
-            started = time.perf_counter()
-            weights = tuner(dev_arrays, dev_table.hyp_errors, dev_table.ref_words)
-            seconds = time.perf_counter() - started
-            count = int(test_table.hyp_errors[best_hypotheses(test_arrays, total_scores(test_arrays, weights))].sum())
-            dev_count = int(dev_table.hyp_errors[best_hypotheses(dev_arrays, total_scores(dev_arrays, weights))].sum())
-            words = int(test_table.ref_words.sum())
-            rows[tuner_name] = {"test_errors": count, "test_wer": count / words, "ref_words": words,
-                                "dev_errors": dev_count, "tuning_seconds": seconds, "weights": weights.to_dict()}
-            print(f"  {tuner_name:32s} test WER {100 * count / words:6.2f} %  dev errors {dev_count}"
-                  f"  tuning {seconds:.2f} s  {weights}", flush=True)
-        results["with_lm"]["LibriSpeech test_other"] = rows
+        results["with_lm"]["LibriSpeech test_other"] = dev_to_test(
+            (score_nbest(artifact, dev), error_table(dev)), (score_nbest(artifact, test), error_table(test)), tuners)
     write_json(args.out / "results.json", results)
     print(json.dumps({"written": str(args.out / "results.json")}))
 

@@ -239,22 +239,22 @@ def _smoothed_best(line: StepFunction, axis: Axis, h: float) -> float:
     errors on average (the errors beyond the range's ends taken as at the ends); among equals,
     the fewest errors at the point itself, then the middle one. The average is piecewise linear
     between the knots +- h, so its minimum is at one of those points or the steps' middles."""
-    steps = line.steps()
-    starts = np.array([_warp(s, axis.unit) for s, _, _ in steps])
-    ends = np.array([_warp(e, axis.unit) for _, e, _ in steps])
-    errors = np.array([e for _, _, e in steps], dtype=np.float64)
+    starts = np.arcsinh(line.knots / axis.unit)
+    ends = np.append(starts[1:], np.arcsinh(line.high / axis.unit))
+    errors = line.errors.astype(np.float64)
+    steps = len(starts)
     low, high = starts[0], ends[-1]
     area = np.concatenate(([0.0], np.cumsum(errors * (ends - starts))))  # the integral up to each step's start
 
     def integral(u: np.ndarray) -> np.ndarray:
         inside = np.clip(u, low, high)
-        i = np.clip(np.searchsorted(starts, inside, side="right") - 1, 0, len(steps) - 1)
+        i = np.clip(np.searchsorted(starts, inside, side="right") - 1, 0, steps - 1)
         value = area[i] + (inside - starts[i]) * errors[i]
         return value + np.minimum(u - low, 0.0) * errors[0] + np.maximum(u - high, 0.0) * errors[-1]
 
     candidates = np.unique(np.clip(np.concatenate((starts[1:] - h, starts[1:] + h, (starts + ends) / 2)), low, high))
     average = (integral(candidates + h) - integral(candidates - h)) / (2 * h)
-    at = errors[np.clip(np.searchsorted(starts, candidates, side="right") - 1, 0, len(steps) - 1)]
+    at = errors[np.clip(np.searchsorted(starts, candidates, side="right") - 1, 0, steps - 1)]
     best = np.flatnonzero(average <= average.min() + 1e-9)
     best = best[at[best] == at[best].min()]
     u = float(candidates[best[len(best) // 2]])
@@ -292,12 +292,12 @@ class _Search:
         or with smoothing, the point whose neighbourhood has the fewest errors on average; the
         value unchanged where the errors do not change along it at all."""
         line = self.line(weights, axis)
-        steps = line.steps()
-        if len(steps) == 1:
-            return weights, steps[0][2]
+        if np.all(line.errors == line.errors[0]):
+            return weights, int(line.errors[0])
         if self.smoothing > 0:
             value = _smoothed_best(line, axis, self.smoothing)
             return replace(weights, **{axis.name: value}), line.at(value)
+        steps = line.steps()
         fewest = min(s[2] for s in steps)
         widest = max((s for s in steps if s[2] == fewest),
                      key=lambda s: _warp(s[1], axis.unit) - _warp(s[0], axis.unit))
