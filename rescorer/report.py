@@ -34,8 +34,7 @@ def markdown_report(document: dict[str, Any]) -> str:
         lines.append(f"| {names.get(key, key)}{extra} | {row['errors']} | {_pct(row['wer'])} |")
     lines.append("")
     if t["plateaus"]:
-        lines.append("Each tuned weight is the middle of the widest step of fewest dev errors along its line;"
-                     " the same dev errors hold over " + "; ".join(
+        lines.append("Along each tuned weight, with the others held, the same dev errors hold over " + "; ".join(
                          f"{name} {low:.6g} to {high:.6g}" for name, (low, high) in t["plateaus"].items()) + ".")
         lines.append("")
     for warning in t["warnings"]:

@@ -137,8 +137,13 @@ class TuningResult:
     flat: list[str]  # free weights along which the dev errors never change (kept at their start value)
     line_searches: int
     seconds: float
-    method: str = ("coordinate ascent with exact line searches (MERT) from a log-spaced ladder of LM weights;"
-                   " ties: the middle of the widest best step")
+    smoothing: float = SMOOTHING
+
+    @property
+    def method(self) -> str:
+        rule = (f"on each line the point with the fewest errors averaged over +-{self.smoothing:g} asinh units"
+                if self.smoothing > 0 else "on each line the middle of the widest step of fewest errors")
+        return f"coordinate ascent with exact line searches (MERT) from a log-spaced ladder of LM weights; {rule}"
 
     @property
     def wer(self) -> float:
@@ -367,7 +372,7 @@ def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndar
                     at_limit.append(name)
                 break
     return TuningResult(weights, errors, total_words, baselines, lines, axes, at_limit, flat,
-                        search.line_searches, time.perf_counter() - started)
+                        search.line_searches, time.perf_counter() - started, smoothing)
 
 
 def _departure(weights: Weights, neutral: Weights) -> float:
