@@ -43,8 +43,8 @@ def test_an_empty_hypothesis_is_allowed(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ('{"utt_id": "u", "hyps": []}', "n.jsonl:1: utterance 'u' has no hypotheses"),
-    ('{"utt_id": "u", "hyps": [{"text": "a", "am_score": NaN}]}', "am_score is nan"),
-    ('{"utt_id": "u", "hyps": [{"text": "a", "am_score": -1, "lm_score": Infinity}]}', "lm_score is inf"),
+    ('{"utt_id": "u", "hyps": [{"text": "a", "am_score": NaN}]}', "NaN is not a number JSON allows"),
+    ('{"utt_id": "u", "hyps": [{"text": "a", "am_score": -1, "lm_score": Infinity}]}', "Infinity is not a number JSON allows"),
     ('{"utt_id": "u", "hyps": [{"text": "a"}]}', "no 'am_score'.*give a score mapping"),
     ('{"utt_id": "u", "hyps": [{"text": 3, "am_score": -1}]}', "hypothesis 1: 'text' must be a string"),
     ('{"hyps": []}', "'utt_id' must be a non-empty string"),
