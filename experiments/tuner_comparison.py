@@ -230,7 +230,7 @@ def main() -> None:
             every = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / f"test_{name}.json.gz")))
             lists[f"HyPoradise {name.replace('_score', '').upper()}"] = upper([u for u in every if u.extra.get("scored")])
         tuners = {"rescorer.tuning": new_tuner(), "rescorer.tuning, exact": new_tuner(smoothing=0.0),
-                  "old grid (earlier releases)": old_grid_search}
+                  "old grid (earlier releases)": lambda a, e, w: old_grid_search(a, e)}
         results["with_lm"] = {}
         for name, utts in lists.items():
             print(f"{name}, {args.lm} (two-fold):", flush=True)
