@@ -364,3 +364,29 @@ def test_compare_puts_teachers_and_a_student_side_by_side(demo_corpus, teachers,
     assert all(r["words_per_second"] > 0 and r["normalized_ppl"] > 1 for r in rows)
     assert rows[2]["parameters"] < rows[0]["parameters"]
     assert "student/artifact" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["kl", "interp", "tr"])
+@pytest.mark.parametrize("k", [4, 11])
+def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilities(kind, k):
+    from training.losses import truncated_distillation_loss
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    g = torch.Generator().manual_seed(5)
+    rows, bias = torch.randn(11, 6, generator=g, dtype=torch.float64), torch.randn(11, generator=g, dtype=torch.float64)
+    features = torch.randn(7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    _, teacher, targets, mask = _distributions()
+    stored = TruncatedTeacher(*truncate(teacher, targets, k))
+
+    def general():
+        return distillation_loss(torch.log_softmax(features @ rows.T + bias, -1), stored, targets, mask, kind, 0.3, 0.2)
+
+    def from_logits():
+        logits = features @ rows.T + bias
+        return truncated_distillation_loss(logits, features @ rows.sum(0) + bias.sum(), stored, targets, mask,
+                                           kind, 0.3, 0.2)
+
+    expected, = torch.autograd.grad(general(), features)
+    got, = torch.autograd.grad(from_logits(), features)
+    torch.testing.assert_close(from_logits(), general())
+    torch.testing.assert_close(got, expected)

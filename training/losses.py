@@ -176,6 +176,44 @@ def distillation_loss(
         teacher_log_probs = teacher_log_probs.detach()
         kl = -(teacher_log_probs.exp() * student_log_probs).sum(-1)  # (N,)
         teacher_target = teacher_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # ln Q(y|c)
+    return combine_distillation(cross_entropy, kl, teacher_target, mask, kind, alpha, trust)
+
+
+def truncated_distillation_loss(
+    logits: torch.Tensor, logit_sums: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
+    mask: torch.Tensor, kind: str, alpha: float = 0.5, trust: float = 0.1,
+    at_top: torch.Tensor | None = None, at_target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`distillation_loss` for a softmax student and a teacher stored as its top k, without
+    forming ln P over the vocabulary: with ln P(x) = o_x - lse(o),
+        L_CE = lse - o_y
+        L_KL = -[sum_top Q_x (o_x - lse) + q_rest (sum_all o - sum_top o - (V - k) lse)]
+    where sum_all o = h . sum_x u_x + sum_x b_x is one dot product per position (`logit_sums`),
+    q_rest each other word's even share of the remaining mass. Only lse reads the whole (N, V)
+    logits (as cross-entropy training does); equal to `distillation_loss` on log_softmax(logits)
+    (tested).
+
+    logits (N, V) o; logit_sums (N,) sum_x o_x; teacher: the stored top k at these positions;
+    at_top (N, k) and at_target (N,): o at the teacher's words and at y where the caller formed
+    them from the gathered output rows (default: gathered from `logits`, whose backward then
+    makes a second (N, V) gradient)."""
+    lse = torch.logsumexp(logits, dim=-1)  # (N,)
+    if at_top is None:
+        at_top = logits.gather(1, teacher.indices)  # (N, k)
+    if at_target is None:
+        at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    cross_entropy = lse - at_target
+    vocab, k = logits.shape[-1], teacher.indices.shape[-1]
+    top = (teacher.log_probs.exp() * (at_top - lse.unsqueeze(1))).sum(-1)
+    share = teacher.rest.exp()  # 0 where the k cover the vocabulary
+    others = logit_sums - at_top.sum(-1) - (vocab - k) * lse
+    kl = -(top + torch.where(share > 0, share * others, torch.zeros_like(others)))
+    return combine_distillation(cross_entropy, kl, teacher.target, mask, kind, alpha, trust)
+
+
+def combine_distillation(cross_entropy: torch.Tensor, kl: torch.Tensor, teacher_target: torch.Tensor,
+                         mask: torch.Tensor, kind: str, alpha: float, trust: float) -> torch.Tensor:
+    """Paper 2's per-position losses from L_CE, L_KL and ln Q(y|c), summed over valid positions."""
     if kind == "kl":
         per_position = kl
     elif kind == "interp":

@@ -20,7 +20,14 @@ from torch import nn
 
 from rescorer.model import LstmLanguageModel, LSTMState
 from training.config import DISTILLATION_LOSSES, SELF_NORMALIZED_LOSSES
-from training.losses import cross_entropy_loss, distillation_loss, nce_kld_loss, nce_loss, trust_gamma
+from training.losses import (
+    cross_entropy_loss,
+    distillation_loss,
+    nce_kld_loss,
+    nce_loss,
+    truncated_distillation_loss,
+    trust_gamma,
+)
 from training.noise import UnigramNoise
 from training.reference import FrozenReference
 from training.regularization import Regularization, RegularizedFeatures
@@ -92,6 +99,20 @@ class TrainingObjective(nn.Module):
             raise ValueError(f"loss {self.loss!r} needs the reference's features for the batch")
         if self.loss in SELF_NORMALIZED_LOSSES:
             loss = self._nce(features, targets, samples, reference_features, mask)
+        elif self.loss in DISTILLATION_LOSSES and isinstance(reference_features, TruncatedTeacher) \
+                and self.model.config.output_kind == "softmax":
+            # the stored teachers and a softmax student: no (N, V) log-probabilities formed
+            # (N, V) is read once, for lse; o at the k teacher words and at y come from their output
+            # rows (N k D multiply-adds), so no second (N, V) gradient is formed for them
+            model, teacher = self.model, reference_features
+            logit_sums = features @ model.output_rows.sum(0).to(features.dtype) + model.output_bias.weight.sum()
+            with torch.autocast(features.device.type, enabled=False):
+                words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
+                rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
+                picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
+            loss = truncated_distillation_loss(model.logits(features), logit_sums.float(), teacher, targets, mask,
+                                               self.loss, self.alpha, self.trust_a, at_top=picked[:, :-1],
+                                               at_target=picked[:, -1])
         elif self.loss in DISTILLATION_LOSSES:
             student = self.model.log_probs(features)  # (N, V)
             teacher = reference_features if isinstance(reference_features, TruncatedTeacher) \
