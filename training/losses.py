@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from training.teacher_cache import TruncatedTeacher
+from training.teacher_cache import TruncatedTeacher, tail_term
 
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
@@ -180,20 +180,19 @@ def distillation_loss(
 
 
 def truncated_distillation_loss(
-    logits: torch.Tensor, logit_sums: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
+    logits: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
     mask: torch.Tensor, kind: str, alpha: float = 0.5, trust: float = 0.1,
     at_top: torch.Tensor | None = None, at_target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`distillation_loss` for a softmax student and a teacher stored as its top k, without
     forming ln P over the vocabulary: with ln P(x) = o_x - lse(o),
         L_CE = lse - o_y
-        L_KL = -[sum_top Q_x (o_x - lse) + q_rest (sum_all o - sum_top o - (V - k) lse)]
-    where sum_all o = h . sum_x u_x + sum_x b_x is one dot product per position (`logit_sums`),
-    q_rest each other word's even share of the remaining mass. Only lse reads the whole (N, V)
-    logits (as cross-entropy training does); equal to `distillation_loss` on log_softmax(logits)
-    (tested).
+        L_KL = -[sum_top Q_x (o_x - lse) + Q(rest) ln(1 - sum_top P(x))]
+    (training.teacher_cache: the k words and one class for the rest). Only lse reads the whole
+    (N, V) logits (as cross-entropy training does); equal to `distillation_loss` on
+    log_softmax(logits) (tested).
 
-    logits (N, V) o; logit_sums (N,) sum_x o_x; teacher: the stored top k at these positions;
+    logits (N, V) o; teacher: the stored top k at these positions;
     at_top (N, k) and at_target (N,): o at the teacher's words and at y where the caller formed
     them from the gathered output rows (default: gathered from `logits`, whose backward then
     makes a second (N, V) gradient)."""
@@ -203,11 +202,9 @@ def truncated_distillation_loss(
     if at_target is None:
         at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
     cross_entropy = lse - at_target
-    vocab, k = logits.shape[-1], teacher.indices.shape[-1]
-    top = (teacher.log_probs.exp() * (at_top - lse.unsqueeze(1))).sum(-1)
-    share = teacher.rest.exp()  # 0 where the k cover the vocabulary
-    others = logit_sums - at_top.sum(-1) - (vocab - k) * lse
-    kl = -(top + torch.where(share > 0, share * others, torch.zeros_like(others)))
+    student_top = at_top - lse.unsqueeze(1)  # ln P at the stored words
+    kl = -((teacher.log_probs.exp() * student_top).sum(-1)
+           + tail_term(teacher.rest_mass(logits.shape[-1]), student_top))
     return combine_distillation(cross_entropy, kl, teacher.target, mask, kind, alpha, trust)
 
 

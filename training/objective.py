@@ -105,12 +105,11 @@ class TrainingObjective(nn.Module):
             # (N, V) is read once, for lse; o at the k teacher words and at y come from their output
             # rows (N k D multiply-adds), so no second (N, V) gradient is formed for them
             model, teacher = self.model, reference_features
-            logit_sums = features @ model.output_rows.sum(0).to(features.dtype) + model.output_bias.weight.sum()
             with torch.autocast(features.device.type, enabled=False):
                 words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
                 rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
                 picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
-            loss = truncated_distillation_loss(model.logits(features), logit_sums.float(), teacher, targets, mask,
+            loss = truncated_distillation_loss(model.logits(features), teacher, targets, mask,
                                                self.loss, self.alpha, self.trust_a, at_top=picked[:, :-1],
                                                at_target=picked[:, -1])
         elif self.loss in DISTILLATION_LOSSES:
