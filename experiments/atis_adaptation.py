@@ -13,11 +13,14 @@ Data (HyPoradise v0: real 5-best lists of ATIS with `am_score`, plus WikiText-2)
    so the general model already covers the ATIS training references.
 Models (all NCE, 1 x 256 LSTM, embedding 256, sized for 2 CPU cores):
 - General: WikiText-2 only (scheduled on WikiText-2 valid);
-- ID: the ID training text only; OOD+ID: WikiText-2 with the ID text appended at the end;
+- ID: the ID training text only;
+- OOD+ID: WikiText-2, then the ID text, seen last in every batch column (`--train wt2 --train
+  id`, training.batches.ordered_stream), scheduled on ID dev;
 - Fine-Tune: init General, trained on ID, learning rate chosen on ID dev (gamma = 1);
-- KLD: init and reference General, Fine-Tune's learning rate, gamma chosen on ID dev perplexity.
-  (The medical experiment starts from OOD+ID as paper 1 does; here the product's own case is
-  shown: a general model adapted, without retraining it on the in-domain data.)
+- KLD: init and reference General, Fine-Tune's learning rate, gamma chosen on ID dev perplexity
+  (the product's own case: a general model adapted without retraining it on in-domain data);
+- Fine-Tune from OOD+ID and KLD from OOD+ID: paper 1's protocol, init and reference the
+  OOD+ID model, the same learning rates, gamma chosen on ID dev from --gammas and 1.
 Rescoring: each LM's weights tuned on the dev lists and applied to the test lists
 (`rescorer.eval_command`, the code behind `rescorer eval`). `am_score` is a length-normalized
 log-probability (per output token of the end-to-end model), so it is used as given with
@@ -135,8 +138,13 @@ def main() -> None:
                                init_path=str(init), reference_path=str(init) if gamma < 1 else None,
                                gamma=gamma, lr=lr, max_epochs=args.id_epochs, **common))
 
+    def ood_id() -> Path:  # WikiText-2 first, the in-domain text last in every column
+        return run(TrainConfig(train_path=str(paths["wt2_train"]), later_train_paths=(str(paths["id_train"]),),
+                               dev_path=id_dev, out_dir=str(args.out / "ood_id_ordered"),
+                               vocab_path=str(paths["vocab"]), max_epochs=args.epochs, **common))
+
     if args.only == "ood_id":
-        scratch("ood_id", paths["ood_id_train"], id_dev, args.epochs)
+        ood_id()
         return
     models = {"General": scratch("general", paths["wt2_train"], str(paths["wt2_valid"]), args.epochs),
               "ID": scratch("id", paths["id_train"], id_dev, args.id_epochs)}
@@ -149,9 +157,15 @@ def main() -> None:
     best_gamma = min(kld_dev, key=kld_dev.get)
     if args.only == "models":
         return
-    models["OOD+ID"] = scratch("ood_id", paths["ood_id_train"], id_dev, args.epochs)
+    models["OOD+ID"] = ood_id()
     models["Fine-Tune"] = ft_runs[ft_lr]
     models["KLD"] = kld_runs[best_gamma]
+    # paper 1's protocol: Fine-Tune and KLD start from OOD+ID, which is also KLD's reference
+    from_ood = {g: adapt(f"ood_id_kld_g{g:g}", models["OOD+ID"], ft_lr, g) for g in [*args.gammas, 1.0]}
+    from_ood_dev = {g: evaluation(a, paths["id_dev"], "id_dev")["normalized_ppl"] for g, a in from_ood.items()}
+    from_ood_gamma = min((g for g in from_ood_dev if g < 1.0), key=from_ood_dev.get)
+    models["Fine-Tune from OOD+ID"] = from_ood[1.0]
+    models["KLD from OOD+ID"] = from_ood[from_ood_gamma]
 
     dev_source = NbestSource(str(paths["dev_lists"]), "hyporadise")
     test_source = NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
@@ -175,6 +189,11 @@ def main() -> None:
         print(f"{name:10s} test WER {e['rescored']['wer']:.2%} (first pass {e['first_pass']['wer']:.2%},"
               f" oracle {e['oracle']['wer']:.2%}) change {e['bootstrap']}", flush=True)
     kld_vs_ft = paired_bootstrap(errors["Fine-Tune"], errors["KLD"], table.ref_words, 1000)
+    paper_way = {"kld_gamma": from_ood_gamma, "id_dev_ppl": {str(g): v for g, v in from_ood_dev.items()},
+                 "kld_minus_fine_tune": paired_bootstrap(errors["Fine-Tune from OOD+ID"], errors["KLD from OOD+ID"],
+                                                         table.ref_words, 1000).to_dict(),
+                 "kld_minus_id": paired_bootstrap(errors["ID"], errors["KLD from OOD+ID"],
+                                                  table.ref_words, 1000).to_dict()}
     # the acoustic score with a tuned word penalty and no LM: what each LM adds is measured from here
     no_lm, no_lm_errors = _no_lm_row(dev_source, test_utterances, table)
     versus_no_lm = {name: paired_bootstrap(no_lm_errors, e, table.ref_words, 1000).to_dict() for name, e in errors.items()}
@@ -187,6 +206,7 @@ def main() -> None:
         "fine_tune_lr_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "fine_tune_lr": ft_lr,
         "kld_gamma": best_gamma, "gamma_sweep": gamma_rows, "models": rows,
         "kld_minus_fine_tune": kld_vs_ft.to_dict(), "no_lm": no_lm, "each_lm_minus_no_lm": versus_no_lm,
+        "from_ood_id": paper_way,
     })
     print(f"no LM (word penalty {no_lm['word_penalty']:g}): test WER {no_lm['test_wer']:.2%}")
     for name, b in versus_no_lm.items():
