@@ -133,11 +133,18 @@ def best_hypotheses(arrays: NbestArrays, totals: np.ndarray) -> np.ndarray:
     return index[np.arange(len(index)), padded.argmax(1)]
 
 
+def ranked_index(arrays: NbestArrays, totals: np.ndarray) -> np.ndarray:
+    """(U, N_max) flat indices of each list's hypotheses, best total first (ties: earlier first),
+    -1 padding last: every list sorted in one stable argsort."""
+    index = arrays.index
+    padded = np.where(index >= 0, -totals[np.maximum(index, 0)], np.inf)
+    return np.take_along_axis(index, np.argsort(padded, axis=1, kind="stable"), axis=1)
+
+
 def ranks(arrays: NbestArrays, totals: np.ndarray) -> np.ndarray:
     """1-based rank of every hypothesis within its list by total (ties: earlier first): (H,)."""
+    ranked = ranked_index(arrays, totals)
     out = np.empty(len(totals), dtype=np.int64)
-    for u in range(len(arrays.offsets) - 1):
-        start, stop = arrays.offsets[u], arrays.offsets[u + 1]
-        order = np.argsort(-totals[start:stop], kind="stable")
-        out[start + order] = np.arange(1, stop - start + 1)
+    valid = ranked >= 0
+    out[ranked[valid]] = np.broadcast_to(np.arange(1, ranked.shape[1] + 1), ranked.shape)[valid]
     return out

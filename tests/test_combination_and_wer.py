@@ -160,3 +160,22 @@ def test_the_pruned_oracle_and_lazy_counts_equal_aligning_every_hypothesis(lists
     picked = np.arange(len(full))[::2]
     assert lazy.counts_of(picked).tolist() == full[picked].tolist()
     assert lazy.counts.tolist() == full.tolist()
+
+
+@given(st.lists(st.lists(st.integers(-3, 3), min_size=1, max_size=6), min_size=1, max_size=6))
+@settings(max_examples=100, deadline=None)
+def test_ranks_in_one_argsort_equal_sorting_each_list_with_ties_to_the_earlier(totals_per_list):
+    from rescorer.combination import NbestArrays, ranked_index
+
+    offsets = np.cumsum([0] + [len(t) for t in totals_per_list])
+    totals = np.array([float(t) for ts in totals_per_list for t in ts])
+    n = len(totals)
+    arrays = NbestArrays([f"u{i}" for i in range(len(totals_per_list))], offsets, np.zeros(n), np.zeros(n),
+                         np.zeros(n), np.zeros(n), np.zeros(n), True)
+    expected = np.empty(n, dtype=np.int64)
+    for u, ts in enumerate(totals_per_list):
+        order = sorted(range(len(ts)), key=lambda i: (-ts[i], i))
+        for r, i in enumerate(order, start=1):
+            expected[offsets[u] + i] = r
+    assert ranks(arrays, totals).tolist() == expected.tolist()
+    assert ranked_index(arrays, totals)[:, 0].tolist() == best_hypotheses(arrays, totals).tolist()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from rescorer.combination import Weights, build_arrays, ranks, total_scores
+from rescorer.combination import Weights, build_arrays, ranked_index, ranks, total_scores
 from rescorer.nbest import Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.wer.counts import wer_from_counts
 from rescorer.wer.nbest_evaluation import error_table
@@ -73,6 +73,7 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
     per-request cost beside the scoring (bench/server_load.py)."""
     arrays = build_arrays(utterances, log_probs, oov)
     totals = total_scores(arrays, weights)
+    ranked = ranked_index(arrays, totals)  # each list, best first
     rank = ranks(arrays, totals)
     with_refs = all(u.ref is not None for u in utterances)
     table = error_table(utterances) if with_refs else None
@@ -82,7 +83,7 @@ def _respond(name: str, utterances: list[Utterance], log_probs: np.ndarray, oov:
     out = []
     for u, utt in enumerate(utterances):
         first = int(arrays.offsets[u])
-        order = sorted(range(len(utt.hyps)), key=lambda n: rank_list[first + n])  # ranks are 1..N, distinct
+        order = [i - first for i in ranked[u, :len(utt.hyps)].tolist()]  # positions in the list, best first
         hyps = []
         for n in order:
             h, i = utt.hyps[n], first + n
