@@ -16,6 +16,7 @@ from tqdm import tqdm
 from rescorer.artifact import Artifact
 from rescorer.atomic import check_directory_can_be_made, make_directory
 from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.html_report import EvaluatedSet, write_html_report
 from rescorer.nbest import NbestError
 from rescorer.report import plot_tuning, write_reports
 from rescorer.rerank import count_oov, score_nbest
@@ -64,10 +65,11 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
     plot_path = out_dir / "wer_vs_weights.png"
     make_directory(out_dir)
     plot_tuning(tuning, plot_path, f"dev WER, {_name(dev_source)}")
-    reports = []
+    reports, evaluated = [], []
     for role, source, utterances, arrays, table, seconds in sets:
         evaluation = evaluate_set(utterances, arrays, table, tuning.weights)
         oov, words = count_oov(arrays)
+        evaluated.append(EvaluatedSet(_name(source), role, utterances, arrays, table, evaluation, oov, words))
         reports.append({"name": _name(source), "role": role, "source": asdict(source),
                         "evaluation": evaluation.to_dict(), "oov_words": oov, "words": words,
                         "scoring_seconds": seconds, "hypotheses": len(arrays.nnlm)})
@@ -81,4 +83,6 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
         "plot": plot_path.name, "seconds": time.perf_counter() - started,
     }
     write_reports(document, out_dir)
+    # the error-analysis page: the test sets, then the dev set the weights were tuned on
+    write_html_report(document, [s for s in evaluated if s.role == "test"] + evaluated[:1], out_dir)
     return document
