@@ -21,7 +21,8 @@ lint: install
 test: install lint
 	$(PY) -m pytest
 
-test-slow: install
+test-slow: install  # the page test renders in Debian's chromium: installed here when missing (root, apt)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || echo "no chromium: its test skips"
 	$(PY) -m pytest -m slow
 
 fuzz: install  # the fuzz tier, longer: every reader and the HTTP API with many more examples
@@ -48,6 +49,7 @@ demo: install
 	$(PY) -m rescorer.cli info $(DEMO_DIR)/run/artifact
 	$(PY) -m rescorer.cli eval $(DEMO_DIR)/run/artifact --dev $(DEMO_DIR)/data/nbest/dev.jsonl \
 		--test $(DEMO_DIR)/data/nbest/test.jsonl --out $(DEMO_DIR)/report --no-progress
+	@echo "== the error-analysis page of that evaluation: $(DEMO_DIR)/report/report.html (open it in a browser) =="
 	$(PY) -m server.demo --model-dir $(DEMO_DIR)/run/artifact --nbest $(DEMO_DIR)/data/nbest/test.jsonl \
 		--weights $(DEMO_DIR)/report/report.json
 	@echo "== adaptation: the general model adapted to one topic with NCE+KLD (gamma 0.5) =="

@@ -132,6 +132,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run_evaluation(artifact, _source(args, args.dev, args.dev_ref), tests, Path(args.out), space=space,
                    max_tokens=args.max_tokens, progress=not args.no_progress)
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    print(f"error-analysis page: {Path(args.out) / 'report.html'}")
     return 0
 
 

@@ -83,6 +83,7 @@ def plot_tuning(tuning: TuningResult, path: Path, title: str) -> None:
         ax.plot([getattr(tuning.weights, name)], [100 * tuning.wer], "r*", markersize=12)
         if axis.high - axis.low > 10 * axis.unit:
             ax.set_xscale("symlog", linthresh=axis.unit)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.set_xlabel(name)
         ax.set_ylabel("dev WER (%)")
     if not lines:
