@@ -1,7 +1,10 @@
 """The FastAPI application: `create_app(settings)`; models load in the lifespan.
 
-    uvicorn --factory server.app:create_app      (settings from RESCORER_* variables)
-    rescorer-server --model-dir DIR               (flags, see server/cli.py)
+One way to start the service: `rescorer-server` (flags and RESCORER_* variables, server/cli.py),
+which runs uvicorn with the settings that live outside the application: host, port, the
+request-read deadline and the connection limit (server/connections.py). Started by uvicorn's own
+command line (`uvicorn --factory server.app:create_app`), uvicorn would take those from its own
+flags and silently ignore ours, so `create_app` refuses to be built without settings.
 """
 
 from __future__ import annotations
@@ -113,7 +116,11 @@ def batching_delay_ms(settings: Settings, device: torch.device) -> float:
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     """The app; `registry`: models already loaded (the CLI loads them first, so that a bad
     artifact is one line and exit 2 instead of a failed lifespan), else loaded in the lifespan."""
-    settings = settings or Settings()
+    if settings is None:
+        raise RuntimeError(
+            "server.app:create_app needs the service's settings: start the service with rescorer-server"
+            " (every flag and RESCORER_* variable, including --host, --port, --request-read-timeout-s and"
+            " --max-connections, which uvicorn's own command line would silently ignore)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -81,7 +80,7 @@ def test_every_changed_utterance_is_on_the_page_with_three_aligned_lines_and_its
         assert block["data-utt-id"] == change["utt_id"]
         assert int(block["data-delta"]) == change["errors_after"] - change["errors_before"]
         assert set(block["rows"]) == {"ref", "first", "rescored"}
-        for role, text, errors in (("first", change["before"], change["errors_before"]),
+        for role, _text, errors in (("first", change["before"], change["errors_before"]),
                                    ("rescored", change["after"], change["errors_after"])):
             row = block["rows"][role]
             cells = ["".join(c).strip() for c in row["cells"]]

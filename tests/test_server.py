@@ -330,3 +330,27 @@ def test_request_headers_past_the_limit_are_answered_431_before_the_token_check(
         response = httpx.post(f"{url}/v1/score", json={"sentences": ["a"]},
                               headers={"authorization": "Bearer s3cret", "x-pad": "b" * 20_000}, timeout=10)
         assert response.status_code == 200
+
+
+def test_uvicorns_own_command_line_is_refused_with_a_message_naming_rescorer_server(model_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESCORER_MODEL_DIR": str(model_dir)}
+    done = subprocess.run([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app", "--port",
+                           str(free_port())], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "start the service with rescorer-server" in done.stderr
+
+
+def test_rescorer_server_honours_settings_given_as_variables(model_dir):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESCORER_MODEL_DIR": str(model_dir), "RESCORER_PORT": str(port),
+           "RESCORER_MAX_SENTENCES": "2", "RESCORER_TOKEN": "t0k\n"}
+    process = subprocess.Popen([sys.executable, "-m", "server.cli"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}")
+        auth = {"authorization": "Bearer t0k"}
+        ok = httpx.post(f"http://127.0.0.1:{port}/v1/score", json={"sentences": ["a", "b"]}, headers=auth, timeout=10)
+        over = httpx.post(f"http://127.0.0.1:{port}/v1/score", json={"sentences": ["a"] * 3}, headers=auth, timeout=10)
+        assert ok.status_code == 200 and over.status_code == 422
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
