@@ -309,12 +309,15 @@ def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
     torch.testing.assert_close(looked_up.gather(1, top), teacher.gather(1, top))
     outside = torch.ones_like(teacher, dtype=torch.bool).scatter_(1, top, False)
     torch.testing.assert_close(looked_up[outside], truncated.rest[:, None].expand(-1, 40)[outside])
-    # the KL term: the cross-entropy over the top words and one class for all the others
+    # the KL term: the cross-entropy over the top words, the target and one class for all others
     student = torch.log_softmax(torch.randn(5, 40, dtype=torch.float64), -1)
-    rest_q = 1 - teacher.gather(1, top).exp().sum(-1)
-    rest_p = 1 - student.gather(1, top).exp().sum(-1)
-    coarse = (teacher.gather(1, top).exp() * student.gather(1, top)).sum(-1) + rest_q * rest_p.log()
-    torch.testing.assert_close(truncated.cross_entropy_to(student), -coarse)
+    expected = []
+    for n in range(5):
+        known = set(top[n].tolist()) | {int(targets[n])}
+        index = torch.tensor(sorted(known))
+        q, p = teacher[n, index].exp(), student[n, index].exp()
+        expected.append(-((q * p.log()).sum() + (1 - q.sum()) * torch.log(1 - p.sum())))
+    torch.testing.assert_close(truncated.cross_entropy_to(student, targets), torch.stack(expected))
 
 
 def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(demo_corpus, teachers):

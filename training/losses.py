@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from training.teacher_cache import TruncatedTeacher, tail_term
+from training.teacher_cache import TruncatedTeacher
 
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
@@ -170,7 +170,7 @@ def distillation_loss(
     """
     cross_entropy = -student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
     if isinstance(teacher_log_probs, TruncatedTeacher):
-        kl = teacher_log_probs.cross_entropy_to(student_log_probs)  # (N,)
+        kl = teacher_log_probs.cross_entropy_to(student_log_probs, targets)  # (N,)
         teacher_target = teacher_log_probs.target
     else:
         teacher_log_probs = teacher_log_probs.detach()
@@ -187,8 +187,8 @@ def truncated_distillation_loss(
     """`distillation_loss` for a softmax student and a teacher stored as its top k, without
     forming ln P over the vocabulary: with ln P(x) = o_x - lse(o),
         L_CE = lse - o_y
-        L_KL = -[sum_top Q_x (o_x - lse) + Q(rest) ln(1 - sum_top P(x))]
-    (training.teacher_cache: the k words and one class for the rest). Only lse reads the whole
+        L_KL = -[sum_top Q_x (o_x - lse) + Q(y) (o_y - lse) + Q(rest) ln P(rest)]
+    (training.teacher_cache: the k words, y, and one class for the rest). Only lse reads the whole
     (N, V) logits (as cross-entropy training does); equal to `distillation_loss` on
     log_softmax(logits) (tested).
 
@@ -202,9 +202,7 @@ def truncated_distillation_loss(
     if at_target is None:
         at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
     cross_entropy = lse - at_target
-    student_top = at_top - lse.unsqueeze(1)  # ln P at the stored words
-    kl = -((teacher.log_probs.exp() * student_top).sum(-1)
-           + tail_term(teacher.rest_mass(logits.shape[-1]), student_top))
+    kl = teacher.coarse_cross_entropy(at_top - lse.unsqueeze(1), at_target - lse, targets, logits.shape[-1])
     return combine_distillation(cross_entropy, kl, teacher.target, mask, kind, alpha, trust)
 
 

@@ -19,11 +19,14 @@ complete one whose description (teachers' digests, temperature, layout, k) match
 it again otherwise. With several data-parallel processes each rank stores its own shard.
 
 How the losses read it (`TruncatedTeacher`): the KL term -sum_x Q(x) ln P(x) becomes the KL
-between the two distributions coarsened to the k words and one class for every other word:
--[sum_top Q(x) ln P(x) + Q(rest) ln P(rest)], P(rest) = 1 - sum_top P(x). The student is
-taught the teachers' order of the k words and how much mass the rest holds, never a shape for
-the rest (spreading the rest evenly over the other V - k words, tried first, taught the tail to
-be flat: PTB valid perplexity 410 against 336 with the exact teachers at k = 64). An NCE+KLD
+between the two distributions coarsened to the k words, the target y and one class for every
+other word: -[sum_top Q ln P + Q(y) ln P(y) + Q(rest) ln P(rest)] (y's term where y is not
+among the k; P(rest) what the student leaves to the other words). The student is taught the
+teachers' order of the k words, their probability of the word that came, and how much mass
+the rest holds, never a shape for the rest. Measured against the exact teachers by
+experiments/teacher_top_k.py (docs/RESULTS.md): spreading the rest evenly over the other
+V - k words taught a flat tail, and dropping y's own term left trust regularization (whose
+R(y) is small where Q(y) is) nothing to teach a rare y with. An NCE+KLD
 student (`nce-tr`) reads Q at its noise words from the k where they are among them, the even
 share of the rest otherwise (noise words are mostly frequent ones, which the k hold).
 What the truncation costs is measured in docs/RESULTS.md ("Distillation with a cached teacher").
@@ -67,19 +70,25 @@ class TruncatedTeacher:
         """1 - sum_k Q(x|c): the teachers' mass outside the stored words, (N,)."""
         return (vocab_size - self.indices.shape[1]) * self.rest.exp()
 
-    def cross_entropy_to(self, student_log_probs: torch.Tensor) -> torch.Tensor:
-        """-[sum_top Q(x|c) ln P(x|c) + Q(rest) ln P(rest)] per position: the cross-entropy of the
-        two distributions over the k stored words and one class for all other words, (N, V) -> (N,)."""
-        at_top = student_log_probs.gather(1, self.indices)  # (N, k)
-        return -((self.log_probs.exp() * at_top).sum(-1)
-                 + tail_term(self.rest_mass(student_log_probs.shape[-1]), at_top))
+    def cross_entropy_to(self, student_log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """-sum over the k stored words, the target y and one class for all other words of
+        Q ln P per position: (N, V), (N,) -> (N,)."""
+        return self.coarse_cross_entropy(student_log_probs.gather(1, self.indices),
+                                         student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1), targets,
+                                         student_log_probs.shape[-1])
 
-
-def tail_term(rest_mass: torch.Tensor, student_top_log_probs: torch.Tensor) -> torch.Tensor:
-    """Q(rest) ln P(rest), P(rest) = 1 - sum over the stored words of the student's P, (N,);
-    0 where the teachers' rest is empty."""
-    student_rest = torch.log1p(-student_top_log_probs.exp().sum(-1).clamp(max=1.0 - 1e-6))
-    return torch.where(rest_mass > 0, rest_mass * student_rest, torch.zeros_like(student_rest))
+    def coarse_cross_entropy(self, student_top: torch.Tensor, student_target: torch.Tensor, targets: torch.Tensor,
+                             vocab_size: int) -> torch.Tensor:
+        """-[sum_top Q ln P + (Q(y) ln P(y) if y is not among the k) + Q(rest) ln P(rest)], from the
+        student's ln P at the k words (N, k) and at y (N,). The target keeps its exact term: with
+        trust regularization R(y) is small where Q(y) is, so this term is what teaches a rare y."""
+        outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
+        q_target = torch.where(outside, self.target.exp(), torch.zeros_like(self.target))
+        top = (self.log_probs.exp() * student_top).sum(-1) + q_target * student_target
+        rest_q = (self.rest_mass(vocab_size) - q_target).clamp_min(0.0)
+        p_known = student_top.exp().sum(-1) + torch.where(outside, student_target.exp(), torch.zeros_like(student_target))
+        p_rest = torch.log1p(-p_known.clamp(max=1.0 - 1e-6))
+        return -(top + torch.where(rest_q > 0, rest_q * p_rest, torch.zeros_like(p_rest)))
 
 
 def truncate(log_probs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
