@@ -393,3 +393,26 @@ def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilit
     got, = torch.autograd.grad(from_logits(), features)
     torch.testing.assert_close(from_logits(), general())
     torch.testing.assert_close(got, expected)
+
+
+def test_two_process_distillation_stores_one_teacher_shard_per_rank(demo_corpus, teachers, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+               "-m", "training.cli", "distill", *sum((["--teacher", str(t)] for t in teachers), []), "--loss", "tr",
+               "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out", str(run),
+               "--embedding-dim", "16", "--hidden-dim", "16", "--num-layers", "1", "--batch-size", "4",
+               "--teacher-top-k", "16", "--max-epochs", "1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = sorted(p.name for p in (run / "teacher-top16").iterdir())
+    assert shards == ["rank0-of-2", "rank1-of-2"]
+    for shard in shards:
+        meta = json.loads((run / "teacher-top16" / shard / "meta.json").read_text())
+        assert meta["world_size"] == 2 and meta["k"] == 16
+    assert load_artifact(run / "artifact").provenance["distillation"]["teacher_top_k"] == 16
