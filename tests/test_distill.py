@@ -298,26 +298,31 @@ def test_a_teacher_truncated_to_the_whole_vocabulary_is_the_teacher(kind):
 
 
 def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
+    from training.teacher_cache import TruncatedTeacher
     _, teacher, targets, _ = _distributions(N=5, V=40, seed=3)
     truncated = _truncated(teacher, targets, 6)
     total = truncated.log_probs.exp().sum(-1) + 34 * truncated.rest.exp()
     torch.testing.assert_close(total, torch.ones(5, dtype=total.dtype))
     torch.testing.assert_close(truncated.target, teacher.gather(1, targets[:, None]).squeeze(1))  # exact, always
     words = torch.arange(40)
-    looked_up = truncated.at(words)  # (N, V): the top 6 exactly, the rest's even share elsewhere
+    looked_up = truncated.at(words, 40)  # (N, V): the top 6 exactly, the rest's even share elsewhere (no prior)
     top = teacher.topk(6, dim=1).indices
     torch.testing.assert_close(looked_up.gather(1, top), teacher.gather(1, top))
     outside = torch.ones_like(teacher, dtype=torch.bool).scatter_(1, top, False)
     torch.testing.assert_close(looked_up[outside], truncated.rest[:, None].expand(-1, 40)[outside])
-    # the KL term: the cross-entropy over the top words, the target and one class for all others
+    # the KL term: Q exact at the top words and the target, the rest spread like the prior
     student = torch.log_softmax(torch.randn(5, 40, dtype=torch.float64), -1)
+    prior = torch.softmax(torch.randn(40, dtype=torch.float64), -1)
+    shaped = TruncatedTeacher(truncated.indices, truncated.log_probs, truncated.target, truncated.rest, prior)
     expected = []
     for n in range(5):
-        known = set(top[n].tolist()) | {int(targets[n])}
-        index = torch.tensor(sorted(known))
-        q, p = teacher[n, index].exp(), student[n, index].exp()
-        expected.append(-((q * p.log()).sum() + (1 - q.sum()) * torch.log(1 - p.sum())))
-    torch.testing.assert_close(truncated.cross_entropy_to(student, targets), torch.stack(expected))
+        known = torch.zeros(40, dtype=torch.bool)
+        known[top[n]] = True
+        known[targets[n]] = True
+        q = torch.where(known, teacher[n].exp(), torch.zeros(40, dtype=torch.float64))
+        q = q + (~known) * prior * (1 - q.sum()) / prior[~known].sum()
+        expected.append(-(q * student[n]).sum())
+    torch.testing.assert_close(shaped.cross_entropy_to(student, targets), torch.stack(expected))
 
 
 def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(demo_corpus, teachers):
@@ -332,7 +337,7 @@ def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(de
     live_target, live_samples = reference.log_probs_at(features, targets, samples)
     stored = TruncatedTeacher(*truncate(reference.log_probs(features), targets, members[0].config.vocab_size))
     torch.testing.assert_close(stored.target, live_target, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(stored.at(samples), live_samples, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stored.at(samples, members[0].config.vocab_size), live_samples, atol=1e-5, rtol=1e-5)
 
 
 def test_distilling_from_stored_teachers_at_full_k_trains_the_same_student_and_reuses_the_store(
@@ -381,7 +386,8 @@ def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilit
     rows, bias = torch.randn(11, 6, generator=g, dtype=torch.float64), torch.randn(11, generator=g, dtype=torch.float64)
     features = torch.randn(7, 6, generator=g, dtype=torch.float64, requires_grad=True)
     _, teacher, targets, mask = _distributions()
-    stored = TruncatedTeacher(*truncate(teacher, targets, k))
+    prior = torch.softmax(torch.randn(11, generator=g, dtype=torch.float64), -1)
+    stored = TruncatedTeacher(*truncate(teacher, targets, k), prior)
 
     def general():
         return distillation_loss(torch.log_softmax(features @ rows.T + bias, -1), stored, targets, mask, kind, 0.3, 0.2)

@@ -183,12 +183,13 @@ def truncated_distillation_loss(
     logits: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
     mask: torch.Tensor, kind: str, alpha: float = 0.5, trust: float = 0.1,
     at_top: torch.Tensor | None = None, at_target: torch.Tensor | None = None,
+    prior_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`distillation_loss` for a softmax student and a teacher stored as its top k, without
     forming ln P over the vocabulary: with ln P(x) = o_x - lse(o),
         L_CE = lse - o_y
-        L_KL = -[sum_top Q_x (o_x - lse) + Q(y) (o_y - lse) + Q(rest) ln P(rest)]
-    (training.teacher_cache: the k words, y, and one class for the rest). Only lse reads the whole
+        L_KL = -[sum_K Q_x (o_x - lse) + r / u(rest) (sum_x u_x o_x - lse - sum_K u_x (o_x - lse))]
+    (training.teacher_cache: K the k words and y, the rest shaped like the prior u). Only lse reads the whole
     (N, V) logits (as cross-entropy training does); equal to `distillation_loss` on
     log_softmax(logits) (tested).
 
@@ -201,8 +202,11 @@ def truncated_distillation_loss(
         at_top = logits.gather(1, teacher.indices)  # (N, k)
     if at_target is None:
         at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    if prior_logits is None:  # sum_x u(x) o_x (the prior sums to 1, so sum_x u ln P = this - lse)
+        prior_logits = logits @ teacher._prior(logits.shape[-1], logits)
     cross_entropy = lse - at_target
-    kl = teacher.coarse_cross_entropy(at_top - lse.unsqueeze(1), at_target - lse, targets, logits.shape[-1])
+    kl = teacher.cross_entropy_from(at_top - lse.unsqueeze(1), at_target - lse, prior_logits - lse, targets,
+                                    logits.shape[-1])
     return combine_distillation(cross_entropy, kl, teacher.target, mask, kind, alpha, trust)
 
 

@@ -109,9 +109,11 @@ class TrainingObjective(nn.Module):
                 words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
                 rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
                 picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
+                prior = teacher._prior(model.config.vocab_size, features)
+                prior_logits = features @ (model.output_rows.T @ prior) + model.output_bias.weight[:, 0] @ prior
             loss = truncated_distillation_loss(model.logits(features), teacher, targets, mask,
                                                self.loss, self.alpha, self.trust_a, at_top=picked[:, :-1],
-                                               at_target=picked[:, -1])
+                                               at_target=picked[:, -1], prior_logits=prior_logits)
         elif self.loss in DISTILLATION_LOSSES:
             student = self.model.log_probs(features)  # (N, V)
             teacher = reference_features if isinstance(reference_features, TruncatedTeacher) \
@@ -137,7 +139,8 @@ class TrainingObjective(nn.Module):
         if self.reference is None:
             return nce_loss(target_scores, sample_scores, target_log_noise, sample_log_noise, mask)
         if isinstance(reference_features, TruncatedTeacher):  # the teachers' stored top k
-            reference_target, reference_samples = reference_features.target, reference_features.at(samples)
+            reference_target = reference_features.target
+            reference_samples = reference_features.at(samples, self.model.config.vocab_size)
         else:
             reference_target, reference_samples = self.reference.log_probs_at(
                 reference_features, targets, samples)  # (N,), (N, S)

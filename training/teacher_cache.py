@@ -18,15 +18,14 @@ and renamed when complete, so a stopped run never reuses half a cache; a resumed
 complete one whose description (teachers' digests, temperature, layout, k) matches, and builds
 it again otherwise. With several data-parallel processes each rank stores its own shard.
 
-How the losses read it (`TruncatedTeacher`): the KL term -sum_x Q(x) ln P(x) becomes the KL
-between the two distributions coarsened to the k words, the target y and one class for every
-other word: -[sum_top Q ln P + Q(y) ln P(y) + Q(rest) ln P(rest)] (y's term where y is not
-among the k; P(rest) what the student leaves to the other words). The student is taught the
-teachers' order of the k words, their probability of the word that came, and how much mass
-the rest holds, never a shape for the rest. Measured against the exact teachers by
-experiments/teacher_top_k.py (docs/RESULTS.md): spreading the rest evenly over the other
-V - k words taught a flat tail, and dropping y's own term left trust regularization (whose
-R(y) is small where Q(y) is) nothing to teach a rare y with. An NCE+KLD
+How the losses read it (`TruncatedTeacher`): Q is exact at the k words and at the target y
+(whose probability is stored), and the mass left, r, is spread over the other words like the
+training text's unigram distribution u: Q(x) = r u(x) / u(rest). Then the KL term is
+-[sum_K Q ln P + r / u(rest) (sum_x u ln P - sum_K u ln P)], where sum_x u(x) ln P(x) is one
+product per position. Measured against the exact teachers by experiments/teacher_top_k.py
+(docs/RESULTS.md): spreading r evenly over the other V - k words taught a flat tail, a single
+class for the rest taught the tail nothing (and, with trust regularization, whose R(y) is small
+where Q(y) is, nothing about a rare y either). An NCE+KLD
 student (`nce-tr`) reads Q at its noise words from the k where they are among them, the even
 share of the rest otherwise (noise words are mostly frequent ones, which the k hold).
 What the truncation costs is measured in docs/RESULTS.md ("Distillation with a cached teacher").
@@ -52,43 +51,58 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class TruncatedTeacher:
-    """The teachers' mean distribution at the N positions of one batch, truncated to k words."""
+    """The teachers' mean distribution at the N positions of one batch, truncated to k words;
+    the mass outside them shaped like `prior` (the training text's unigram distribution, or
+    uniform where none is given)."""
 
     indices: torch.Tensor  # (N, k) int64, sorted ascending in each row
     log_probs: torch.Tensor  # (N, k) ln Q at those words
     target: torch.Tensor  # (N,) ln Q(y|c), exact
     rest: torch.Tensor  # (N,) ln of each other word's even share of the remaining mass (-inf: none)
-
-    def at(self, words: torch.Tensor) -> torch.Tensor:
-        """ln Q(w|c) at `words` (S,) for every position: (N, S)."""
-        query = words.unsqueeze(0).expand(self.indices.shape[0], -1).contiguous()  # (N, S)
-        position = torch.searchsorted(self.indices, query).clamp_max(self.indices.shape[1] - 1)
-        found = self.indices.gather(1, position) == query
-        return torch.where(found, self.log_probs.gather(1, position), self.rest.unsqueeze(1))
+    prior: torch.Tensor | None = None  # (V,) probabilities the remaining mass is spread by
 
     def rest_mass(self, vocab_size: int) -> torch.Tensor:
         """1 - sum_k Q(x|c): the teachers' mass outside the stored words, (N,)."""
         return (vocab_size - self.indices.shape[1]) * self.rest.exp()
 
-    def cross_entropy_to(self, student_log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """-sum over the k stored words, the target y and one class for all other words of
-        Q ln P per position: (N, V), (N,) -> (N,)."""
-        return self.coarse_cross_entropy(student_log_probs.gather(1, self.indices),
-                                         student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1), targets,
-                                         student_log_probs.shape[-1])
+    def _prior(self, vocab_size: int, like: torch.Tensor) -> torch.Tensor:
+        if self.prior is not None:
+            return self.prior.to(like.dtype)
+        return torch.full((vocab_size,), 1.0 / vocab_size, dtype=like.dtype, device=like.device)
 
-    def coarse_cross_entropy(self, student_top: torch.Tensor, student_target: torch.Tensor, targets: torch.Tensor,
-                             vocab_size: int) -> torch.Tensor:
-        """-[sum_top Q ln P + (Q(y) ln P(y) if y is not among the k) + Q(rest) ln P(rest)], from the
-        student's ln P at the k words (N, k) and at y (N,). The target keeps its exact term: with
-        trust regularization R(y) is small where Q(y) is, so this term is what teaches a rare y."""
+    def at(self, words: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """ln Q(w|c) at `words` (S,) for every position: the stored value where w is among the k,
+        else the remaining mass's share for w, r u(w) / (1 - sum_top u): (N, S)."""
+        query = words.unsqueeze(0).expand(self.indices.shape[0], -1).contiguous()  # (N, S)
+        position = torch.searchsorted(self.indices, query).clamp_max(self.indices.shape[1] - 1)
+        found = self.indices.gather(1, position) == query
+        prior = self._prior(vocab_size, self.log_probs)
+        left = (1.0 - prior[self.indices].sum(-1)).clamp_min(1e-6)  # (N,)
+        share = torch.log(self.rest_mass(vocab_size) / left).unsqueeze(1) + torch.log(prior[words]).unsqueeze(0)
+        return torch.where(found, self.log_probs.gather(1, position), share)
+
+    def cross_entropy_to(self, student_log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """-sum_x Q(x|c) ln P(x|c) per position with the stored teachers: (N, V), (N,) -> (N,)."""
+        vocab = student_log_probs.shape[-1]
+        return self.cross_entropy_from(student_log_probs.gather(1, self.indices),
+                                       student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1),
+                                       student_log_probs @ self._prior(vocab, student_log_probs), targets, vocab)
+
+    def cross_entropy_from(self, student_top: torch.Tensor, student_target: torch.Tensor,
+                           student_prior_sum: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """-[sum_K Q ln P + r / u(rest) (sum_x u ln P - sum_K u ln P)] from the student's ln P at the
+        k words (N, k), at y (N,), and sum_x u(x) ln P(x) (N,): K is the k words and y (the
+        target's exact term), r the teachers' mass outside K, u(rest) the prior's."""
+        prior = self._prior(vocab_size, student_top)
         outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
-        q_target = torch.where(outside, self.target.exp(), torch.zeros_like(self.target))
-        top = (self.log_probs.exp() * student_top).sum(-1) + q_target * student_target
+        zero = torch.zeros_like(self.target)
+        q_target = torch.where(outside, self.target.exp(), zero)
+        u_top, u_target = prior[self.indices], torch.where(outside, prior[targets], zero)
+        known = (self.log_probs.exp() * student_top).sum(-1) + q_target * student_target
         rest_q = (self.rest_mass(vocab_size) - q_target).clamp_min(0.0)
-        p_known = student_top.exp().sum(-1) + torch.where(outside, student_target.exp(), torch.zeros_like(student_target))
-        p_rest = torch.log1p(-p_known.clamp(max=1.0 - 1e-6))
-        return -(top + torch.where(rest_q > 0, rest_q * p_rest, torch.zeros_like(p_rest)))
+        rest_u = (1.0 - u_top.sum(-1) - u_target).clamp_min(1e-6)
+        tail = student_prior_sum - (u_top * student_top).sum(-1) - u_target * student_target
+        return -(known + rest_q / rest_u * tail)
 
 
 def truncate(log_probs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
@@ -119,6 +133,8 @@ class TeacherTopK:
         if not self._complete():
             self._build(reference, progress)
             self.built_now = True
+        counts = np.bincount(np.asarray(batches.ids, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
+        self.prior = torch.from_numpy(counts / counts.sum()).float().to(device)  # add-one unigram of the text
         self.indices = np.load(directory / "indices.npy", mmap_mode="r")
         self.log_probs = np.load(directory / "log_probs.npy", mmap_mode="r")
         self.target = np.load(directory / "target.npy", mmap_mode="r")
@@ -174,5 +190,6 @@ class TeacherTopK:
                 torch.from_numpy(np.array(self.log_probs[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.target[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.rest[row:row + n])).to(self.device),
+                self.prior,
             )
             row += n
