@@ -22,17 +22,19 @@ one-thread processes can share the machine: `--only "member 1"` beside `--only "
 students without a teacher beside the members, then the distilled students two by two. Every
 invocation rewrites OUT/results.json with all the rows finished so far.
 
-Cost on the project's 2-core machine (one thread per process): a distilled student pays for the
-teachers' full distributions at every position (K softmaxes over V per member, forward only),
-about 16 MFLOP per token with the defaults (2 members x K = 2 x V = 10k x D = 200 x 2), and the
-members train a K-fold softmax; the defaults (members 1 x 200 with K = 2, 3 epochs; students
-1 x 72, 1 epoch) are sized for that and are far below the paper's. Each run's history.json
-records its epoch times, and results.json the training seconds of every row.
+Cost on the project's 2-core machine (one thread per process): the members train a K-fold
+softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
+teachers from the store each run computes once (training.teacher_cache, --teacher-top-k of
+TrainConfig), so an epoch costs about 1.4x a plain one (docs/RESULTS.md). Every model trains
+until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
+or the epoch cap; results.json says which, with the last epoch's improvement. Each run's
+history.json records its epoch times, and results.json the training seconds of every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -76,9 +78,10 @@ def main() -> None:
     parser.add_argument("--member-hidden", type=int, default=200)
     parser.add_argument("--member-layers", type=int, default=1)
     parser.add_argument("--experts", type=int, default=2)
-    parser.add_argument("--member-epochs", type=int, default=3)
+    parser.add_argument("--member-epochs", type=int, default=40,
+                        help="epoch cap; the schedule (anneal, then stop) usually ends a run before it")
     parser.add_argument("--student-hidden", type=int, default=72, help="about a third of a member's parameters")
-    parser.add_argument("--student-epochs", type=int, default=1)
+    parser.add_argument("--student-epochs", type=int, default=40, help="epoch cap, as --member-epochs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trust-a", type=float, default=0.1)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.2, 0.1])
@@ -136,7 +139,7 @@ def main() -> None:
     # results.json: every finished row (a rerun without --only collects all of them).
     rows = {}
     for i, artifact in enumerate(members):
-        rows[f"member {i + 1}"] = describe(artifact, Path(valid), Path(test))
+        rows[f"member {i + 1}"] = describe(artifact, Path(valid), Path(test)) | convergence(artifact, args.member_epochs)
     if len(members) == args.members:
         rows["ensemble"] = {"valid_ppl": ensemble_perplexity(members, Path(valid)),
                             "test_ppl": ensemble_perplexity(members, Path(test)),
@@ -145,7 +148,7 @@ def main() -> None:
     for name, plan in plans.items():
         artifact = Path(plan.out_dir) / "artifact"
         if (artifact / "config.json").exists():
-            rows[name] = describe(artifact, Path(valid), Path(test))
+            rows[name] = describe(artifact, Path(valid), Path(test)) | convergence(artifact, args.student_epochs)
     write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
                                                                      "out": str(args.out)}, "rows": rows})
     print(f"{'model':26s} {'params':>9s} {'valid':>8s} {'test':>8s} {'self-norm test':>14s} {'train s':>8s}")
@@ -153,6 +156,16 @@ def main() -> None:
         self_norm = row.get("test", {}).get("self_normalized_ppl") if row.get("self_normalized") else None
         print(f"{name:26s} {row['parameters']:9d} {row['valid_ppl']:8.2f} {row['test_ppl']:8.2f}"
               f" {'' if self_norm is None else f'{self_norm:14.2f}':>14s} {row['train_seconds']:8.0f}")
+
+
+def convergence(artifact: Path, cap: int) -> dict:
+    """Epochs trained, the last epoch's dev improvement, and whether the schedule ended the run
+    (annealed, then stopped) or the epoch cap did."""
+    history = json.loads((artifact.parent / "history.json").read_text())
+    ppl = [r["dev_normalized_ppl"] for r in history]
+    last = (ppl[-2] - ppl[-1]) / ppl[-2] if len(ppl) > 1 else None
+    return {"epochs": len(history), "epoch_cap": cap, "last_improvement": last,
+            "ended_by": "epoch cap" if len(history) >= cap else "schedule"}
 
 
 def describe(artifact: Path, valid: Path, test: Path) -> dict:
