@@ -154,8 +154,13 @@ def _checkpoint_to_resume(config: TrainConfig, path: Path) -> dict[str, Any]:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ResumeError(f"{path}: checkpoint format {checkpoint.get('format')!r}, this trainer resumes format"
                           f" {CHECKPOINT_FORMAT} only; start the run again in a new --out")
-    # a key missing from an older checkpoint had the field's default then
+    # a key missing from an older checkpoint had the field's default then; corpus paths that an
+    # older checkpoint stored relative are read from the working directory, as they were then
     stored = {**TrainConfig.defaults(), **checkpoint["config"]}
+    for key in ("train_path", "dev_path", "vocab_path"):
+        if stored.get(key) is not None:
+            stored[key] = str(Path(stored[key]).absolute())
+    stored["later_train_paths"] = [str(Path(p).absolute()) for p in stored.get("later_train_paths") or ()]
     identities = checkpoint.get("corpus_identity", {})
     for corpus, digest in identities.items():
         now = corpus_identity(corpus)
