@@ -144,3 +144,26 @@ def test_the_bootstrap_draws_in_blocks_the_same_interval_as_in_one_draw(monkeypa
     whole = bootstrap.paired_bootstrap(base, new, words, 300)
     monkeypatch.setattr(bootstrap, "BLOCK_ELEMENTS", 500 * 7)  # 7 resamples per block
     assert bootstrap.paired_bootstrap(base, new, words, 300) == whole
+
+
+def test_the_recipes_path_and_rescore_rank_a_unicode_space_list_alike(tmp_path):
+    """`rescorer score` on the words, then `rescore --nnlm-costs`, as the Kaldi recipe runs it,
+    and `rescore --format kaldi` scoring the same directory itself choose the same 1-best."""
+    lm_dir = save_artifact(tiny_artifact(), tmp_path / "lm")
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "words_text").write_text("u-1 the\u00a0cat sat\nu-2 the cat sat\nu-3 a\u3000dog\n")
+    (kaldi / "acwt").write_text("u-1 10\nu-2 10.5\nu-3 9\n")
+    (kaldi / "lmwt.withlm").write_text("u-1 3\nu-2 3\nu-3 4\n")
+    (tmp_path / "text").write_text("u the cat sat\n")
+    assert rescorer_cli(["score", str(lm_dir), str(kaldi / "words_text"), str(tmp_path / "costs")]) == 0
+    outputs = {}
+    for name, extra in (("recipe", ["--nnlm-costs", str(tmp_path / "costs")]), ("direct", [])):
+        assert rescorer_cli(["rescore", str(lm_dir), str(kaldi), "--format", "kaldi", "--ref", str(tmp_path / "text"),
+                             "--lm-weight", "1", "--interp-weight", "1", "--out-text", str(tmp_path / name),
+                             "--out-jsonl", str(tmp_path / f"{name}.jsonl"), *extra]) == 0
+        outputs[name] = (tmp_path / name).read_text()
+        ranked = json.loads((tmp_path / f"{name}.jsonl").read_text())["hyps"]
+        outputs[name + " scores"] = [round(h["nnlm_score"], 4) for h in ranked]
+    assert outputs["recipe"] == outputs["direct"]
+    assert outputs["recipe scores"] == outputs["direct scores"]
