@@ -24,8 +24,9 @@ invocation rewrites OUT/results.json with all the rows finished so far.
 
 Cost on the project's 2-core machine (one thread per process): the members train a K-fold
 softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
-teachers from the store each run computes once (training.teacher_cache, --teacher-top-k of
-TrainConfig), so an epoch costs about 1.4x a plain one (docs/RESULTS.md). Every model trains
+teachers from the store each run computes once (training.teacher_cache, --teacher-top-k, 256 by
+default here), so an epoch costs about 1.4x a plain one instead of 9x (docs/RESULTS.md), at a
+measured cost in perplexity that RESULTS states beside the table. Every model trains
 until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
 or the epoch cap; results.json says which, with the last epoch's improvement. Each run's
 history.json records its epoch times, and results.json the training seconds of every row.
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trust-a", type=float, default=0.1)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.2, 0.1])
+    parser.add_argument("--teacher-top-k", type=int, default=256,
+                        help="the distilled students read the teachers stored as their top k (0: exact, live)")
     parser.add_argument("--only", nargs="*", help="train only these rows (names as in results.json)")
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
@@ -104,6 +107,8 @@ def main() -> None:
 
     def student(name: str, **values) -> TrainConfig:
         values = {"dropout": 0.0, **values}
+        if values.get("teacher_paths"):
+            values["teacher_top_k"] = args.teacher_top_k
         return config(name, args.student_hidden, 1, args.student_epochs, **values)
 
     plans = {
