@@ -1,6 +1,12 @@
-"""WSJ 5-best rescoring with the PTB teachers and students, as paper 2 Table 4.
+"""WSJ rescoring with the PTB teachers and students, as paper 2 Table 4.
 
     python experiments/wsj_distillation.py --data-dir ../shared/data --models runs/ptb-distill --out runs/wsj
+    python experiments/wsj_distillation.py --lists hub1 --models runs/ptb-distill --out runs/wsj-hub1
+
+--lists hub1: the 213 WSJ HUB-1 lists of an n-gram first pass (`wsj-hub1-nbest`, acoustic and
+first-pass LM scores per hypothesis), the LM reading each hypothesis's Penn-Treebank `tokens`
+through `to_ptb`; each LM interpolated with the first-pass LM (every weight tuned), and the
+baseline is the first-pass LM alone (our LM's score 0). The rest as below.
 
 Lists: HyPoradise `test_wsj_score` (836 utterances of WSJ read speech, 5 hypotheses each, with a
 length-normalized log-probability `score`, used as the acoustic score; PTB is WSJ text).
@@ -101,12 +107,17 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("runs/ptb-distill"))
     parser.add_argument("--out", type=Path, default=Path("runs/wsj"))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--lists", choices=["hyporadise", "hub1"], default="hyporadise")
     args = parser.parse_args()
-    utterances = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_wsj_score.json.gz"),
-                                        "hyporadise"))
+    if args.lists == "hub1":
+        utterances = read_nbest(NbestSource(str(args.data_dir / "wsj-hub1-nbest" / "nbest.jsonl.gz")))
+        sentences = [to_ptb(str(h.extra.get("tokens", h.text)).split()) for u in utterances for h in u.hyps]
+    else:
+        utterances = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_wsj_score.json.gz"),
+                                            "hyporadise"))
+        sentences = [to_ptb(h.words) for u in utterances for h in u.hyps]
     named = {name: args.models / run / "artifact" for name, run in MODELS.items()
              if (args.models / run / "artifact" / "config.json").exists()}
-    sentences = [to_ptb(h.words) for u in utterances for h in u.hyps]
     scores, seconds = score_models(named, sentences, args.repeats)
     members = [n for n in named if n.startswith("member")]
     nnlm = {name: s.log_probs for name, s in scores.items()}
