@@ -129,7 +129,8 @@ def main() -> None:
         seconds["ensemble"] = sum(seconds[m] for m in members)
     # the baseline every LM must beat: the weights tuned with no LM score at all (the word
     # penalty alone moves the length-normalized lists' WER)
-    nnlm[NO_LM] = np.zeros(len(sentences))
+    no_lm = NO_LM if args.lists == "hyporadise" else "first-pass LM only (no LM of ours)"
+    nnlm[no_lm] = np.zeros(len(sentences))
 
     folds = [np.arange(0, len(utterances), 2), np.arange(1, len(utterances), 2)]
     offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
@@ -146,12 +147,12 @@ def main() -> None:
         chosen_errors[name] = errors
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
-                      "hyps_per_second": len(sentences) / seconds[name] if name != NO_LM else None,
+                      "hyps_per_second": len(sentences) / seconds[name] if name != no_lm else None,
                       "parameters": (sum(parameters(named[m]) for m in members) if name == "ensemble"
-                                     else 0 if name == NO_LM else parameters(named[name]))}
+                                     else 0 if name == no_lm else parameters(named[name]))}
     for name in rows:
-        if name != NO_LM:
-            rows[name]["vs_no_lm"] = paired_bootstrap(chosen_errors[NO_LM], chosen_errors[name], table.ref_words).to_dict()
+        if name != no_lm:
+            rows[name]["vs_no_lm"] = paired_bootstrap(chosen_errors[no_lm], chosen_errors[name], table.ref_words).to_dict()
     arrays = build_arrays(utterances, np.zeros(len(sentences)), oov)
     oracle = table.hyp_errors[oracle_hypotheses(arrays, table.hyp_errors)]
     between = {}
