@@ -7,6 +7,7 @@ up where it was. Evaluations are cached as JSON beside the run.
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import time
@@ -19,6 +20,15 @@ from training.config import TrainConfig
 from training.corpus import iter_sentences
 from training.perplexity import evaluate
 from training.train import train
+
+
+def ptb_train_head(data_dir: Path, out: Path, sentences: int) -> Path:
+    """The first `sentences` sentences of PTB train, written once to OUT/ptb-train-head.txt."""
+    path = out / "ptb-train-head.txt"
+    if not path.exists():
+        with gzip.open(data_dir / "ptb" / "ptb.train.txt.gz", "rt", encoding="utf-8") as f:
+            write_text_atomic(path, "".join(line for _, line in zip(range(sentences), f, strict=False)))
+    return path
 
 
 def run(config: TrainConfig) -> Path:

@@ -12,15 +12,13 @@ Needs a CPU with bf16 arithmetic (or CUDA). Resumable run directories; OUT/resul
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import run, write_json
-from rescorer.atomic import write_text_atomic
+from experiments.adaptation_runs import ptb_train_head, run, write_json
 from training.config import TrainConfig
 
 
@@ -33,10 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
-    train_text = args.out / "ptb-train-head.txt"
-    if not train_text.exists():
-        with gzip.open(ptb / "ptb.train.txt.gz", "rt", encoding="utf-8") as f:
-            write_text_atomic(train_text, "".join(line for _, line in zip(range(args.train_sentences), f, strict=False)))
+    train_text = ptb_train_head(args.data_dir, args.out, args.train_sentences)
     rows = []
     for loss in ("ce", "nce"):
         for precision in ("fp32", "bf16"):

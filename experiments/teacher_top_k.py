@@ -16,15 +16,13 @@ run is a resumable run directory; results to OUT/results.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
+from experiments.adaptation_runs import evaluation, ptb_train_head, run, train_seconds, write_json
 from rescorer.artifact import load_artifact
-from rescorer.atomic import write_text_atomic
 from training.config import TrainConfig
 
 
@@ -42,11 +40,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["tr", "nce-tr"])
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
-    train_text = args.out / "ptb-train-head.txt"
-    if not train_text.exists():
-        with gzip.open(ptb / "ptb.train.txt.gz", "rt", encoding="utf-8") as f:
-            lines = [line for _, line in zip(range(args.train_sentences), f, strict=False)]
-        write_text_atomic(train_text, "".join(lines))
+    train_text = ptb_train_head(args.data_dir, args.out, args.train_sentences)
     valid = str(ptb / "ptb.valid.txt.gz")
 
     def config(name: str, hidden: int, epochs: int, **values) -> TrainConfig:

@@ -93,17 +93,8 @@ def dense_brute_force(arrays: NbestArrays, errors: np.ndarray, interp: float, ti
     return next(w for count, w in points if count == fewest)
 
 
-def subset(arrays: NbestArrays, picks: np.ndarray) -> tuple[NbestArrays, np.ndarray]:
-    index = np.concatenate([np.arange(arrays.offsets[i], arrays.offsets[i + 1]) for i in picks])
-    counts = np.diff(arrays.offsets)[picks]
-    part = NbestArrays([arrays.utt_ids[i] for i in picks], np.concatenate(([0], np.cumsum(counts))),
-                       arrays.am[index], arrays.lm[index], arrays.nnlm[index], arrays.num_words[index],
-                       arrays.num_oov[index], arrays.has_lm)
-    return part, index
-
-
 def _fold_test(arrays: NbestArrays, test: np.ndarray) -> tuple[np.ndarray, NbestArrays]:
-    part, index = subset(arrays, test)
+    part, index = arrays.subset(test)
     return index, part
 
 
@@ -116,8 +107,8 @@ def cross_validate(arrays: NbestArrays, table: ErrorTable, tuners: dict, spreads
     for name, tuner in tuners.items():
         test_errors, seconds, fold_rows = 0, 0.0, []
         for dev, test in folds:
-            dev_arrays, dev_index = subset(arrays, dev)
-            test_arrays, test_index = subset(arrays, test)
+            dev_arrays, dev_index = arrays.subset(dev)
+            test_arrays, test_index = arrays.subset(test)
             started = time.perf_counter()
             weights = tuner(dev_arrays, errors[dev_index], table.ref_words[dev])
             seconds += time.perf_counter() - started

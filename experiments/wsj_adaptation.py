@@ -32,7 +32,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
-from experiments.tuner_comparison import subset
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.combination import best_hypotheses, build_arrays, total_scores
@@ -81,8 +80,8 @@ def cross_validated(arrays, table, space: SearchSpace | None) -> np.ndarray:
     utterances = np.arange(len(arrays.utt_ids))
     errors = np.zeros(len(utterances), dtype=np.int64)
     for dev, test in ((utterances[0::2], utterances[1::2]), (utterances[1::2], utterances[0::2])):
-        dev_arrays, dev_index = subset(arrays, dev)
-        test_arrays, test_index = subset(arrays, test)
+        dev_arrays, dev_index = arrays.subset(dev)
+        test_arrays, test_index = arrays.subset(test)
         weights = tune_weights(dev_arrays, table.hyp_errors[dev_index], table.ref_words[dev], space).weights
         chosen = best_hypotheses(test_arrays, total_scores(test_arrays, weights))
         errors[test] = table.hyp_errors[test_index][chosen]

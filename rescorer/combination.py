@@ -89,6 +89,16 @@ class NbestArrays:
     num_oov: np.ndarray  # (H,)
     has_lm: bool  # every hypothesis had a first-pass LM score
 
+    def subset(self, picks: np.ndarray) -> tuple[NbestArrays, np.ndarray]:
+        """The lists `picks` (utterance positions, in that order) as arrays of their own, and the
+        flat indices of their hypotheses here (to select per-hypothesis values such as errors)."""
+        index = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in picks])
+        counts = np.diff(self.offsets)[picks]
+        part = NbestArrays([self.utt_ids[i] for i in picks], np.concatenate(([0], np.cumsum(counts))),
+                           self.am[index], self.lm[index], self.nnlm[index], self.num_words[index],
+                           self.num_oov[index], self.has_lm)
+        return part, index
+
     @property
     def index(self) -> np.ndarray:
         """(U, N_max) hypothesis indices, -1 where a list is shorter."""

@@ -28,12 +28,10 @@ import numpy as np
 from rescorer.atomic import write_text_atomic
 from rescorer.combination import NbestArrays, Weights
 from rescorer.nbest import Utterance
+from rescorer.tuning import BASELINE_NAMES
 from rescorer.wer.alignment import sclite_alignment
 from rescorer.wer.nbest_evaluation import ErrorTable, SetEvaluation
 from rescorer.words import split_words
-
-_BASELINE_NAMES = {"first_pass": "first pass (first hypothesis)", "acoustic_only": "acoustic score only",
-                   "first_pass_combination": "first-pass combination (am + s x lm)", "tuned": "tuned"}
 
 
 @dataclass
@@ -98,7 +96,7 @@ def render_html_report(document: dict[str, Any], sets: Sequence[EvaluatedSet], p
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     return environment.get_template("report.html.j2").render(
         model=document["model"], dev_name=document["dev"]["name"], weights=document["weights"], tuning=tuning,
-        baselines=[{"name": _BASELINE_NAMES.get(k, k) + (f" (s = {v['lm_weight']:.4g})" if "lm_weight" in v else ""),
+        baselines=[{"name": BASELINE_NAMES.get(k, k) + (f" (s = {v['lm_weight']:.4g})" if "lm_weight" in v else ""),
                     "errors": v["errors"], "wer": v["wer"]} for k, v in tuning["baselines"].items()],
         plot=base64.b64encode(plot.read_bytes()).decode("ascii") if plot is not None and plot.exists() else None,
         sets=[_set_view(s, weights) for s in sets])

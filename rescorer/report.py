@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from rescorer.atomic import atomic_file, make_directory, write_text_atomic
-from rescorer.tuning import TuningResult
+from rescorer.tuning import BASELINE_NAMES, TuningResult
 
 
 def _pct(value: float) -> str:
@@ -18,8 +18,6 @@ def _pct(value: float) -> str:
 
 def markdown_report(document: dict[str, Any]) -> str:
     w, t = document["weights"], document["tuning"]
-    names = {"first_pass": "first pass (first hypothesis)", "acoustic_only": "acoustic score only",
-             "first_pass_combination": "first-pass combination (am + s x lm)", "tuned": "tuned"}
     lines = [
         f"# Rescoring report: {document['model']}", "",
         f"Weights tuned on **{document['dev']['name']}** ({t['method']}; {t['line_searches']} line searches,"
@@ -31,7 +29,7 @@ def markdown_report(document: dict[str, Any]) -> str:
     ]
     for key, row in t["baselines"].items():
         extra = f" (s = {row['lm_weight']:.4g})" if "lm_weight" in row else ""
-        lines.append(f"| {names.get(key, key)}{extra} | {row['errors']} | {_pct(row['wer'])} |")
+        lines.append(f"| {BASELINE_NAMES.get(key, key)}{extra} | {row['errors']} | {_pct(row['wer'])} |")
     lines.append("")
     if t["plateaus"]:
         lines.append("Along each tuned weight, with the others held, the same dev errors hold over " + "; ".join(

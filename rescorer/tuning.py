@@ -45,6 +45,8 @@ from rescorer.combination import WEIGHT_NAMES, NbestArrays, Weights, best_hypoth
 from rescorer.errors import InputError
 from rescorer.line_search import StepFunction, errors_along_line
 
+BASELINE_NAMES = {"first_pass": "first pass (first hypothesis)", "acoustic_only": "acoustic score only",
+                  "first_pass_combination": "first-pass combination (am + s x lm)", "tuned": "tuned"}
 LADDER = (0.0,) + tuple(10.0 ** (k / 2) for k in range(-6, 7))  # 0, 0.001, 0.00316, ..., 1000
 MAX_ROUNDS = 10  # coordinate-ascent rounds from one start (it stops earlier when a round gains nothing)
 STARTS_REFINED = 3
@@ -359,20 +361,15 @@ def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndar
     baselines = _baselines(arrays, search, total_words, axes)
     baselines["tuned"] = {"errors": errors, "wer": errors / total_words if total_words else 0.0,
                           "weights": weights.to_dict()}
-    at_limit, flat = [], []
-    for name, line in lines.items():
-        axis, value = axes[name], getattr(weights, name)
-        if len(line.steps()) == 1:
-            flat.append(name)
-            continue
-        for start_t, end_t, _ in line.steps():
-            if start_t <= value <= end_t:
-                if (start_t == axis.low and axis.low not in axis.natural) or \
-                        (end_t == axis.high and axis.high not in axis.natural):
-                    at_limit.append(name)
-                break
-    return TuningResult(weights, errors, total_words, baselines, lines, axes, at_limit, flat,
-                        search.line_searches, time.perf_counter() - started, smoothing)
+    flat = [name for name, line in lines.items() if np.all(line.errors == line.errors[0])]
+    result = TuningResult(weights, errors, total_words, baselines, lines, axes, [], flat,
+                          search.line_searches, time.perf_counter() - started, smoothing)
+    for name, (start_t, end_t) in result.plateaus().items():
+        axis = axes[name]
+        if name not in flat and ((start_t == axis.low and axis.low not in axis.natural)
+                                 or (end_t == axis.high and axis.high not in axis.natural)):
+            result.at_limit.append(name)
+    return result
 
 
 def _departure(weights: Weights, neutral: Weights) -> float:

@@ -36,6 +36,7 @@ class Vocabulary:
     words: tuple[str, ...]
     unk_symbol: str = UNK
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _text_index: dict[str, int] = field(init=False, repr=False, compare=False)  # without <s>, </s>
 
     def __post_init__(self) -> None:
         index: dict[str, int] = {}
@@ -49,6 +50,7 @@ class Vocabulary:
         if self.unk_symbol in (BOS, EOS):
             raise VocabularyError(f"the unknown-word symbol cannot be the sentence boundary {self.unk_symbol!r}")
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_text_index", {w: i for w, i in index.items() if w not in _BOUNDARIES})
 
     def __len__(self) -> int:
         return len(self.words)
@@ -76,8 +78,8 @@ class Vocabulary:
         """Ids of the words of a text. A literal `<s>` or `</s>` in a text is a word like any
         other outside the vocabulary (the unknown-word id), never a sentence boundary: only the
         code that brackets a sentence writes those ids."""
-        unk, index = self.unk_id, self._index
-        return [unk if w in _BOUNDARIES else index.get(w, unk) for w in words]
+        unk, index = self.unk_id, self._text_index
+        return [index.get(w, unk) for w in words]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.words[i] for i in ids]

@@ -203,7 +203,7 @@ def truncated_distillation_loss(
     if at_target is None:
         at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
     if prior_logits is None:  # sum_x u(x) o_x (the prior sums to 1, so sum_x u ln P = this - lse)
-        prior_logits = logits @ teacher._prior(logits.shape[-1], logits)
+        prior_logits = logits @ teacher.prior_over(logits.shape[-1], logits)
     cross_entropy = lse - at_target
     kl = teacher.cross_entropy_from(at_top - lse.unsqueeze(1), at_target - lse, prior_logits - lse, targets,
                                     logits.shape[-1])

@@ -109,7 +109,7 @@ class TrainingObjective(nn.Module):
                 words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
                 rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
                 picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
-                prior = teacher._prior(model.config.vocab_size, features)
+                prior = teacher.prior_over(model.config.vocab_size, features)
                 prior_logits = features @ (model.output_rows.T @ prior) + model.output_bias.weight[:, 0] @ prior
             loss = truncated_distillation_loss(model.logits(features), teacher, targets, mask,
                                                self.loss, self.alpha, self.trust_a, at_top=picked[:, :-1],

@@ -65,7 +65,7 @@ class TruncatedTeacher:
         """1 - sum_k Q(x|c): the teachers' mass outside the stored words, (N,)."""
         return (vocab_size - self.indices.shape[1]) * self.rest.exp()
 
-    def _prior(self, vocab_size: int, like: torch.Tensor) -> torch.Tensor:
+    def prior_over(self, vocab_size: int, like: torch.Tensor) -> torch.Tensor:
         if self.prior is not None:
             return self.prior.to(like.dtype)
         return torch.full((vocab_size,), 1.0 / vocab_size, dtype=like.dtype, device=like.device)
@@ -76,7 +76,7 @@ class TruncatedTeacher:
         query = words.unsqueeze(0).expand(self.indices.shape[0], -1).contiguous()  # (N, S)
         position = torch.searchsorted(self.indices, query).clamp_max(self.indices.shape[1] - 1)
         found = self.indices.gather(1, position) == query
-        prior = self._prior(vocab_size, self.log_probs)
+        prior = self.prior_over(vocab_size, self.log_probs)
         left = (1.0 - prior[self.indices].sum(-1)).clamp_min(1e-6)  # (N,)
         share = torch.log(self.rest_mass(vocab_size) / left).unsqueeze(1) + torch.log(prior[words]).unsqueeze(0)
         return torch.where(found, self.log_probs.gather(1, position), share)
@@ -86,14 +86,14 @@ class TruncatedTeacher:
         vocab = student_log_probs.shape[-1]
         return self.cross_entropy_from(student_log_probs.gather(1, self.indices),
                                        student_log_probs.gather(1, targets.unsqueeze(1)).squeeze(1),
-                                       student_log_probs @ self._prior(vocab, student_log_probs), targets, vocab)
+                                       student_log_probs @ self.prior_over(vocab, student_log_probs), targets, vocab)
 
     def cross_entropy_from(self, student_top: torch.Tensor, student_target: torch.Tensor,
                            student_prior_sum: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """-[sum_K Q ln P + r / u(rest) (sum_x u ln P - sum_K u ln P)] from the student's ln P at the
         k words (N, k), at y (N,), and sum_x u(x) ln P(x) (N,): K is the k words and y (the
         target's exact term), r the teachers' mass outside K, u(rest) the prior's."""
-        prior = self._prior(vocab_size, student_top)
+        prior = self.prior_over(vocab_size, student_top)
         outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
         zero = torch.zeros_like(self.target)
         q_target = torch.where(outside, self.target.exp(), zero)
