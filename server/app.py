@@ -18,13 +18,15 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rescorer.device import pick_device
 from server.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
 from server.metrics import create_metrics
+from server.processes import Cluster
 from server.registry import Registry, UnknownModel, load_registry
 from server.routes import health, models, rescore, score
 from server.settings import Settings
@@ -61,10 +63,13 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    """Requests by route and status, and latency by route (pure ASGI: no per-request task or stream)."""
+    """Requests by route and status, and latency by route (pure ASGI: no per-request task or stream);
+    in a service of several processes, each response names the process that answered it
+    (`x-rescorer-process: <slot>`)."""
 
-    def __init__(self, app: ASGIApp, metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics, process: int | None = None) -> None:
         self.app, self.metrics = app, metrics
+        self.process_header = None if process is None else (b"x-rescorer-process", str(process).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +81,8 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.process_header is not None:
+                    message = {**message, "headers": [*message.get("headers", ()), self.process_header]}
             await send(message)
 
         try:
@@ -91,13 +98,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def scoring_threads(settings: Settings, device: torch.device) -> tuple[int, int]:
-    """(scoring workers, torch threads): on CPU one worker per core with one torch thread each, as
-    independent batches on separate cores outrun one batch on all of them (server/batcher.py);
-    on an accelerator one worker, the torch threads left as they are."""
+def scoring_threads(settings: Settings, device: torch.device, processes: int = 1) -> tuple[int, int]:
+    """(scoring workers, torch threads) of one of `processes` processes: on CPU one worker per
+    core of its share of the cores, with one torch thread each, as independent batches on
+    separate cores outrun one batch on all of them (server/batcher.py); on an accelerator one
+    worker, the torch threads left as they are."""
     if device.type != "cpu":
         return settings.scoring_workers or 1, settings.torch_threads or torch.get_num_threads()
-    cores = available_cores()
+    cores = max(1, available_cores() // processes)
     workers = settings.scoring_workers or cores
     return workers, settings.torch_threads or max(1, cores // workers)
 
@@ -113,9 +121,11 @@ def batching_delay_ms(settings: Settings, device: torch.device) -> float:
     return 0.0 if device.type == "cpu" else ACCELERATOR_BATCH_DELAY_MS
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: Registry | None = None,
+               cluster: Cluster | None = None) -> FastAPI:
     """The app; `registry`: models already loaded (the CLI loads them first, so that a bad
-    artifact is one line and exit 2 instead of a failed lifespan), else loaded in the lifespan."""
+    artifact is one line and exit 2 instead of a failed lifespan), else loaded in the lifespan;
+    `cluster`: this app is one process of several behind one port (server/processes.py)."""
     if settings is None:
         raise RuntimeError(
             "server.app:create_app needs the service's settings: start the service with rescorer-server"
@@ -125,7 +135,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         device = pick_device(settings.device)
-        workers, threads = scoring_threads(settings, device)
+        workers, threads = scoring_threads(settings, device, 1 if cluster is None else cluster.processes)
         torch.set_num_threads(threads)  # threads started after this (the workers) take this count
         models = registry or load_registry(settings.model_dir, device, settings.precision)
         batcher = DynamicBatcher(models, app.state.metrics, settings.batch_tokens, batching_delay_ms(settings, device),
@@ -133,13 +143,18 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                  workers=workers)
         batcher.start()
         app.state.registry, app.state.batcher, app.state.ready = models, batcher, True
+        if cluster is not None:
+            cluster.mark_ready()
         yield
         app.state.ready = False
+        if cluster is not None:
+            cluster.mark_stopping()
         batcher.stop()
 
     app = FastAPI(title="rescorer", version="1", lifespan=lifespan,
                   description="Rescore ASR N-best lists with self-normalized LSTM language models.")
     app.state.settings, app.state.metrics, app.state.ready = settings, create_metrics(), False
+    app.state.cluster = cluster
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     if settings.token is not None:
@@ -147,7 +162,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         # the token, malformed or deeply nested JSON is a 401 like any other request
         # with a token, only the liveness and readiness probes stay open, and they name nothing
         app.add_middleware(BearerToken, token=settings.token, prefixes=PROTECTED_PREFIXES)
-    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics, process=None if cluster is None else cluster.slot)
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
@@ -180,7 +195,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        if cluster is None:
+            return PlainTextResponse(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        merged = CollectorRegistry()  # every process's files, the dead ones' counters included
+        MultiProcessCollector(merged, path=str(cluster.metrics_dir))
+        return PlainTextResponse(generate_latest(merged), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

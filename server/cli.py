@@ -6,6 +6,11 @@ import argparse
 import os
 import sys
 
+# Before torch is imported: no OpenMP thread pool in the process that forks the serving
+# processes (server/processes.py); every process sets its own torch threads in its lifespan
+# (--torch-threads), so this is not the service's thread count.
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import uvicorn
 from pydantic import ValidationError
 
@@ -41,18 +46,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def service_config(app, settings: Settings) -> uvicorn.Config:
+    return uvicorn_config(app, settings.host, settings.port, settings.request_read_timeout_s,
+                          settings.max_connections, log_level="info",
+                          timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+
+
+def process_count(settings: Settings, device) -> int:
+    """--processes, else one per core on CPU and one on CUDA (server/processes.py)."""
+    from server.app import available_cores
+
+    if device.type != "cpu":
+        if settings.processes not in (None, 1):
+            raise InputError(f"--processes {settings.processes} on {device.type}: a service on an accelerator runs"
+                             " one process (CUDA cannot be used in forked processes); run one service per GPU")
+        return 1
+    return settings.processes or available_cores()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     values = {k: v for k, v in vars(args).items() if v is not None}
+    import torch
+
     from rescorer.device import pick_device
     from server.app import create_app
     from server.registry import load_registry
 
     try:
         settings = Settings(**values)
+        device = pick_device(settings.device)
+        processes = process_count(settings, device)
+        if processes > 1:
+            # the supervisor forks after loading: one intra-op thread and no progress-bar monitor
+            # thread, so nothing is inherited half-used (each process sets its threads in its lifespan)
+            import tqdm
+
+            torch.set_num_threads(1)
+            tqdm.tqdm.monitor_interval = 0
         # loaded and self-tested before the server starts: bad input is one line and exit 2
-        registry = load_registry(settings.model_dir, pick_device(settings.device), settings.precision)
+        registry = load_registry(settings.model_dir, device, settings.precision)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
         print(f"rescorer-server: error: {problems}", file=sys.stderr)
@@ -60,11 +94,40 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2
-    config = uvicorn_config(create_app(settings, registry), settings.host, settings.port,
-                            settings.request_read_timeout_s, settings.max_connections, log_level="info",
-                            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
-    uvicorn.Server(config).run()
-    return 0
+    if processes == 1:
+        uvicorn.Server(service_config(create_app(settings, registry), settings)).run()
+        return 0
+    return serve_processes(settings, registry, processes)
+
+
+def serve_processes(settings: Settings, registry, processes: int) -> int:
+    """`processes` children behind one socket, the models loaded once before forking."""
+    from server.app import create_app
+    from server.processes import (
+        Supervisor,
+        enable_multiprocess_metrics,
+        listening_socket,
+        remove_state_directory,
+        state_directory,
+    )
+
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as e:
+        print(f"rescorer-server: error: {e}", file=sys.stderr)
+        return 2
+    directory = state_directory()
+    enable_multiprocess_metrics(directory / "metrics")
+    host, port = sock.getsockname()[:2]
+    print(f"rescorer-server: {processes} processes on http://{host}:{port}", file=sys.stderr, flush=True)
+
+    def serve(cluster, sock) -> None:
+        uvicorn.Server(service_config(create_app(settings, registry, cluster), settings)).run(sockets=[sock])
+
+    try:
+        return Supervisor(processes, sock, directory, serve, settings.request_timeout_s).run()
+    finally:
+        remove_state_directory(directory)
 
 
 if __name__ == "__main__":

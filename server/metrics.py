@@ -1,4 +1,8 @@
-"""Prometheus metrics of one app instance (its own registry, so tests can run several apps)."""
+"""Prometheus metrics of one app instance (its own registry, so tests can run several apps).
+
+In a service of several processes (server/processes.py) the values live in Prometheus's
+multi-process files and /metrics merges them: counters and histograms summed over every process
+that ran, the queue gauges summed over the live ones."""
 
 from __future__ import annotations
 
@@ -34,8 +38,10 @@ def create_metrics() -> Metrics:
         requests=Counter("rescorer_requests", "HTTP requests by route and status", ["route", "status"], registry=r),
         latency=Histogram("rescorer_request_latency_seconds", "request latency by route", ["route"],
                           buckets=LATENCY_BUCKETS, registry=r),
-        queue_tokens=Gauge("rescorer_queue_tokens", "tokens waiting to be scored", registry=r),
-        queue_requests=Gauge("rescorer_queue_requests", "requests waiting to be scored", registry=r),
+        queue_tokens=Gauge("rescorer_queue_tokens", "tokens waiting to be scored", registry=r,
+                           multiprocess_mode="livesum"),
+        queue_requests=Gauge("rescorer_queue_requests", "requests waiting to be scored", registry=r,
+                             multiprocess_mode="livesum"),
         batch_hypotheses=Histogram("rescorer_batch_hypotheses", "hypotheses per device call", buckets=SIZE_BUCKETS, registry=r),
         batch_tokens=Histogram("rescorer_batch_tokens", "tokens per device call", buckets=SIZE_BUCKETS, registry=r),
         batch_requests=Histogram("rescorer_batch_requests", "requests per device call", buckets=SIZE_BUCKETS, registry=r),
@@ -46,5 +52,7 @@ def create_metrics() -> Metrics:
                                   ["model"], registry=r),
         log_z=Histogram("rescorer_log_z", "exact log Z(h) on sampled live positions (0 = perfectly normalized)",
                         ["model"], buckets=(-2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2), registry=r),
-        log_z_mean=Gauge("rescorer_log_z_mean", "running mean of the sampled log Z(h)", ["model"], registry=r),
+        log_z_mean=Gauge("rescorer_log_z_mean", "running mean of the sampled log Z(h) (with several processes:"
+                         " the latest process's; rescorer_log_z_sum / _count is the pooled mean)", ["model"],
+                         registry=r, multiprocess_mode="mostrecent"),
     )

@@ -33,10 +33,15 @@ class Settings(_WeightSettings):
                                                " where the device has it in hardware, else fp32: bf16 met the accuracy"
                                                " goals on every list measured, docs/RESULTS.md), fp32, bf16 or fp16"
                                                " (CUDA)")
-    scoring_workers: int | None = Field(None, ge=1, description="scoring threads, each scoring its own batch"
-                                                                " (default: one per core on CPU, one on CUDA)")
+    processes: int | None = Field(None, ge=1, le=256, description="serving processes behind the one port, each with"
+                                  " its own batcher (default: one per core on CPU; one on CUDA, where more are"
+                                  " refused; docs/SERVER.md)")
+    scoring_workers: int | None = Field(None, ge=1, description="scoring threads per process, each scoring its own"
+                                                                " batch (default: one per core of the process's share"
+                                                                " on CPU, one on CUDA)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker"
-                                                              " (default: cores // workers on CPU)")
+                                                              " (default: the process's share of the cores // workers"
+                                                              " on CPU)")
     # limits (docs/SERVER.md, "Resource bounds")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="request body size; larger: 413")
     max_utterances: int = Field(256, ge=1, description="utterances per /v1/rescore request")
