@@ -52,11 +52,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descending from it (Linux /proc): a service of several
+    processes, or a peer's helper processes, measured whole."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def memory_mb(pid: int) -> dict:
+    """Resident memory of the process tree under `pid`: RSS per process and summed (which counts
+    shared pages once per process), and PSS summed (shared pages divided among their sharers:
+    what the tree costs the machine)."""
+    per_process = []
+    for member in process_tree(pid):
+        try:
+            fields = {line.split(":")[0]: int(line.split()[1]) / 1024
+                      for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()[1:]}
+        except OSError:
+            continue
+        per_process.append({"pid": member, "rss_mb": fields.get("Rss", 0.0), "pss_mb": fields.get("Pss", 0.0)})
+    return {"processes": per_process, "rss_mb_sum": sum(p["rss_mb"] for p in per_process),
+            "pss_mb_sum": sum(p["pss_mb"] for p in per_process)}
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the service, all its processes (RSS summed)."""
+    return memory_mb(pid)["rss_mb_sum"]
 
 
 def start_server(model_dir: Path, extra: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -113,7 +145,7 @@ WRK_SCRIPT_TAIL = """
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/v1/rescore", {["Content-Type"] = "application/json"}, bodies[(counter % #bodies) + 1])
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[(counter % #bodies) + 1])
 end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %f %f %f %d\\n", summary.requests, summary.duration,
@@ -123,15 +155,22 @@ end
 """
 
 
-def write_wrk_script(bodies: list[bytes], path: Path) -> None:
-    lines = ["bodies = {"] + [f"[==[{b.decode()}]==]," for b in bodies] + ["}", WRK_SCRIPT_TAIL]
+def write_wrk_script(bodies: list[bytes], path: Path, url_path: str = "/v1/rescore") -> None:
+    lines = [f'path = "{url_path}"', "bodies = {"] + [f"[==[{b.decode()}]==]," for b in bodies] + ["}", WRK_SCRIPT_TAIL]
     path.write_text("\n".join(lines))
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its descendants, all their threads (Linux /proc;
+    processes that ended during the point are not counted)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def batch_counts(url: str) -> tuple[float, float]:
@@ -155,6 +194,58 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict:
     return {"concurrency": concurrency, "requests": requests, "seconds": elapsed, "errors": errors,
             "utterances_per_s": requests / elapsed, "p50_ms": float(fields[4]), "p95_ms": float(fields[5]),
             "p99_ms": float(fields[6]), "client": "wrk", "client_cpu_s": client_cpu}
+
+
+def library_figures(artifact, utterances: list, worker_batch: int = 12) -> dict:
+    """The library's own throughput on the first 300 utterances' hypotheses (score_sentences
+    in-process, no HTTP): batched and one utterance per call in one thread with the process's
+    torch threads, as the `rescorer` CLI runs, and on one single-threaded worker per core (the
+    service's CPU scheme) one and `worker_batch` utterances per call; interleaved, best of 3."""
+    utterance_lists = [[h.words for h in utt.hyps] for utt in utterances[:300]]
+    sample = [words for hyps in utterance_lists for words in hyps]
+    score_sentences(artifact, sample[:500])
+    cores = available_cores()
+    threads = torch.get_num_threads()
+
+    def with_workers(per_call: int) -> None:
+        """The service's CPU scheme without HTTP: one single-threaded scorer per core, `per_call`
+        utterances per call (1: unbatched; more: about what the service batches under load)."""
+        calls = [[words for hyps in utterance_lists[i:i + per_call] for words in hyps]
+                 for i in range(0, len(utterance_lists), per_call)]
+        torch.set_num_threads(1)  # the pool's threads start after this, with one torch thread each
+        try:
+            with ThreadPoolExecutor(cores) as pool:
+                list(pool.map(lambda sentences: score_sentences(artifact, sentences, max_tokens=8192), calls))
+        finally:
+            torch.set_num_threads(threads)
+
+    # batched (the service's token budget), one utterance per call (what the device gains from
+    # batching alone), both in this thread as the `rescorer` CLI runs, and one utterance per call
+    # on per-core workers; interleaved, best of 3 rounds: this machine's speed moves between runs
+    modes = {"batched": lambda: score_sentences(artifact, sample, max_tokens=8192),
+             "per_utterance": lambda: [score_sentences(artifact, hyps, max_tokens=8192) for hyps in utterance_lists],
+             "workers": lambda: with_workers(1),
+             "workers_batched": lambda: with_workers(worker_batch)}
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(3):
+        for mode, run in modes.items():
+            started = time.perf_counter()
+            run()
+            seconds[mode].append(time.perf_counter() - started)
+    library_hyps_per_s = len(sample) / min(seconds["batched"])
+    library_per_utterance_hyps_per_s = len(sample) / min(seconds["per_utterance"])
+    library_workers_hyps_per_s = len(sample) / min(seconds["workers"])
+    library_workers_batched_hyps_per_s = len(sample) / min(seconds["workers_batched"])
+    print(f"library: {library_hyps_per_s:.0f} hypotheses/s batched, "
+          f"{library_per_utterance_hyps_per_s:.0f} one utterance per call, "
+          f"{library_workers_hyps_per_s:.0f} one utterance per call on {cores} single-threaded workers, "
+          f"{library_workers_batched_hyps_per_s:.0f} {worker_batch} per call on them", flush=True)
+
+    return {"library_hyps_per_s": library_hyps_per_s,
+            "library_per_utterance_hyps_per_s": library_per_utterance_hyps_per_s,
+            "library_workers_hyps_per_s": library_workers_hyps_per_s, "library_workers": cores,
+            "library_workers_batched_hyps_per_s": library_workers_batched_hyps_per_s,
+            "library_workers_batch_utterances": worker_batch}
 
 
 def main() -> None:
@@ -186,52 +277,13 @@ def main() -> None:
     hyps_per_utt = float(np.mean([len(u.hyps) for u in utterances]))
 
     artifact = load_artifact(args.model_dir, precision=args.precision)
-    utterance_lists = [[h.words for h in utt.hyps] for utt in utterances[:300]]
-    sample = [words for hyps in utterance_lists for words in hyps]
-    score_sentences(artifact, sample[:500])
-    cores = available_cores()
-    threads = torch.get_num_threads()
-
-    def with_workers(per_call: int) -> None:
-        """The service's CPU scheme without HTTP: one single-threaded scorer per core, `per_call`
-        utterances per call (1: unbatched; more: about what the service batches under load)."""
-        calls = [[words for hyps in utterance_lists[i:i + per_call] for words in hyps]
-                 for i in range(0, len(utterance_lists), per_call)]
-        torch.set_num_threads(1)  # the pool's threads start after this, with one torch thread each
-        try:
-            with ThreadPoolExecutor(cores) as pool:
-                list(pool.map(lambda sentences: score_sentences(artifact, sentences, max_tokens=8192), calls))
-        finally:
-            torch.set_num_threads(threads)
-
-    # batched (the service's token budget), one utterance per call (what the device gains from
-    # batching alone), both in this thread as the `rescorer` CLI runs, and one utterance per call
-    # on per-core workers; interleaved, best of 3 rounds: this machine's speed moves between runs
-    modes = {"batched": lambda: score_sentences(artifact, sample, max_tokens=8192),
-             "per_utterance": lambda: [score_sentences(artifact, hyps, max_tokens=8192) for hyps in utterance_lists],
-             "workers": lambda: with_workers(1),
-             "workers_batched": lambda: with_workers(args.worker_batch)}
-    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(3):
-        for mode, run in modes.items():
-            started = time.perf_counter()
-            run()
-            seconds[mode].append(time.perf_counter() - started)
-    library_hyps_per_s = len(sample) / min(seconds["batched"])
-    library_per_utterance_hyps_per_s = len(sample) / min(seconds["per_utterance"])
-    library_workers_hyps_per_s = len(sample) / min(seconds["workers"])
-    library_workers_batched_hyps_per_s = len(sample) / min(seconds["workers_batched"])
-    print(f"library: {library_hyps_per_s:.0f} hypotheses/s batched, "
-          f"{library_per_utterance_hyps_per_s:.0f} one utterance per call, "
-          f"{library_workers_hyps_per_s:.0f} one utterance per call on {cores} single-threaded workers, "
-          f"{library_workers_batched_hyps_per_s:.0f} {args.worker_batch} per call on them", flush=True)
-
-    results: dict = {"library_hyps_per_s": library_hyps_per_s,
-                     "library_per_utterance_hyps_per_s": library_per_utterance_hyps_per_s,
-                     "library_workers_hyps_per_s": library_workers_hyps_per_s, "library_workers": cores,
-                     "library_workers_batched_hyps_per_s": library_workers_batched_hyps_per_s,
-                     "library_workers_batch_utterances": args.worker_batch,
-                     "hyps_per_utterance": hyps_per_utt, "points": []}
+    library = library_figures(artifact, utterances, args.worker_batch)
+    cores = library["library_workers"]
+    library_hyps_per_s = library["library_hyps_per_s"]
+    library_workers_hyps_per_s = library["library_workers_hyps_per_s"]
+    library_workers_batched_hyps_per_s = library["library_workers_batched_hyps_per_s"]
+    library_per_utterance_hyps_per_s = library["library_per_utterance_hyps_per_s"]
+    results: dict = {**library, "hyps_per_utterance": hyps_per_utt, "points": []}
     for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
         env = dict(item.split("=", 1) for item in args.server_env.split())
         process, url = start_server(args.model_dir, ["--precision", args.precision, *extra, *args.server_args.split()],

@@ -53,31 +53,34 @@ def score_sentences(
     sentences are cut into padded batches; it changes the speed, not the scores.
     """
     ids, oov = encode_sentences(artifact, sentences)
-    totals, tokens = _score_padded(artifact, ids, max_tokens, progress, step_cost)
+    totals, tokens = _score_padded(artifact, ids, max_tokens, progress, step_cost, per_token)
     lengths = np.array([len(s) + 1 for s in ids], dtype=np.int64)
     return SentenceScores(totals, lengths, oov, tokens if per_token else None)
 
 
 def _score_padded(artifact: Artifact, ids: list[list[int]], max_tokens: int, progress: bool = False,
-                  step_cost: float | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+                  step_cost: float | None = None, per_token: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
     model, vocab = artifact.model, artifact.vocab
     if model.training:  # eval() walks every submodule: not on every call
         model.eval()
     device = model.device
     totals = np.zeros(len(ids), dtype=np.float64)
-    per_token: list[np.ndarray] = [np.empty(0)] * len(ids)
-    bar = tqdm(total=len(ids), desc="scoring", unit="sent", disable=not progress, leave=False)
+    token_scores: list[np.ndarray] = [np.empty(0)] * len(ids)
+    # no progress bar object at all unless asked: a service scores small batches many times a second
+    bar = tqdm(total=len(ids), desc="scoring", unit="sent", leave=False) if progress else None
     for batch in make_sentence_batches(ids, vocab.bos_id, vocab.eos_id, max_tokens,
                                        step_cost_for(device) if step_cost is None else step_cost):
         features, _ = model.features(batch.inputs.to(device))  # (B, T, D)
         mask = batch.mask.to(device)  # (B, T)
         scores = torch.zeros(mask.shape, dtype=torch.float64, device=device)  # (B, T)
         scores[mask] = token_log_probs(model, features[mask], batch.targets.to(device)[mask]).double()
-        sums = scores.sum(1).cpu().numpy()
-        scores_cpu = scores.cpu().numpy()
-        for row, index in enumerate(batch.indices):
-            totals[index] = sums[row]
-            per_token[index] = scores_cpu[row, : int(batch.lengths[row])]
-        bar.update(len(batch.indices))
-    bar.close()
-    return totals, per_token
+        totals[batch.indices] = scores.sum(1).cpu().numpy()
+        if per_token:
+            scores_cpu = scores.cpu().numpy()
+            for row, index in enumerate(batch.indices):
+                token_scores[index] = scores_cpu[row, : int(batch.lengths[row])]
+        if bar is not None:
+            bar.update(len(batch.indices))
+    if bar is not None:
+        bar.close()
+    return totals, token_scores

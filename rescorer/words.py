@@ -14,10 +14,19 @@ from __future__ import annotations
 import re
 
 ASCII_WHITESPACE = re.compile(r"[ \t\n\r\x0b\x0c]+")
+# what str.split() also splits on (every character whose str.isspace() is true, less the ASCII
+# whitespace above; tests/test_words_and_numbers.py derives the set from Python's own rule)
+PYTHON_ONLY_WHITESPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_PYTHON_ONLY_WHITESPACE = re.compile(f"[{PYTHON_ONLY_WHITESPACE}]")
 
 
 def split_words(text: str) -> list[str]:
-    """The words of `text`: the fields between runs of ASCII whitespace."""
+    """The words of `text`: the fields between runs of ASCII whitespace. Text without any
+    character that only Python counts as whitespace (nearly all text) takes str.split(), which
+    then splits exactly there, several times faster than the regular expression: every request
+    of the service splits each hypothesis."""
+    if _PYTHON_ONLY_WHITESPACE.search(text) is None:
+        return text.split()
     return [field for field in ASCII_WHITESPACE.split(text) if field]
 
 

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def service_config(app, settings: Settings) -> uvicorn.Config:
     return uvicorn_config(app, settings.host, settings.port, settings.request_read_timeout_s,
-                          settings.max_connections, log_level="info",
+                          settings.max_connections, log_level="info", access_log=settings.access_log,
                           timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
 
 

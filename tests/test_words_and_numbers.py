@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rescorer.artifact import save_artifact
 from rescorer.cli import main as rescorer_cli
@@ -167,3 +169,20 @@ def test_the_recipes_path_and_rescore_rank_a_unicode_space_list_alike(tmp_path):
         outputs[name + " scores"] = [round(h["nnlm_score"], 4) for h in ranked]
     assert outputs["recipe"] == outputs["direct"]
     assert outputs["recipe scores"] == outputs["direct scores"]
+
+
+def test_the_fast_split_knows_every_character_python_alone_counts_as_whitespace():
+    from rescorer.words import PYTHON_ONLY_WHITESPACE
+
+    python_rule = {chr(c) for c in range(0x110000) if chr(c).isspace()} - set(" \t\n\r\x0b\x0c")
+    assert set(PYTHON_ONLY_WHITESPACE) == python_rule
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "ü", "猫", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85",
+                                 "\xa0", "\u2028", "\u3000", "\u202f", ""]), max_size=30).map("".join))
+def test_split_words_splits_on_ascii_whitespace_only_on_both_paths(text):
+    import re
+
+    expected = [field for field in re.split(r"[ \t\n\r\x0b\x0c]+", text) if field]
+    assert split_words(text) == expected
