@@ -284,7 +284,8 @@ def main() -> None:
     library_workers_batched_hyps_per_s = library["library_workers_batched_hyps_per_s"]
     library_per_utterance_hyps_per_s = library["library_per_utterance_hyps_per_s"]
     results: dict = {**library, "hyps_per_utterance": hyps_per_utt, "points": []}
-    for mode, extra in (("batched", []), ("unbatched", ["--max-batch-requests", "1"])):
+    # both modes forced: the service's default is measured per model at load (server/batching_choice.py)
+    for mode, extra in (("batched", ["--max-batch-requests", "100000"]), ("unbatched", ["--max-batch-requests", "1"])):
         env = dict(item.split("=", 1) for item in args.server_env.split())
         process, url = start_server(args.model_dir, ["--precision", args.precision, *extra, *args.server_args.split()],
                                     env)

@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         device = pick_device(settings.device)
         workers, threads = scoring_threads(settings, device, 1 if cluster is None else cluster.processes)
         torch.set_num_threads(threads)  # threads started after this (the workers) take this count
-        models = registry or load_registry(settings.model_dir, device, settings.precision)
+        models = registry or load_registry(settings.model_dir, device, settings.precision, settings.batch_tokens)
         batcher = DynamicBatcher(models, app.state.metrics, settings.batch_tokens, batching_delay_ms(settings, device),
                                  settings.queue_tokens, settings.max_batch_requests, settings.telemetry_share,
                                  workers=workers)

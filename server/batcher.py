@@ -59,6 +59,7 @@ class WorkItem:
     tokens: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    per_token: bool = False  # the caller wants each token's log-probability too
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: bool = False
 
@@ -96,10 +97,20 @@ class DynamicBatcher:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    async def submit(self, model: str, sentences: list[list[str]], timeout: float) -> SentenceScores:
+    def requests_per_batch(self, model: str) -> int | None:
+        """At most this many requests in one call for `model`: the operator's --max-batch-requests,
+        else 1 where batching across requests does not pay for it on this device (measured when
+        it loaded, server/batching_choice.py), else no limit but the token budget."""
+        if self.max_batch_requests is not None:
+            return self.max_batch_requests
+        choice = self.registry.batching.get(model)
+        return 1 if choice is not None and not choice.batch_across_requests else None
+
+    async def submit(self, model: str, sentences: list[list[str]], timeout: float,
+                     per_token: bool = False) -> SentenceScores:
         tokens = sum(len(s) + 1 for s in sentences)
         loop = asyncio.get_running_loop()
-        item = WorkItem(model, sentences, tokens, loop, loop.create_future())
+        item = WorkItem(model, sentences, tokens, loop, loop.create_future(), per_token)
         with self._condition:
             if self._stopping:
                 raise Overloaded("the service is shutting down")
@@ -110,7 +121,8 @@ class DynamicBatcher:
             self._update_queue_metrics()
             self._condition.notify()
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), timeout)
+            async with asyncio.timeout(timeout):  # the item's own future is never cancelled: shielded
+                return await asyncio.shield(item.future)
         except TimeoutError:
             item.cancelled = True
             raise DeadlineExceeded(f"not answered within {timeout:g} s") from None
@@ -128,10 +140,10 @@ class DynamicBatcher:
                     self._condition.wait()
                     continue
                 first = self._queue[0]  # read again on every pass: another worker may have taken it
+                limit = self.requests_per_batch(first.model)
                 same = [i for i in self._queue if i.model == first.model]
                 tokens = sum(i.tokens for i in same)
-                full = tokens >= self.batch_tokens or (self.max_batch_requests is not None
-                                                       and len(same) >= self.max_batch_requests)
+                full = tokens >= self.batch_tokens or (limit is not None and len(same) >= limit)
                 remaining = self.max_delay - (time.monotonic() - first.enqueued)
                 if full or remaining <= 0 or self._stopping:
                     break
@@ -140,8 +152,7 @@ class DynamicBatcher:
             for item in list(self._queue):
                 if item.model != first.model:
                     continue
-                if batch and (tokens + item.tokens > self.batch_tokens
-                              or (self.max_batch_requests is not None and len(batch) >= self.max_batch_requests)):
+                if batch and (tokens + item.tokens > self.batch_tokens or (limit is not None and len(batch) >= limit)):
                     break
                 batch.append(item)
                 tokens += item.tokens
@@ -170,7 +181,8 @@ class DynamicBatcher:
         sentences = [s for item in batch for s in item.sentences]
         started = time.perf_counter()
         try:
-            scores = score_sentences(artifact, sentences, max_tokens=max(self.batch_tokens, 1), per_token=True)
+            per_token = any(item.per_token for item in batch)
+            scores = score_sentences(artifact, sentences, max_tokens=max(self.batch_tokens, 1), per_token=per_token)
         except Exception:
             if len(batch) == 1:
                 log.exception("scoring failed for one request")
@@ -191,7 +203,8 @@ class DynamicBatcher:
         for item in batch:
             stop = start + len(item.sentences)
             part = SentenceScores(scores.log_probs[start:stop], scores.num_tokens[start:stop],
-                                  scores.num_oov[start:stop], scores.token_log_probs[start:stop])
+                                  scores.num_oov[start:stop],
+                                  scores.token_log_probs[start:stop] if item.per_token else None)
             self._resolve(item, result=part)
             start = stop
         try:

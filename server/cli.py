@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(1)
             tqdm.tqdm.monitor_interval = 0
         # loaded and self-tested before the server starts: bad input is one line and exit 2
-        registry = load_registry(settings.model_dir, device, settings.precision)
+        registry = load_registry(settings.model_dir, device, settings.precision, settings.batch_tokens)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
         print(f"rescorer-server: error: {problems}", file=sys.stderr)
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2
+    for name, choice in sorted(registry.batching.items()):
+        print(f"rescorer-server: model {name!r}: {'batching' if choice.batch_across_requests else 'not batching'}"
+              f" across requests ({choice.reason})", file=sys.stderr, flush=True)
     if processes == 1:
         uvicorn.Server(service_config(create_app(settings, registry), settings)).run()
         return 0

@@ -9,13 +9,14 @@ the service open a path of its choosing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
 from rescorer.sentence_scoring import score_sentences
+from server.batching_choice import BatchingChoice, choose_batching
 
 SELF_TEST = [["<s>"], []]  # an odd word and the empty sentence: both must score finitely
 
@@ -28,6 +29,7 @@ class UnknownModel(KeyError):
 class Registry:
     models: dict[str, Artifact]
     device: torch.device
+    batching: dict[str, BatchingChoice] = field(default_factory=dict)  # per model: batch across requests?
 
     def get(self, name: str | None) -> tuple[str, Artifact]:
         if name is None:
@@ -39,7 +41,10 @@ class Registry:
         return name, self.models[name]
 
 
-def load_registry(model_dir: Path, device: torch.device, precision: str = "fp32") -> Registry:
+def load_registry(model_dir: Path, device: torch.device, precision: str = "fp32",
+                  batch_tokens: int = 8192) -> Registry:
+    """Every artifact under `model_dir`, loaded, self-tested, and with its batching choice
+    measured (server/batching_choice.py)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ArtifactError(f"{model_dir}: model directory not found")
@@ -49,12 +54,13 @@ def load_registry(model_dir: Path, device: torch.device, precision: str = "fp32"
         paths = {p.name: p for p in sorted(model_dir.iterdir()) if (p / CONFIG_FILE).is_file()}
     if not paths:
         raise ArtifactError(f"{model_dir}: no artifact (config.json) in it or in its subdirectories")
-    models = {}
+    models, batching = {}, {}
     for name, path in paths.items():
         artifact = load_artifact(path, device=device, precision=precision)
         self_test(name, artifact)
         models[name] = artifact
-    return Registry(models, device)
+        batching[name] = choose_batching(artifact, device, batch_tokens)
+    return Registry(models, device, batching)
 
 
 def self_test(name: str, artifact: Artifact) -> None:

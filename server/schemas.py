@@ -110,5 +110,7 @@ class ModelInfo(BaseModel):
     parameters: int
     precision: str  # what the model scores in (rescorer.precision): fp32, bf16 or fp16
     weight_bytes: int  # its parameters as held in memory
+    batches_requests: bool  # hypotheses of concurrent requests scored in one call (server/batching_choice.py)
+    batching: str  # why: the measurement at load, or the operator's --max-batch-requests
     config: dict
     provenance: dict

@@ -57,8 +57,9 @@ class Settings(_WeightSettings):
     batch_tokens: int = Field(8192, ge=1, description="a batch is scored once it holds this many tokens ...")
     max_delay_ms: float | None = Field(None, ge=0.0, le=60_000.0, description="... or once its oldest request waited this"
                                        " long (default: 0 on CPU, where batching gains little, 5 on CUDA)")
-    max_batch_requests: int | None = Field(None, ge=1, description="requests per batch (default: no limit;"
-                                           " 1 = no batching across requests, for measurement)")
+    max_batch_requests: int | None = Field(None, ge=1, description="requests per batch (default: measured per model"
+                                           " when it loads: no limit where one call of many requests is faster on"
+                                           " this device, else 1; 1 = no batching across requests)")
     queue_tokens: int = Field(200_000, ge=1, description="tokens waiting beyond this: 503 with Retry-After")
     request_timeout_s: float = Field(30.0, gt=0.0, le=86_400.0, description="a request not answered by then: 504 (at most 86400)")
     request_read_timeout_s: float = Field(10.0, gt=0.0, le=86_400.0, description="a connection whose request (headers and"

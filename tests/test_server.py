@@ -69,16 +69,26 @@ def test_rescore_matches_the_library_and_reports_wer(model_dir):
     assert data["wer"]["oracle"] == pytest.approx(library.oracle.wer)
 
 
-def test_concurrent_requests_are_batched_into_shared_device_calls_with_the_same_answers(model_dir):
+@pytest.mark.parametrize("pays", [True, False])
+def test_concurrent_requests_share_device_calls_where_batching_pays_with_the_same_answers(model_dir, monkeypatch, pays):
+    import server.registry as registry_module
+    from server.batching_choice import BatchingChoice
+
+    monkeypatch.setattr(registry_module, "choose_batching", lambda *a: BatchingChoice(pays, 1.5 if pays else 0.9, "x"))
     settings = Settings(model_dir=model_dir, max_delay_ms=200, batch_tokens=100_000)
     bodies = [{"sentences": [f"the cat sat {'on the mat ' * (i % 3)}".strip(), "a dog ran"]} for i in range(12)]
     with running_server(settings) as (url, app):
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             responses = list(pool.map(lambda b: httpx.post(f"{url}/v1/score", json=b, timeout=30), bodies))
         metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        listed = httpx.get(f"{url}/v1/models", timeout=5).json()[0]
     assert all(r.status_code == 200 for r in responses)
     batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("rescorer_batch_requests_count")))
-    assert batches < 12  # several requests shared a device call
+    if pays:
+        assert batches < 12  # several requests shared a device call
+    else:
+        assert batches == 12  # each request alone, though all twelve waited together
+    assert listed["batches_requests"] is pays
     for body, response in zip(bodies, responses, strict=True):
         expected = score_sentences(tiny_artifact(), [s.split() for s in body["sentences"]]).log_probs
         np.testing.assert_allclose([s["log_prob"] for s in response.json()["scores"]], expected, atol=1e-4)
@@ -354,3 +364,20 @@ def test_rescorer_server_honours_settings_given_as_variables(model_dir):
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def test_batching_across_requests_is_measured_on_cpu_and_taken_on_accelerators():
+    from server.batching_choice import MIN_GAIN, choose_batching
+
+    cpu = choose_batching(tiny_artifact(), torch.device("cpu"), 8192)
+    assert cpu.gain is not None and cpu.gain > 0
+    assert cpu.batch_across_requests == (cpu.gain >= MIN_GAIN) and f"{cpu.gain:.2f}x" in cpu.reason
+    accelerator = choose_batching(tiny_artifact(), torch.device("cuda"), 8192)  # nothing runs on it
+    assert accelerator.batch_across_requests and accelerator.gain is None
+
+
+def test_the_operators_max_batch_requests_overrides_the_measured_choice(model_dir):
+    with running_server(Settings(model_dir=model_dir, max_batch_requests=3)) as (url, app):
+        listed = httpx.get(f"{url}/v1/models", timeout=5).json()[0]
+        assert app.state.batcher.requests_per_batch("tiny") == 3
+    assert listed["batches_requests"] and listed["batching"] == "--max-batch-requests 3"

@@ -25,7 +25,7 @@ async def score(body: ScoreRequest, request: Request) -> Response:
     for i, words in enumerate(sentences):
         check_count(["sentences", i], len(words), settings.max_words_per_hyp, "words")
     name, _ = state.registry.get(body.model)
-    scores = await state.batcher.submit(name, sentences, settings.request_timeout_s)
+    scores = await state.batcher.submit(name, sentences, settings.request_timeout_s, per_token=body.per_token)
     return json_response(ScoreResponse(model=name, scores=[
         SentenceScoreOut(log_prob=float(scores.log_probs[i]), num_tokens=int(scores.num_tokens[i]),
                          num_oov=int(scores.num_oov[i]),
