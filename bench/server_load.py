@@ -3,8 +3,8 @@
     python bench/server_load.py --model-dir runs/librispeech/lm-recentered --data-dir ../shared/data \
         --out docs/bench/server_load.json
 
-Starts `rescorer-server` twice on 127.0.0.1, batching on (defaults) and off
-(--max-batch-requests 1), and sends one utterance (30 hypotheses; with --refs also its
+Starts `rescorer-server` (its defaults: one process per core on CPU) twice on 127.0.0.1,
+batching across requests forced on (--max-batch-requests 100000) and off (1), and sends one utterance (30 hypotheses; with --refs also its
 reference) per POST /v1/rescore at
 concurrency 1, 8, 32 and 64 (a bounded number of requests per point, or with `--client wrk`
 a bounded duration: wrk, Debian's package, costs the shared CPU far less than the Python
