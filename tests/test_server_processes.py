@@ -189,3 +189,20 @@ def test_processes_default_to_one_per_core_on_cpu_and_one_on_cuda(model_dir):
     assert process_count(Settings(model_dir=model_dir), torch.device("cuda")) == 1
     with pytest.raises(InputError, match="one service per GPU"):
         process_count(Settings(model_dir=model_dir, processes=2), torch.device("cuda"))
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+    ({"cpu.max": "garbage"}, None),
+])
+def test_a_cgroup_cpu_quota_caps_the_cores_the_service_counts(tmp_path, files, expected):
+    from server.app import cgroup_cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(str(tmp_path)) == expected
