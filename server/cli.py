@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_processes(settings: Settings, registry, processes: int) -> int:
-    """`processes` children behind one socket, the models loaded once before forking."""
+    """`processes` children behind one port, the models loaded once before forking."""
     from server.app import create_app
     from server.processes import (
         Supervisor,
@@ -115,7 +115,8 @@ def serve_processes(settings: Settings, registry, processes: int) -> int:
     )
 
     try:
-        sock = listening_socket(settings.host, settings.port)
+        # the port held, not listened on: each process listens on its own socket of the group
+        sock = listening_socket(settings.host, settings.port, reuse_port=True, listen=False)
     except OSError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2
@@ -124,8 +125,10 @@ def serve_processes(settings: Settings, registry, processes: int) -> int:
     host, port = sock.getsockname()[:2]
     print(f"rescorer-server: {processes} processes on http://{host}:{port}", file=sys.stderr, flush=True)
 
-    def serve(cluster, sock) -> None:
-        uvicorn.Server(service_config(create_app(settings, registry, cluster), settings)).run(sockets=[sock])
+    def serve(cluster, held) -> None:
+        held.close()
+        own = listening_socket(host, port, reuse_port=True)
+        uvicorn.Server(service_config(create_app(settings, registry, cluster), settings)).run(sockets=[own])
 
     try:
         return Supervisor(processes, sock, directory, serve, settings.request_timeout_s).run()

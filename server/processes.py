@@ -3,23 +3,25 @@
 Why processes: in one process the scoring threads, the event loop and the response-building
 pool take turns at one interpreter lock, so on CPU the HTTP work and the scoring cannot use the
 cores together (docs/RESULTS.md, "Service under load"). Here the supervisor (the process
-`rescorer-server` starts as) loads and self-tests the models once, binds the listening socket
-once, and forks `--processes` children, each a complete service (its own event loop, batcher and
-scoring threads) accepting connections from the one shared socket. The children inherit the
+`rescorer-server` starts as) loads and self-tests the models once, holds the port (bound, not
+listening), and forks `--processes` children, each a complete service (its own event loop,
+batcher and scoring threads) listening on its own socket of one SO_REUSEPORT group on that
+port, so that the kernel spreads new connections over the processes. The children inherit the
 loaded weights: the pages stay shared copy-on-write, as no child writes to a weight, so N
-processes cost about one copy of the weights (`bench/server_processes.py` measures it).
+processes cost about one copy of the weights (`bench/peer_serving.py` measures it).
 
-Chosen over the alternatives (measured in `bench/server_processes.py`, docs/RESULTS.md):
+Chosen over the alternatives (measured with bench/peer_serving.py and bench/server_configs.py,
+docs/RESULTS.md, "Serving peers"):
+- one listening socket shared by every process: whichever process wakes first accepts every
+  waiting connection, so a burst of keep-alive connections can land on one process and leave
+  the others idle for their whole life (seen: a 2-process service at 8 connections served at
+  half speed with one process idle, in 1 of 6 runs, right after a single-connection load; never
+  in 6 runs with SO_REUSEPORT, which assigns each connection when it arrives). The price of
+  SO_REUSEPORT: connections still waiting in the accept queue of a process that stops are reset
+  (Linux 5.14+ can hand them to the others: sysctl net.ipv4.tcp_migrate_req=1);
 - uvicorn's `--workers` and gunicorn spawn fresh interpreters that each import torch and load
   every model (N copies of the weights, N self-tests) and, for uvicorn, take the application
-  as an import string, which cannot carry the settings object;
-- SO_REUSEPORT gives each process its own accept queue: connections queued on a process that
-  dies or stops are reset, where a shared socket lets the other processes take them.
-
-Fork safety: the supervisor runs torch with one intra-op thread and starts no thread of its
-own before forking (checked: it refuses to fork with more than one OS thread), so no OpenMP pool
-or lock is inherited half-used; each child sets its own torch threads and starts its batcher
-in its own lifespan.
+  as an import string, which cannot carry the settings object.
 
 What the children share, through files in a private directory the supervisor creates and
 removes:
@@ -30,8 +32,8 @@ removes:
   removes it when it stops; `/readyz` answers 200 only while every slot holds a live pid, so a
   service with a child being replaced is not ready.
 
-Lifecycle: SIGTERM or SIGINT to the supervisor closes its copy of the socket and sends SIGTERM
-to every child, each of which stops accepting, answers what it has accepted, drains its
+Lifecycle: SIGTERM or SIGINT to the supervisor releases the port it holds and sends SIGTERM to
+every child, each of which stops accepting, answers what it has accepted, drains its
 batcher and exits; the supervisor waits for them (the request timeout plus a margin, then
 SIGKILL) and exits 0. A child that dies otherwise is replaced in the same slot. A service
 whose children keep dying (more than MAX_RESTARTS in RESTART_WINDOW_S seconds) stops with
@@ -139,16 +141,22 @@ def enable_multiprocess_metrics(directory: Path) -> None:
     values.ValueClass = values.MultiProcessValue()
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to host:port; with `reuse_port`, one of a SO_REUSEPORT group (the kernel
+    spreads new connections over the group's listening members); without `listen`, bound only:
+    it holds the port for the group without taking connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    sock.listen(LISTEN_BACKLOG)
+    if listen:
+        sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -243,7 +251,7 @@ class Supervisor:
     def _shutdown(self) -> None:
         from prometheus_client import multiprocess
 
-        self.sock.close()  # the children hold the socket until each has stopped accepting
+        self.sock.close()  # the port stays held by the children until each has stopped accepting
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

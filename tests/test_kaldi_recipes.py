@@ -242,7 +242,7 @@ def test_parallel_jobs_against_a_busy_server_wait_their_turn_instead_of_failing(
     text = "".join(f"k{i:03d} the cat sat on the mat\n" for i in range(24))
     (tmp_path / "text").write_text(text)
     assert rescorer_main(["score", str(lm_dir), str(tmp_path / "text"), str(tmp_path / "expected")]) == 0
-    settings = Settings(model_dir=lm_dir, queue_tokens=60, max_delay_ms=200, batch_tokens=100_000)
+    settings = Settings(model_dir=lm_dir, queue_tokens=60, max_delay_ms=200, max_batch_requests=1000, batch_tokens=100_000)
     with running_server(settings) as (url, _):
         jobs = [subprocess.Popen(["local/compute_sentence_scores.sh", "--server", url, "--chunk-lines", "6",
                                   str(lm_dir), str(tmp_path / f"temp{j}"), str(tmp_path / "text"),

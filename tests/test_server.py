@@ -95,7 +95,7 @@ def test_concurrent_requests_share_device_calls_where_batching_pays_with_the_sam
 
 
 def test_a_full_queue_answers_503_with_retry_after(model_dir):
-    settings = Settings(model_dir=model_dir, max_delay_ms=400, batch_tokens=100_000, queue_tokens=20)
+    settings = Settings(model_dir=model_dir, max_delay_ms=400, max_batch_requests=1000, batch_tokens=100_000, queue_tokens=20)
     body = {"sentences": ["the cat sat on the mat"] * 3}  # 21 tokens: one fits in the queue, two do not
     with running_server(settings) as (url, _), concurrent.futures.ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(lambda _: httpx.post(f"{url}/v1/score", json=body, timeout=30), range(6)))
@@ -105,7 +105,7 @@ def test_a_full_queue_answers_503_with_retry_after(model_dir):
 
 
 def test_a_request_past_its_deadline_answers_504(model_dir):
-    settings = Settings(model_dir=model_dir, max_delay_ms=1000, batch_tokens=100_000, request_timeout_s=0.1)
+    settings = Settings(model_dir=model_dir, max_delay_ms=1000, max_batch_requests=1000, batch_tokens=100_000, request_timeout_s=0.1)
     with running_server(settings) as (url, _):
         response = httpx.post(f"{url}/v1/score", json={"sentences": ["the cat"]}, timeout=30)
     assert response.status_code == 504 and "deadline" in response.json()["detail"]
@@ -120,7 +120,7 @@ def test_a_request_that_fails_in_scoring_fails_alone(model_dir, monkeypatch):
         return real(artifact, sentences, **kwargs)
 
     monkeypatch.setattr(batcher_module, "score_sentences", fragile)
-    settings = Settings(model_dir=model_dir, max_delay_ms=300, batch_tokens=100_000)
+    settings = Settings(model_dir=model_dir, max_delay_ms=300, max_batch_requests=1000, batch_tokens=100_000)
     bodies = [{"sentences": ["a dog ran far away"]}] + [{"sentences": ["the cat sat"]}] * 5
     with running_server(settings) as (url, _), concurrent.futures.ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(lambda b: httpx.post(f"{url}/v1/score", json=b, timeout=30), bodies))
@@ -210,7 +210,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits(model_dir, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", str(port),
-                                "--max-delay-ms", "4000", "--batch-tokens", "100000"],
+                                "--max-delay-ms", "4000", "--max-batch-requests", "1000", "--batch-tokens", "100000"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -122,7 +122,7 @@ def test_a_killed_process_is_replaced_and_the_counts_it_made_are_kept(model_dir)
 
 
 def test_sigterm_answers_every_request_every_process_has_accepted_then_exits(model_dir):
-    with service(model_dir, "--max-delay-ms", "3000", "--batch-tokens", "100000") as (process, url):
+    with service(model_dir, "--max-delay-ms", "3000", "--max-batch-requests", "1000", "--batch-tokens", "100000") as (process, url):
         children = children_of(process.pid)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(post_score, url) for _ in range(8)]
