@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -179,6 +180,9 @@ class Supervisor:
                                " children locks held by threads that do not exist there (start the service"
                                " with rescorer-server, which imports torch with OMP_NUM_THREADS=1)")
         (self.directory / "ready").mkdir(parents=True, exist_ok=True)
+        # every object so far into the collector's permanent generation: a child's collections
+        # then never write to these objects' headers, which would copy their pages (copy-on-write)
+        gc.freeze()
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for slot in range(self.processes):
