@@ -67,8 +67,8 @@ class Settings(_WeightSettings):
     max_connections: int = Field(512, ge=1, description="open connections (or requests in progress) beyond"
                                  " this are answered 503")
     access_log: bool = Field(False, description="one log line per request (uvicorn's access log); off by default:"
-                             " /metrics counts requests by route and status, and the line cost about 3 percent of the"
-                             " event loop's time with a small model (docs/SERVER.md)")
+                             " /metrics counts requests by route and status, and formatting and writing a line per"
+                             " request is work on the event loop")
     telemetry_share: float = Field(0.01, ge=0.0, le=1.0, description="self-normalization telemetry: the share of scoring"
                                    " time spent on exact log Z(h) at live positions (0 = off, at most 1)")
 

@@ -74,7 +74,8 @@ def test_concurrent_requests_share_device_calls_where_batching_pays_with_the_sam
     import server.registry as registry_module
     from server.batching_choice import BatchingChoice
 
-    monkeypatch.setattr(registry_module, "choose_batching", lambda *a: BatchingChoice(pays, 1.5 if pays else 0.9, "x"))
+    monkeypatch.setattr(registry_module, "choose_batching",
+                        lambda *a: BatchingChoice(pays, 1.5 if pays else 0.9, 1.0 if pays else -0.1, "x"))
     settings = Settings(model_dir=model_dir, max_delay_ms=200, batch_tokens=100_000)
     bodies = [{"sentences": [f"the cat sat {'on the mat ' * (i % 3)}".strip(), "a dog ran"]} for i in range(12)]
     with running_server(settings) as (url, app):
@@ -367,11 +368,12 @@ def test_rescorer_server_honours_settings_given_as_variables(model_dir):
 
 
 def test_batching_across_requests_is_measured_on_cpu_and_taken_on_accelerators():
-    from server.batching_choice import MIN_GAIN, choose_batching
+    from server.batching_choice import MIN_SAVING_MS, choose_batching
 
     cpu = choose_batching(tiny_artifact(), torch.device("cpu"), 8192)
-    assert cpu.gain is not None and cpu.gain > 0
-    assert cpu.batch_across_requests == (cpu.gain >= MIN_GAIN) and f"{cpu.gain:.2f}x" in cpu.reason
+    assert cpu.gain is not None and cpu.gain > 0 and cpu.saving_ms is not None
+    assert cpu.batch_across_requests == (cpu.saving_ms >= MIN_SAVING_MS)
+    assert f"{cpu.gain:.2f}x" in cpu.reason and f"{cpu.saving_ms:.2f} ms" in cpu.reason
     accelerator = choose_batching(tiny_artifact(), torch.device("cuda"), 8192)  # nothing runs on it
     assert accelerator.batch_across_requests and accelerator.gain is None
 
