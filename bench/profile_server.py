@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=12)
-    parser.add_argument("--server-args", default="--precision fp32")
+    parser.add_argument("--server-args", default="--precision fp32 --processes 1",
+                        help="rescorer-server flags (default: one serving process, whose threads are measured)")
     parser.add_argument("--top", type=int, default=8, help="functions listed per thread kind")
     args = parser.parse_args()
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")

@@ -14,11 +14,11 @@ Chosen over the alternatives (measured with bench/peer_serving.py and bench/serv
 docs/RESULTS.md, "Serving peers"):
 - one listening socket shared by every process: whichever process wakes first accepts every
   waiting connection, so a burst of keep-alive connections can land on one process and leave
-  the others idle for their whole life (seen: a 2-process service at 8 connections served at
-  half speed with one process idle, in 1 of 6 runs, right after a single-connection load; never
-  in 6 runs with SO_REUSEPORT, which assigns each connection when it arrives). The price of
-  SO_REUSEPORT: connections still waiting in the accept queue of a process that stops are reset
-  (Linux 5.14+ can hand them to the others: sysctl net.ipv4.tcp_migrate_req=1);
+  the others idle for their whole life (the plain FastAPI peer of bench/peer_serving.py, whose
+  uvicorn workers share one socket, ran at 66 % CPU at 8 connections after a single-connection
+  point); SO_REUSEPORT assigns each connection to a process as it arrives. Its price:
+  connections still waiting in the accept queue of a process that stops are reset (Linux 5.14+
+  can hand them to the others: sysctl net.ipv4.tcp_migrate_req=1);
 - uvicorn's `--workers` and gunicorn spawn fresh interpreters that each import torch and load
   every model (N copies of the weights, N self-tests) and, for uvicorn, take the application
   as an import string, which cannot carry the settings object.
