@@ -109,6 +109,7 @@ def serve_processes(settings: Settings, registry, processes: int) -> int:
     from server.processes import (
         Supervisor,
         enable_multiprocess_metrics,
+        hold_port,
         listening_socket,
         remove_state_directory,
         state_directory,
@@ -116,7 +117,7 @@ def serve_processes(settings: Settings, registry, processes: int) -> int:
 
     try:
         # the port held, not listened on: each process listens on its own socket of the group
-        sock = listening_socket(settings.host, settings.port, reuse_port=True, listen=False)
+        sock = hold_port(settings.host, settings.port)
     except OSError as e:
         print(f"rescorer-server: error: {e}", file=sys.stderr)
         return 2

@@ -142,6 +142,16 @@ def enable_multiprocess_metrics(directory: Path) -> None:
     values.ValueClass = values.MultiProcessValue()
 
 
+def hold_port(host: str, port: int) -> socket.socket:
+    """The port for a SO_REUSEPORT group, bound and not listening. First bound alone (no
+    SO_REUSEPORT), so that a port another server already listens on, this service's included,
+    is refused instead of joined: two services on one port would split its connections."""
+    probe = listening_socket(host, port, listen=False)
+    port = probe.getsockname()[1]  # port 0: the free port the kernel chose
+    probe.close()
+    return listening_socket(host, port, reuse_port=True, listen=False)
+
+
 def listening_socket(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """A TCP socket bound to host:port; with `reuse_port`, one of a SO_REUSEPORT group (the kernel
     spreads new connections over the group's listening members); without `listen`, bound only:

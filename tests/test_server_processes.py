@@ -206,3 +206,14 @@ def test_a_cgroup_cpu_quota_caps_the_cores_the_service_counts(tmp_path, files, e
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cgroup_cpu_quota(str(tmp_path)) == expected
+
+
+def test_a_port_another_service_listens_on_is_refused_not_shared(model_dir):
+    with service(model_dir) as (_, url):
+        port = url.rsplit(":", 1)[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        second = subprocess.run([sys.executable, "-m", "server.cli", "--model-dir", str(model_dir), "--port", port,
+                                 "--processes", "2"], env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        assert post_score(url).status_code == 200
