@@ -53,13 +53,19 @@ def service_config(app, settings: Settings) -> uvicorn.Config:
 
 
 def process_count(settings: Settings, device) -> int:
-    """--processes, else one per core on CPU and one on CUDA (server/processes.py)."""
+    """--processes, else one per core on CPU (Linux) and one on CUDA (server/processes.py)."""
     from server.app import available_cores
 
     if device.type != "cpu":
         if settings.processes not in (None, 1):
             raise InputError(f"--processes {settings.processes} on {device.type}: a service on an accelerator runs"
                              " one process (CUDA cannot be used in forked processes); run one service per GPU")
+        return 1
+    if not sys.platform.startswith("linux"):
+        # SO_REUSEPORT spreads connections over a group only on Linux (elsewhere the last socket
+        # bound takes them all), and the serving processes rely on Linux's parent-death signal
+        if settings.processes not in (None, 1):
+            raise InputError(f"--processes {settings.processes}: several serving processes need Linux")
         return 1
     return settings.processes or available_cores()
 

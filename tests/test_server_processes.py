@@ -217,3 +217,12 @@ def test_a_port_another_service_listens_on_is_refused_not_shared(model_dir):
         assert second.returncode == 2
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
         assert post_score(url).status_code == 200
+
+
+def test_several_processes_are_refused_off_linux(model_dir, monkeypatch):
+    import server.cli as cli
+
+    monkeypatch.setattr(cli.sys, "platform", "darwin")
+    assert process_count(Settings(model_dir=model_dir), torch.device("cpu")) == 1
+    with pytest.raises(InputError, match="need Linux"):
+        process_count(Settings(model_dir=model_dir, processes=2), torch.device("cpu"))
