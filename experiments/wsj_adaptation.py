@@ -143,7 +143,9 @@ def main() -> None:
         "first_pass_lm_only_wer": int(first_pass_only.sum()) / words, "fine_tune_lr": lr,
         "fine_tune_dev_ppl": {str(k): v for k, v in ft_dev.items()}, "kld_gamma": gamma,
         "kld_dev_ppl": {str(k): v for k, v in kld_dev.items()}, "models": rows,
-        "kld_minus_fine_tune": paired_bootstrap(errors["Fine-Tune"], errors["KLD"], table.ref_words).to_dict()})
+        "kld_minus_fine_tune": paired_bootstrap(errors["Fine-Tune"], errors["KLD"], table.ref_words).to_dict(),
+        "kld_minus_ood_id": paired_bootstrap(errors["OOD+ID"], errors["KLD"], table.ref_words).to_dict(),
+        "fine_tune_minus_ood_id": paired_bootstrap(errors["OOD+ID"], errors["Fine-Tune"], table.ref_words).to_dict()})
     print(f"first-pass LM only: {100 * first_pass_only.sum() / words:.2f} %")
 
 
