@@ -193,7 +193,9 @@ def main() -> None:
                  "kld_minus_fine_tune": paired_bootstrap(errors["Fine-Tune from OOD+ID"], errors["KLD from OOD+ID"],
                                                          table.ref_words, 1000).to_dict(),
                  "kld_minus_id": paired_bootstrap(errors["ID"], errors["KLD from OOD+ID"],
-                                                  table.ref_words, 1000).to_dict()}
+                                                  table.ref_words, 1000).to_dict(),
+                 "kld_minus_ood_id": paired_bootstrap(errors["OOD+ID"], errors["KLD from OOD+ID"],
+                                                      table.ref_words, 1000).to_dict()}
     # the acoustic score with a tuned word penalty and no LM: what each LM adds is measured from here
     no_lm, no_lm_errors = _no_lm_row(dev_source, test_utterances, table)
     versus_no_lm = {name: paired_bootstrap(no_lm_errors, e, table.ref_words, 1000).to_dict() for name, e in errors.items()}
