@@ -1,0 +1,159 @@
+"""ATIS: teachers trained on the in-domain text distilled into a student a third their size, on
+real 5-best lists (paper 2, Table 4's question on a narrow domain).
+
+    python experiments/atis_distillation.py --data-dir ../shared/data --out runs/atis-distill
+
+Data: the split of experiments/atis_adaptation.py (HyPoradise v0 ATIS `train_atis`, sorted by
+id, shuffled with --seed; the first 10 % are the dev lists and the ID dev text, the references of
+the rest the training text); test: the 809 `test_atis` 5-best lists. One vocabulary, every word
+of the training text (the teachers', which the students share).
+Models (1 layer, embedding = hidden):
+- members: --members mixture-of-softmaxes teachers (1 x --member-hidden, K = 2), cross-entropy
+  with the AWD regularizations of experiments/ptb_distillation.py, one seed each;
+- ID (no teacher): a 1 x --member-hidden NCE model, the adaptation experiment's ID row on this
+  vocabulary;
+- students, 1 x --student-hidden (at most a third of a member's parameters; the run says how
+  much): CE only (dropout 0.25) and NCE alone (dropout 0.25) without a teacher; TR and the
+  self-normalized `nce-tr` with the members' averaged distribution (exact: the vocabulary is small,
+  so the stored teachers hold every word).
+Every model trains until its schedule ends or --epochs. Each rescores the test lists with its
+weights tuned on the dev lists (`rescorer eval`'s path, rescorer.eval_command.run_evaluation):
+test WER with paired-bootstrap intervals against the first pass, the ID row and the TR student;
+dev and test perplexities; parameters; and hypotheses/s through the rescorer on the test lists,
+every model in this process one after another (best of 3). Resumable run directories;
+OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
+from experiments.atis_adaptation import per_utterance_errors
+from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, parameters
+from rescorer.artifact import load_artifact
+from rescorer.atomic import write_text_atomic
+from rescorer.eval_command import run_evaluation
+from rescorer.formats.reader import NbestSource, read_nbest
+from rescorer.sentence_scoring import score_sentences
+from rescorer.wer.bootstrap import paired_bootstrap
+from rescorer.wer.nbest_evaluation import error_table
+from training.config import TrainConfig
+
+
+def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
+    """The adaptation experiment's ATIS split (same sort, shuffle and 10 % held out)."""
+    text = out / "text"
+    paths = {"id_train": text / "id_train.txt", "id_dev": text / "id_dev.txt", "dev_lists": text / "dev_atis.json.gz"}
+    if paths["dev_lists"].exists():
+        return paths
+    with gzip.open(data_dir / "hyporadise-v0" / "train" / "train_atis.json.gz", "rt", encoding="utf-8") as f:
+        records = sorted(json.load(f), key=lambda r: r["id"])
+    random.Random(seed).shuffle(records)
+    held_out = round(len(records) * 0.1)
+    dev, train = records[:held_out], records[held_out:]
+    write_text_atomic(paths["id_train"], "\n".join(r["output"] for r in train) + "\n")
+    write_text_atomic(paths["id_dev"], "\n".join(r["output"] for r in dev) + "\n")
+    temporary = paths["dev_lists"].with_suffix(".tmp")
+    with gzip.open(temporary, "wt", encoding="utf-8") as f:
+        json.dump(dev, f)
+    temporary.replace(paths["dev_lists"])
+    return paths
+
+
+def scoring_speed(artifacts: dict[str, Path], sentences: list[list[str]]) -> dict[str, float]:
+    """Hypotheses/s of score_sentences over the test lists' hypotheses, best of 3, one model after
+    another in this process."""
+    speeds = {}
+    for name, path in artifacts.items():
+        artifact = load_artifact(path)
+        score_sentences(artifact, sentences[:200])
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            score_sentences(artifact, sentences)
+            best = min(best, time.perf_counter() - started)
+        speeds[name] = len(sentences) / best
+    return speeds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/atis-distill"))
+    parser.add_argument("--members", type=int, default=2)
+    parser.add_argument("--member-hidden", type=int, default=256)
+    parser.add_argument("--student-hidden", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=40, help="epoch cap of every model (the schedule ends most runs)")
+    parser.add_argument("--trust-a", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    paths = prepare(args.data_dir, args.out, args.seed)
+    id_dev = str(paths["id_dev"])
+
+    def config(name: str, hidden: int, **values) -> TrainConfig:
+        return TrainConfig(train_path=str(paths["id_train"]), dev_path=id_dev, out_dir=str(args.out / name),
+                           embedding_dim=hidden, hidden_dim=hidden, num_layers=1, batch_size=32,
+                           max_epochs=args.epochs, **values)
+
+    members = [run(config(f"member{i + 1}", args.member_hidden, loss="ce", output_kind="mos", experts=2,
+                          seed=17 + 14 * i, **TEACHER_REGULARIZATION)) for i in range(args.members)]
+    teachers = tuple(str(m) for m in members)
+    models = {f"member {i + 1}": m for i, m in enumerate(members)}
+    models["ID (NCE, no teacher)"] = run(config("id_nce", args.member_hidden, loss="nce", dropout=0.25))
+    small = args.student_hidden
+    models["CE only, dropout"] = run(config("ce_dropout", small, loss="ce", dropout=0.25))
+    models["NCE alone, dropout"] = run(config("nce_dropout", small, loss="nce", dropout=0.25))
+    models["TR"] = run(config("tr", small, loss="tr", teacher_paths=teachers, trust_a=args.trust_a, dropout=0.0))
+    models["nce-tr (self-normalized)"] = run(config("nce_tr", small, loss="nce-tr", teacher_paths=teachers,
+                                                    trust_a=args.trust_a, dropout=0.0))
+
+    dev_source = NbestSource(str(paths["dev_lists"]), "hyporadise")
+    test_source = NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
+    test_utterances = read_nbest(test_source)
+    table = error_table(test_utterances)
+    offsets = np.cumsum([0] + [len(u.hyps) for u in test_utterances])
+    first_errors = table.hyp_errors[offsets[:-1]]
+    utt_ids = [u.utt_id for u in test_utterances]
+    member_parameters = parameters(members[0])
+    rows, errors = {}, {}
+    for name, artifact_path in models.items():
+        report_dir = args.out / "reports" / artifact_path.parent.name
+        document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir, progress=False)
+        test = document["sets"][0]
+        errors[name] = per_utterance_errors(test, first_errors, utt_ids)
+        evaluation_row = test["evaluation"]
+        rows[name] = {"artifact": str(artifact_path), "parameters": parameters(artifact_path),
+                      "of_a_member": parameters(artifact_path) / member_parameters,
+                      "weights": document["weights"], "test_wer": evaluation_row["rescored"]["wer"],
+                      "vs_first_pass": evaluation_row["bootstrap"],
+                      "id_dev": evaluation(artifact_path, paths["id_dev"], "id_dev"),
+                      "train_seconds": train_seconds(artifact_path)} | convergence(artifact_path, args.epochs)
+        print(f"{name:26s} {rows[name]['parameters']:9d} params, ID dev ppl {rows[name]['id_dev']['normalized_ppl']:7.2f},"
+              f" test WER {100 * rows[name]['test_wer']:.2f} %", flush=True)
+    for name in rows:
+        rows[name]["minus_id"] = paired_bootstrap(errors["ID (NCE, no teacher)"], errors[name], table.ref_words).to_dict()
+        rows[name]["minus_tr"] = paired_bootstrap(errors["TR"], errors[name], table.ref_words).to_dict()
+    sentences = [h.words for u in test_utterances for h in u.hyps]
+    speeds = scoring_speed(models, sentences)
+    for name, speed in speeds.items():
+        rows[name]["hyps_per_s"] = speed
+    first_pass = first_errors.sum() / table.ref_words.sum()
+    write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
+                                           "first_pass_wer": float(first_pass), "rows": rows})
+    print(f"first pass {100 * first_pass:.2f} %; hypotheses/s: "
+          + ", ".join(f"{n} {s:,.0f}" for n, s in speeds.items()))
+
+
+if __name__ == "__main__":
+    main()
