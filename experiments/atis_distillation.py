@@ -20,8 +20,9 @@ Every model trains until its schedule ends or --epochs. Each rescores the test l
 weights tuned on the dev lists (`rescorer eval`'s path, rescorer.eval_command.run_evaluation):
 test WER with paired-bootstrap intervals against the first pass, the ID row and the TR student;
 dev and test perplexities; parameters; and hypotheses/s through the rescorer on the test lists,
-every model in this process one after another (best of 3). Resumable run directories;
-OUT/results.json.
+every model in this process one after another (best of 3); and the members' ensemble's ID dev
+perplexity (the log of their mean probability), what the students are taught. Resumable run
+directories; OUT/results.json.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
 from experiments.atis_adaptation import per_utterance_errors
-from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, parameters
+from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, ensemble_perplexity, parameters
 from rescorer.artifact import load_artifact
 from rescorer.atomic import write_text_atomic
 from rescorer.eval_command import run_evaluation
@@ -149,8 +150,11 @@ def main() -> None:
     for name, speed in speeds.items():
         rows[name]["hyps_per_s"] = speed
     first_pass = first_errors.sum() / table.ref_words.sum()
+    ensemble = {"id_dev_ppl": ensemble_perplexity(members, paths["id_dev"]),
+                "parameters": sum(parameters(m) for m in members)}
+    print(f"ensemble of the members: ID dev ppl {ensemble['id_dev_ppl']:.2f}", flush=True)
     write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
-                                           "first_pass_wer": float(first_pass), "rows": rows})
+                                           "first_pass_wer": float(first_pass), "ensemble": ensemble, "rows": rows})
     print(f"first pass {100 * first_pass:.2f} %; hypotheses/s: "
           + ", ".join(f"{n} {s:,.0f}" for n, s in speeds.items()))
 
