@@ -226,3 +226,32 @@ def test_several_processes_are_refused_off_linux(model_dir, monkeypatch):
     assert process_count(Settings(model_dir=model_dir), torch.device("cpu")) == 1
     with pytest.raises(InputError, match="need Linux"):
         process_count(Settings(model_dir=model_dir, processes=2), torch.device("cpu"))
+
+
+def test_the_supervisor_refuses_to_fork_beside_another_thread(tmp_path):
+    script = (
+        "import sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from server.processes import Supervisor, hold_port\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "try:\n"
+        "    Supervisor(2, hold_port('127.0.0.1', 0), Path(sys.argv[1]), lambda c, s: None, 1.0).run()\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+        "    sys.exit(7)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7 and "OS threads before forking" in done.stdout
+
+
+def test_holding_port_zero_gives_a_free_port_that_a_plain_bind_is_refused():
+    from server.processes import hold_port
+
+    held = hold_port("127.0.0.1", 0)
+    try:
+        port = held.getsockname()[1]
+        assert port > 0
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+    finally:
+        held.close()
