@@ -23,6 +23,13 @@ docs/RESULTS.md, "Serving peers"):
   every model (N copies of the weights, N self-tests) and, for uvicorn, take the application
   as an import string, which cannot carry the settings object.
 
+Fork safety: the supervisor imports torch with one OpenMP thread (server/cli.py) and starts no
+thread of its own before forking (checked: it refuses to fork beside another OS thread), so no
+thread pool or lock is inherited half-used; each child sets its own torch threads and starts
+its batcher in its own lifespan. Before forking, every object so far is frozen out of the
+garbage collector (gc.freeze), so the children's collections do not write to, and so copy, the
+pages of the objects they inherit.
+
 What the children share, through files in a private directory the supervisor creates and
 removes:
 - metrics: Prometheus's multi-process mode (`prometheus_client.multiprocess`), so `/metrics`
