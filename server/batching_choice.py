@@ -9,15 +9,16 @@ per request than that costs. Measured with bench/server_load.py on the LibriSpee
 lists, two serving processes (docs/RESULTS.md, "Serving peers"): the 2 x 256 LSTM served 1.14x
 as many requests batched as not at concurrency 64 (1.02x at 32), a 1 x 48 self-normalized
 student 0.94x (0.93x at 32), though one call of many lists scores faster than one per call for
-both. What separates them is the scoring time a batch saves per request, as the measurement below
-finds it (and `rescorer-server` logs at start): 0.82 ms per list for the LSTM in fp32, 0.16 ms
-for the student (and less than nothing for the LSTM in bf16 and a mixture-of-softmaxes teacher). So at load, synthetic lists
-like real ones (CALIBRATION_UTTERANCES lists of HYPOTHESES sentences of nearly one length each,
-lengths varying between lists, words drawn from the vocabulary) are scored one list per call and
-all in one call, alternately, best of ROUNDS, in one thread as a scoring worker runs; the
-service batches across requests where one call saves at least MIN_SAVING_MS per list. With no
-delay on CPU, batches still only form from requests that queued while the workers were busy,
-so at low load nothing changes. The operator's `--max-batch-requests` overrides the choice.
+both. What separates them is the scoring time a batch saves per request, as the measurement
+below finds it (and `rescorer-server` logs at start): 0.82 ms per list for the LSTM in fp32,
+0.16 ms for the student, and less than nothing for the LSTM in bf16 and a mixture-of-softmaxes
+teacher. So at load, synthetic lists like real ones (CALIBRATION_UTTERANCES lists of HYPOTHESES
+sentences of nearly one length each, lengths varying between lists, words drawn from the
+vocabulary) are scored one list per call and all in one call, alternately, best of ROUNDS (one
+round only once BUDGET_S is spent), in one thread as a scoring worker runs; the service batches
+across requests where one call saves at least MIN_SAVING_MS per list. With no delay on CPU,
+batches still only form from requests that queued while the workers were busy, so at low load
+nothing changes. The operator's `--max-batch-requests` overrides the choice.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CALIBRATION_UTTERANCES = 12
 HYPOTHESES = 30
 LIST_WORDS = (4, 30)  # each list's length; its hypotheses differ from it by at most one word
 ROUNDS = 3
+BUDGET_S = 5.0  # past this, no further round: a slow model is measured once, not three times
 MIN_SAVING_MS = 0.5
 
 
@@ -62,7 +64,10 @@ def choose_batching(artifact: Artifact, device: torch.device, batch_tokens: int)
     try:
         score_sentences(artifact, lists[0], max_tokens=batch_tokens)  # warm-up
         best = {"one": float("inf"), "together": float("inf")}
+        begun = time.perf_counter()
         for _ in range(ROUNDS):
+            if best["one"] < float("inf") and time.perf_counter() - begun > BUDGET_S:
+                break
             started = time.perf_counter()
             for hyps in lists:
                 score_sentences(artifact, hyps, max_tokens=batch_tokens)
