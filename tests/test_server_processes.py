@@ -67,10 +67,17 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
-def requests_counted(url: str, route: str = "/v1/score") -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    match = re.search(rf'^rescorer_requests_total{{route="{re.escape(route)}",status="200"}} (\S+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
+def requests_counted(url: str, expected: float, route: str = "/v1/score") -> float:
+    """The service's count of 200s on `route`, read until it reaches `expected` (a process counts a
+    request just after sending its answer, so a scrape by another process may come first) or 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        match = re.search(rf'^rescorer_requests_total{{route="{re.escape(route)}",status="200"}} (\S+)$', text, re.M)
+        count = float(match.group(1)) if match else 0.0
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
 
 
 def post_score(url: str) -> httpx.Response:
@@ -91,7 +98,7 @@ def test_each_process_answers_and_metrics_count_the_requests_of_all_of_them(mode
         assert seen == {"0", "1"}
         assert len(answers) == 1  # the same model in every process: the same scores
         # /metrics, from whichever process answers it, counts every process's requests
-        assert requests_counted(url) == sent
+        assert requests_counted(url, sent) == sent
         text = httpx.get(f"{url}/metrics", timeout=10).text
         assert len(re.findall(r"^rescorer_queue_requests ", text, re.M)) == 1  # one gauge, summed over processes
         assert re.search(r'^rescorer_tokens_scored_total{model="tiny"} (\S+)$', text, re.M)
@@ -114,7 +121,7 @@ def test_a_killed_process_is_replaced_and_the_counts_it_made_are_kept(model_dir)
         wait_until_ready(url, 30)
         for _ in range(5):
             assert post_score(url).status_code == 200
-        assert requests_counted(url) == 15  # the dead process's 200s are still counted
+        assert requests_counted(url, 15) == 15  # the dead process's 200s are still counted
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         log = process.stdout.read().decode()
