@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 from server_load import (  # bench/ is this script's directory
+    process_tree,
     rescore_bodies,
     run_load,
     run_wrk,
@@ -40,14 +41,20 @@ METRICS = ("rescorer_scoring_seconds_total", "rescorer_telemetry_seconds_total",
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of every thread of the service: the process `pid` and its serving processes."""
     out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for member in process_tree(pid):
         try:
-            stat = (task / "stat").read_text()
-        except OSError:  # the thread ended meanwhile
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:  # the process ended meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[task.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:  # the thread ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[f"{member}/{task.name}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
 
