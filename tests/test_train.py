@@ -163,3 +163,16 @@ def test_bf16_training_keeps_fp32_weights_and_learns_like_fp32_or_is_refused(dem
     assert mixed.history[1]["dev_normalized_ppl"] < mixed.history[0]["dev_normalized_ppl"]
     if loss == "ce":  # NCE on this toy corpus varies more from seed to seed (10-13) than with precision
         assert mixed.history[1]["dev_normalized_ppl"] == pytest.approx(full.history[1]["dev_normalized_ppl"], rel=0.05)
+
+
+def test_each_epoch_records_the_precision_it_ran_in_even_across_a_resume(demo_corpus, tmp_path):
+    from dataclasses import replace
+
+    from rescorer.precision import native_bf16
+
+    config = tiny_config(demo_corpus, tmp_path / "run", max_epochs=1, dropout=0.0)
+    assert [r["precision"] for r in train(config, progress=False).history] == ["fp32"]
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16 arithmetic")
+    resumed = train(replace(config, max_epochs=2, precision="bf16"), resume=True, progress=False)
+    assert [r["precision"] for r in resumed.history] == ["fp32", "bf16"]

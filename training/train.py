@@ -282,6 +282,7 @@ def _train(
             "train_seconds": train_seconds, "train_words_per_second": tokens * context.world_size / train_seconds,
             "dev_normalized_ppl": dev_ppl, "dev_self_normalized_ppl": dev.self_normalized_ppl,
             "dev_log_z_mean": dev.log_z_mean, "dev_log_z_var": dev.log_z_var,
+            "precision": config.precision,  # may change when a run resumes: each epoch says its own
         }
         history.append(record)
         if show:
