@@ -130,7 +130,8 @@ def serve_processes(settings: Settings, registry, processes: int) -> int:
     directory = state_directory()
     enable_multiprocess_metrics(directory / "metrics")
     host, port = sock.getsockname()[:2]
-    print(f"rescorer-server: {processes} processes on http://{host}:{port}", file=sys.stderr, flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"rescorer-server: {processes} processes on http://{shown}:{port}", file=sys.stderr, flush=True)
 
     def serve(cluster, held) -> None:
         held.close()
