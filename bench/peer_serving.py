@@ -232,6 +232,8 @@ def main() -> None:
             started = time.monotonic()
             server.wait_ready(bodies[0], args.start_timeout)
             entry["start_s"] = time.monotonic() - started
+            if name.startswith("rescorer"):  # the batching choice it measured at load (server/batching_choice.py)
+                entry["batching"] = {m["name"]: m["batching"] for m in httpx.get(server.url + "/v1/models").json()}
             script = Path(tempfile.mkdtemp()) / "load.lua"
             write_wrk_script([server.wrap(b) for b in bodies], script, server.path)
             run_wrk(server.url, script, 8, 2)  # warm-up

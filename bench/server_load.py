@@ -43,6 +43,7 @@ from rescorer.formats.jsonl import read_jsonl, utterance_to_record
 from rescorer.formats.score_mapping import LIBRISPEECH_ESPNET
 from rescorer.sentence_scoring import score_sentences
 from server.app import available_cores
+from server.processes import process_tree
 from server.readiness import wait_until_ready
 
 
@@ -50,24 +51,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process descending from it (Linux /proc): a service of several
-    processes, or a peer's helper processes, measured whole."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = [pid], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        tree += children
-        frontier = children
-    return tree
 
 
 def memory_mb(pid: int) -> dict:

@@ -59,6 +59,23 @@ from training.corpus import count_words
 from training.text_normalization import wikitext_to_librispeech
 
 
+def write_atis_split(data_dir: Path, paths: dict[str, Path], seed: int) -> None:
+    """The `train_atis` records sorted by id and shuffled with `seed`: the first 10 % to
+    paths["dev_lists"] (their 5-best lists) and paths["id_dev"] (their references), the
+    references of the rest to paths["id_train"]."""
+    with gzip.open(data_dir / "hyporadise-v0" / "train" / "train_atis.json.gz", "rt", encoding="utf-8") as f:
+        records = sorted(json.load(f), key=lambda r: r["id"])
+    random.Random(seed).shuffle(records)
+    held_out = round(len(records) * 0.1)
+    dev, train = records[:held_out], records[held_out:]
+    write_text_atomic(paths["id_train"], "\n".join(r["output"] for r in train) + "\n")
+    write_text_atomic(paths["id_dev"], "\n".join(r["output"] for r in dev) + "\n")
+    temporary = paths["dev_lists"].with_suffix(".tmp")  # whole or absent: its presence marks a finished split
+    with gzip.open(temporary, "wt", encoding="utf-8") as f:
+        json.dump(dev, f)
+    temporary.replace(paths["dev_lists"])
+
+
 def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
     text = out / "text"
     paths = {name: text / f"{name}.txt" for name in ("wt2_train", "wt2_valid", "id_train", "id_dev", "ood_id_train")}
@@ -70,16 +87,7 @@ def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
         with gzip.open(data_dir / "wikitext-2" / f"{name}.txt.gz", "rt", encoding="utf-8") as f:
             lines = [s.lower() for s in wikitext_to_librispeech(f)]
         write_text_atomic(paths[f"wt2_{name}"], "\n".join(lines) + "\n")
-    with gzip.open(data_dir / "hyporadise-v0" / "train" / "train_atis.json.gz", "rt", encoding="utf-8") as f:
-        records = sorted(json.load(f), key=lambda r: r["id"])
-    random.Random(seed).shuffle(records)
-    held_out = round(len(records) * 0.1)
-    dev, train = records[:held_out], records[held_out:]
-    write_text_atomic(paths["id_train"], "\n".join(r["output"] for r in train) + "\n")
-    write_text_atomic(paths["id_dev"], "\n".join(r["output"] for r in dev) + "\n")
-    paths["dev_lists"].parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(paths["dev_lists"], "wt", encoding="utf-8") as f:
-        json.dump(dev, f)
+    write_atis_split(data_dir, paths, seed)
     write_text_atomic(paths["ood_id_train"], paths["wt2_train"].read_text() + paths["id_train"].read_text())
     counts = count_words([paths["wt2_train"], paths["id_train"]])
     write_text_atomic(paths["vocab"], build_vocabulary(counts, None, min_count=1).to_text())

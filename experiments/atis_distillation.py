@@ -20,7 +20,7 @@ Every model trains until its schedule ends or --epochs. Each rescores the test l
 weights tuned on the dev lists (`rescorer eval`'s path, rescorer.eval_command.run_evaluation):
 test WER with paired-bootstrap intervals against the first pass, the ID row and the TR student;
 dev and test perplexities; parameters; and hypotheses/s through the rescorer on the test lists,
-every model in this process one after another (best of 3); and the members' ensemble's ID dev
+the models taking turns in each of 3 rounds, best of 3 (training.compare.scoring_seconds); and the members' ensemble's ID dev
 perplexity (the log of their mean probability), what the students are taught. Resumable run
 directories; OUT/results.json.
 """
@@ -28,11 +28,7 @@ directories; OUT/results.json.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +36,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
-from experiments.atis_adaptation import per_utterance_errors
+from experiments.atis_adaptation import per_utterance_errors, write_atis_split
 from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, ensemble_perplexity, parameters
 from rescorer.artifact import load_artifact
-from rescorer.atomic import write_text_atomic
 from rescorer.eval_command import run_evaluation
 from rescorer.formats.reader import NbestSource, read_nbest
-from rescorer.sentence_scoring import score_sentences
 from rescorer.wer.bootstrap import paired_bootstrap
 from rescorer.wer.nbest_evaluation import error_table
+from training.compare import scoring_seconds
 from training.config import TrainConfig
 
 
@@ -56,36 +51,9 @@ def prepare(data_dir: Path, out: Path, seed: int) -> dict[str, Path]:
     """The adaptation experiment's ATIS split (same sort, shuffle and 10 % held out)."""
     text = out / "text"
     paths = {"id_train": text / "id_train.txt", "id_dev": text / "id_dev.txt", "dev_lists": text / "dev_atis.json.gz"}
-    if paths["dev_lists"].exists():
-        return paths
-    with gzip.open(data_dir / "hyporadise-v0" / "train" / "train_atis.json.gz", "rt", encoding="utf-8") as f:
-        records = sorted(json.load(f), key=lambda r: r["id"])
-    random.Random(seed).shuffle(records)
-    held_out = round(len(records) * 0.1)
-    dev, train = records[:held_out], records[held_out:]
-    write_text_atomic(paths["id_train"], "\n".join(r["output"] for r in train) + "\n")
-    write_text_atomic(paths["id_dev"], "\n".join(r["output"] for r in dev) + "\n")
-    temporary = paths["dev_lists"].with_suffix(".tmp")
-    with gzip.open(temporary, "wt", encoding="utf-8") as f:
-        json.dump(dev, f)
-    temporary.replace(paths["dev_lists"])
+    if not paths["dev_lists"].exists():
+        write_atis_split(data_dir, paths, seed)
     return paths
-
-
-def scoring_speed(artifacts: dict[str, Path], sentences: list[list[str]]) -> dict[str, float]:
-    """Hypotheses/s of score_sentences over the test lists' hypotheses, best of 3, one model after
-    another in this process."""
-    speeds = {}
-    for name, path in artifacts.items():
-        artifact = load_artifact(path)
-        score_sentences(artifact, sentences[:200])
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            score_sentences(artifact, sentences)
-            best = min(best, time.perf_counter() - started)
-        speeds[name] = len(sentences) / best
-    return speeds
 
 
 def main() -> None:
@@ -146,7 +114,8 @@ def main() -> None:
         rows[name]["minus_id"] = paired_bootstrap(errors["ID (NCE, no teacher)"], errors[name], table.ref_words).to_dict()
         rows[name]["minus_tr"] = paired_bootstrap(errors["TR"], errors[name], table.ref_words).to_dict()
     sentences = [h.words for u in test_utterances for h in u.hyps]
-    speeds = scoring_speed(models, sentences)
+    seconds = scoring_seconds([load_artifact(p) for p in models.values()], sentences)
+    speeds = {name: len(sentences) / s for name, s in zip(models, seconds, strict=True)}
     for name, speed in speeds.items():
         rows[name]["hyps_per_s"] = speed
     first_pass = first_errors.sum() / table.ref_words.sum()

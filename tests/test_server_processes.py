@@ -19,7 +19,7 @@ import torch
 from rescorer.artifact import save_artifact
 from rescorer.errors import InputError
 from server.cli import process_count
-from server.processes import Cluster
+from server.processes import Cluster, process_tree
 from server.readiness import wait_until_ready
 from server.settings import Settings
 from tests.nbest_fixtures import tiny_artifact
@@ -55,16 +55,7 @@ def service(model_dir, *flags: str, processes: int = 2):
 
 
 def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry.name))
-    return found
+    return set(process_tree(pid)) - {pid}
 
 
 def requests_counted(url: str, expected: float, route: str = "/v1/score") -> float:

@@ -32,17 +32,24 @@ def compare_models(paths: list[str], text: str, repeats: int = 3) -> list[dict]:
         result = evaluate(artifact.model, [vocab.encode(s) for s in sentences], vocab.bos_id, vocab.eos_id)
         rows.append({"artifact": path, "output_kind": artifact.model.config.output_kind,
                      "parameters": parameter_count(artifact.model.config), "normalized_ppl": result.normalized_ppl,
-                     "self_normalized_ppl": result.self_normalized_ppl if artifact.model.is_self_normalized else None,
-                     "seconds": float("inf")})
+                     "self_normalized_ppl": result.self_normalized_ppl if artifact.model.is_self_normalized else None})
     words = sum(len(s) + 1 for s in sentences)
+    for row, seconds in zip(rows, scoring_seconds(artifacts, sentences, repeats), strict=True):
+        row["seconds"], row["words_per_second"] = seconds, words / seconds
+    return rows
+
+
+def scoring_seconds(artifacts: list, sentences: list[list[str]], repeats: int = 3) -> list[float]:
+    """Each artifact's best time over `repeats` rounds to score `sentences` with
+    rescorer.score_sentences; the models take turns in each round, so the machine's drift falls on
+    all of them alike."""
+    best = [float("inf")] * len(artifacts)
     for _ in range(repeats):
-        for row, artifact in zip(rows, artifacts, strict=True):
+        for i, artifact in enumerate(artifacts):
             started = time.perf_counter()
             score_sentences(artifact, sentences)
-            row["seconds"] = min(row["seconds"], time.perf_counter() - started)
-    for row in rows:
-        row["words_per_second"] = words / row["seconds"]
-    return rows
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
 
 
 def print_comparison(rows: list[dict], text: str) -> None:
