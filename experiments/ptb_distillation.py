@@ -24,8 +24,8 @@ invocation rewrites OUT/results.json with all the rows finished so far.
 
 Cost on the project's 2-core machine (one thread per process): the members train a K-fold
 softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
-teachers from the store each run computes once (training.teacher_cache, --teacher-top-k, 256 by
-default here), so an epoch costs about 1.4x a plain one instead of 9x (docs/RESULTS.md), at a
+teachers from one store (training.teacher_cache, --teacher-top-k, 256 by default here) in
+OUT/teachers, built by the first of them, so an epoch costs about 1.4x a plain one instead of 9x (docs/RESULTS.md), at a
 measured cost in perplexity that RESULTS states beside the table. Every model trains
 until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
 or the epoch cap; results.json says which, with the last epoch's improvement. Each run's
@@ -112,8 +112,8 @@ def main() -> None:
 
     def student(name: str, **values) -> TrainConfig:
         values = {"dropout": 0.0, **values}
-        if values.get("teacher_paths"):
-            values["teacher_top_k"] = args.teacher_top_k
+        if values.get("teacher_paths"):  # every distilled student reads one store, built by the first
+            values |= {"teacher_top_k": args.teacher_top_k, "teacher_store": str(args.out / "teachers")}
         return config(name, args.student_hidden, 1, args.student_epochs, **values)
 
     plans = {

@@ -75,17 +75,20 @@ def prepare(data_dir: Path, out: Path, wikitext_sentences: int | None) -> dict[s
     return paths
 
 
-def cross_validated(arrays, table, space: SearchSpace | None) -> np.ndarray:
-    """Per-utterance test errors of two-fold cross-validation (even / odd utterances)."""
+def cross_validated(arrays, table, space: SearchSpace | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Per-utterance test errors of two-fold cross-validation (tune on the even utterances, test
+    on the odd, and back), and the weights each fold chose."""
     utterances = np.arange(len(arrays.utt_ids))
     errors = np.zeros(len(utterances), dtype=np.int64)
+    chosen_weights = []
     for dev, test in ((utterances[0::2], utterances[1::2]), (utterances[1::2], utterances[0::2])):
         dev_arrays, dev_index = arrays.subset(dev)
         test_arrays, test_index = arrays.subset(test)
         weights = tune_weights(dev_arrays, table.hyp_errors[dev_index], table.ref_words[dev], space).weights
+        chosen_weights.append(weights.to_dict())
         chosen = best_hypotheses(test_arrays, total_scores(test_arrays, weights))
         errors[test] = table.hyp_errors[test_index][chosen]
-    return errors
+    return errors, chosen_weights
 
 
 def main() -> None:
@@ -127,12 +130,12 @@ def main() -> None:
     utterances = read_nbest(NbestSource(str(args.data_dir / "wsj-hub1-nbest" / "nbest.jsonl.gz")))
     table = error_table(utterances)
     n = sum(len(u.hyps) for u in utterances)
-    first_pass_only = cross_validated(build_arrays(utterances, np.zeros(n), np.zeros(n)), table,
-                                      SearchSpace(fixed={"interp_weight": 0.0}))
+    first_pass_only, _ = cross_validated(build_arrays(utterances, np.zeros(n), np.zeros(n)), table,
+                                         SearchSpace(fixed={"interp_weight": 0.0}))
     words = int(table.ref_words.sum())
     rows, errors = {}, {}
     for name, artifact in models.items():
-        errors[name] = cross_validated(score_nbest(load_artifact(artifact), utterances), table, None)
+        errors[name], _ = cross_validated(score_nbest(load_artifact(artifact), utterances), table)
         rows[name] = {"artifact": str(artifact), "id_test": evaluation(artifact, paths["id_test"], "id_test"),
                       "train_seconds": train_seconds(artifact), "wer": int(errors[name].sum()) / words,
                       "vs_first_pass_lm": paired_bootstrap(first_pass_only, errors[name], table.ref_words).to_dict()}

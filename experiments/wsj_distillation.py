@@ -17,12 +17,15 @@ PTB writes them), and `'s`, `'re`, `'ve`, `'ll`, `'d`, `'m`, `n't` split off as 
 outside PTB's 10k vocabulary are scored as `<unk>`.
 Weights by two-fold cross-validation: fold A = the even-numbered utterances (file order), fold
 B = the odd ones; tuned on A and applied to B, tuned on B and applied to A, the two test halves
-pooled (`rescorer.tuning`, which finds the scale of these per-token-mean scores itself). WER of the first pass, each
-member, the ensemble (token by token: the log of the members' mean probability), the CE-only,
-TR and nce-tr students, and of the weights tuned with no LM score at all (the word penalty
-alone: the baseline every LM must beat on these lists), with the oracle, paired-bootstrap
-intervals against the first pass, against no LM and between students, parameters, and scoring speed (hypotheses/s through `score_sentences` on all
-lists, every model timed in this run, best of --repeats). Results to OUT/results.json.
+pooled (`experiments.wsj_adaptation.cross_validated`, with `rescorer.tuning`, which finds the
+scale of the scores itself). WER of the first pass, each member, the ensemble (token by token:
+the log of the members' mean probability), every student of experiments/ptb_distillation.py
+that has finished, and the baseline every LM must beat: the weights tuned with our LM's score
+held at 0 (on HyPoradise the word penalty alone; on HUB-1 the first-pass LM alone), with the
+oracle; paired-bootstrap intervals against the first pass, against that baseline, and between
+models (COMPARISONS: students against each other, the members and the ensemble); parameters;
+scoring speed (hypotheses/s through `score_sentences` on all lists, every model timed in this
+run, best of --repeats). Results to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import write_json
 from experiments.ptb_distillation import parameters
+from experiments.wsj_adaptation import cross_validated
 from rescorer.artifact import load_artifact
-from rescorer.combination import best_hypotheses, build_arrays, total_scores
+from rescorer.combination import build_arrays
 from rescorer.formats.reader import NbestSource, read_nbest
-from rescorer.nbest import Utterance
 from rescorer.sentence_scoring import score_sentences
-from rescorer.tuning import tune_weights
+from rescorer.tuning import SearchSpace
 from rescorer.wer.bootstrap import paired_bootstrap
 from rescorer.wer.nbest_evaluation import error_table, oracle_hypotheses
 
@@ -55,7 +58,14 @@ NUMBER_WORDS = UNITS | {"ten", "eleven", "twelve", "thirteen", "fourteen", "fift
 CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
 NO_LM = "no LM (word penalty only)"
 MODELS = {"member 1": "member1", "member 2": "member2", "member 3": "member3",
-          "CE only student": "ce_dropout", "TR student": "tr", "nce-tr student": "nce_tr"}
+          "CE only student": "ce_dropout", "NCE alone student": "nce_dropout", "TR student": "tr",
+          "TR student, dropout": "tr_dropout", "KL only student": "kl", "interp 0.5 student": "interp_0.5",
+          "interp 0.2 student": "interp_0.2", "interp 0.1 student": "interp_0.1", "nce-tr student": "nce_tr"}
+# paired differences reported beside the table: (baseline, model)
+COMPARISONS = (("CE only student", "TR student"), ("TR student", "nce-tr student"),
+               ("CE only student", "nce-tr student"), ("NCE alone student", "nce-tr student"),
+               ("member 1", "TR student"), ("member 2", "TR student"), ("member 1", "nce-tr student"),
+               ("member 2", "nce-tr student"), ("ensemble", "TR student"), ("ensemble", "nce-tr student"))
 
 
 def _is_number(token: str) -> bool:
@@ -132,18 +142,15 @@ def main() -> None:
     no_lm = NO_LM if args.lists == "hyporadise" else "first-pass LM only (no LM of ours)"
     nnlm[no_lm] = np.zeros(len(sentences))
 
-    folds = [np.arange(0, len(utterances), 2), np.arange(1, len(utterances), 2)]
-    offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
     table = error_table(utterances)
-    first = table.hyp_errors[offsets[:-1]]
+    first = table.hyp_errors[np.cumsum([0] + [len(u.hyps) for u in utterances])[:-1]]
+    # The first-pass-LM-only row is our LM held at weight 0 (on HUB-1 the interpolation weight,
+    # so that every other weight is tuned as for the LMs).
+    baseline_space = SearchSpace(fixed={"interp_weight": 0.0}) if args.lists == "hub1" else None
     rows, chosen_errors = {}, {}
     for name, values in nnlm.items():
-        errors = np.zeros(len(utterances), dtype=np.int64)
-        weights = []
-        for tune, test in (folds, folds[::-1]):
-            tuned = _tune(utterances, offsets, values, oov, tune, table)
-            weights.append(tuned.to_dict())
-            errors[test] = _errors_at(utterances, offsets, values, oov, test, table, tuned)
+        errors, weights = cross_validated(build_arrays(utterances, values, oov), table,
+                                          baseline_space if name == no_lm else None)
         chosen_errors[name] = errors
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
@@ -156,7 +163,7 @@ def main() -> None:
     arrays = build_arrays(utterances, np.zeros(len(sentences)), oov)
     oracle = table.hyp_errors[oracle_hypotheses(arrays, table.hyp_errors)]
     between = {}
-    for a, b in (("CE only student", "TR student"), ("TR student", "nce-tr student"), ("CE only student", "nce-tr student")):
+    for a, b in COMPARISONS:
         if a in chosen_errors and b in chosen_errors:
             between[f"{b} - {a}"] = paired_bootstrap(chosen_errors[a], chosen_errors[b], table.ref_words).to_dict()
     document = {"settings": {k: str(v) for k, v in vars(args).items()}, "utterances": len(utterances),
@@ -166,32 +173,15 @@ def main() -> None:
                 "lm_oov_tokens": int(oov.sum()), "lm_tokens": int(sum(len(s) for s in sentences)),
                 "models": rows, "between_students": between}
     write_json(args.out / "results.json", document)
-    print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}")
+    print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}  (changes against"
+          f" {'the first pass' if args.lists == 'hyporadise' else 'the first-pass LM only row; its own against the first pass'})")
     for name, row in rows.items():
-        b = row["vs_first_pass"]
+        b = row["vs_first_pass"] if args.lists == "hyporadise" or name == no_lm else row["vs_no_lm"]
         speed = "" if row["hyps_per_second"] is None else f"{row['hyps_per_second']:8.0f} hyps/s"
         print(f"{name:28s} WER {row['wer']:.2%}  change {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]"
               f"  {row['parameters']:9d} params  {speed}")
     for name, b in between.items():
         print(f"{name}: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
-
-
-def _subset(utterances: list[Utterance], offsets: np.ndarray, values: np.ndarray, oov: np.ndarray,
-            picks: np.ndarray):
-    utts = [utterances[i] for i in picks]
-    index = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in picks])
-    return utts, build_arrays(utts, values[index], oov[index]), index
-
-
-def _tune(utterances, offsets, values, oov, picks, table):
-    utts, arrays, index = _subset(utterances, offsets, values, oov, picks)
-    return tune_weights(arrays, table.hyp_errors[index], table.ref_words[picks]).weights
-
-
-def _errors_at(utterances, offsets, values, oov, picks, table, weights) -> np.ndarray:
-    utts, arrays, index = _subset(utterances, offsets, values, oov, picks)
-    choice = best_hypotheses(arrays, total_scores(arrays, weights))  # flat indices into the subset
-    return table.hyp_errors[index][choice]
 
 
 if __name__ == "__main__":

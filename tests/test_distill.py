@@ -422,3 +422,52 @@ def test_two_process_distillation_stores_one_teacher_shard_per_rank(demo_corpus,
         meta = json.loads((run / "teacher-top16" / shard / "meta.json").read_text())
         assert meta["world_size"] == 2 and meta["k"] == 16
     assert load_artifact(run / "artifact").provenance["distillation"]["teacher_top_k"] == 16
+
+
+def test_runs_sharing_a_teacher_store_build_it_once_and_a_new_text_gets_its_own(demo_corpus, teachers, tmp_path):
+    store = tmp_path / "store"
+
+    def config(name: str, loss: str, **values):
+        return tiny_config(demo_corpus, tmp_path / name, embedding_dim=16, hidden_dim=16, loss=loss,
+                           teacher_paths=tuple(str(t) for t in teachers), teacher_top_k=8, max_epochs=1,
+                           dropout=0.0, teacher_store=str(store), **values)
+
+    train(config("tr", "tr"), progress=False)
+    built = sorted(p for p in store.iterdir() if p.is_dir())
+    assert [p.name.startswith("teacher-top8-") for p in built] == [True]
+    before = (built[0] / "indices.npy").stat().st_mtime_ns
+    train(config("kl", "kl"), progress=False)  # another student, the same teachers and layout: read, not built
+    assert sorted(p for p in store.iterdir() if p.is_dir()) == built
+    assert (built[0] / "indices.npy").stat().st_mtime_ns == before
+    assert not (tmp_path / "tr" / "teacher-top8").exists() and not (tmp_path / "kl" / "teacher-top8").exists()
+
+    other_text = tmp_path / "other.txt"  # the same number of words in another order: other positions
+    words = demo_corpus["train"].read_text().split("\n")
+    other_text.write_text("\n".join(reversed(words)))
+    train(config("tr-other", "tr", train_path=str(other_text)), progress=False)
+    assert len([p for p in store.iterdir() if p.is_dir()]) == 2
+
+
+def test_two_runs_started_together_on_one_teacher_store_build_it_once(demo_corpus, teachers, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+
+    def start(name: str, loss: str):
+        command = [sys.executable, "-m", "training.cli", "distill", *sum((["--teacher", str(t)] for t in teachers), []),
+                   "--loss", loss, "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]),
+                   "--out", str(tmp_path / name), "--embedding-dim", "16", "--hidden-dim", "16", "--num-layers", "1",
+                   "--batch-size", "4", "--teacher-top-k", "16", "--teacher-store", str(tmp_path / "store"),
+                   "--max-epochs", "1"]
+        return subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    runs = [start("tr", "tr"), start("kl", "kl")]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    said = sorted("computed" if "top 16 computed" in out else "reused" if "top 16 reused" in out else out
+                  for out in outputs)
+    assert said == ["computed", "reused"]
+    assert len([p for p in (tmp_path / "store").iterdir() if p.is_dir()]) == 1

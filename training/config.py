@@ -76,6 +76,10 @@ class TrainConfig:
                                    " distributions stored once per run, truncated to the k most probable words"
                                    " per position (about 1.4x a plain epoch instead of 9x; k = 256 cost 10 percent"
                                    " valid perplexity on a small PTB run, docs/RESULTS.md)")
+    teacher_store: str | None = option(None, "directory for the stored teachers (--teacher-top-k), shared by"
+                                             " runs: runs with the same teachers, temperature, batch layout and"
+                                             " k build the store once and read it together (default: each run"
+                                             " keeps its own in its run directory)")
     # optimisation
     batch_size: int = option(64, "sequences per batch (paper 1: 128; 64 is faster on 2 cores)")
     bptt: int = option(20, "truncated BPTT length (paper 1: 20)")

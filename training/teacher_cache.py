@@ -15,8 +15,14 @@ position:
 Exact when k covers the vocabulary (the rest is then empty). The files are memory-mapped
 numpy arrays under the run directory (`teacher-top{k}/`), written to a temporary directory
 and renamed when complete, so a stopped run never reuses half a cache; a resumed run reuses a
-complete one whose description (teachers' digests, temperature, layout, k) matches, and builds
-it again otherwise. With several data-parallel processes each rank stores its own shard.
+complete one whose description (teachers' digests, temperature, layout, the training text's ids,
+k) matches, and builds it again otherwise. With several data-parallel processes each rank
+stores its own shard.
+
+Runs that distil several students from the same teachers over the same text (paper 2's tables:
+TR, KL, interpolation, nce-tr, ...) can share one store (`--teacher-store DIR`): each
+description gets its own directory, named by the digest of the description, and the first run
+to need it builds it under an exclusive file lock while the others wait, then all read it.
 
 How the losses read it (`TruncatedTeacher`): Q is exact at the k words and at the target y
 (whose probability is stored), and the mass left, r, is spread over the other words like the
@@ -33,6 +39,8 @@ What the truncation costs is measured in docs/RESULTS.md ("Distillation with a c
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import shutil
@@ -47,6 +55,17 @@ from training.batches import BpttBatches
 from training.reference import FrozenReference
 
 FORMAT = 1
+
+
+def corpus_digest(ids: np.ndarray) -> str:
+    """sha256 of the training text's token ids: which positions a store describes."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def shared_store_directory(root: Path, k: int, description: dict) -> Path:
+    """The directory under a shared --teacher-store for one description (and k)."""
+    digest = hashlib.sha256(json.dumps({"k": k, **description}, sort_keys=True).encode()).hexdigest()
+    return root / f"teacher-top{k}-{digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -130,9 +149,13 @@ class TeacherTopK:
         self.description = {"format": FORMAT, "k": self.k, "rows": self.rows, "vocab_size": vocab, **description}
         self.directory = directory
         self.built_now = False
-        if not self._complete():
-            self._build(reference, progress)
-            self.built_now = True
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # One builder at a time: a run sharing the store waits here for the one building it.
+        with open(directory.with_name(directory.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self._complete():
+                self._build(reference, progress)
+                self.built_now = True
         counts = np.bincount(np.asarray(batches.ids, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
         self.prior = torch.from_numpy(counts / counts.sum()).float().to(device)  # add-one unigram of the text
         self.indices = np.load(directory / "indices.npy", mmap_mode="r")

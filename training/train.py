@@ -55,10 +55,11 @@ from training.perplexity import evaluate
 from training.reference import FrozenReference, ReferenceFeatures, artifact_digest, load_reference
 from training.schedule import Schedule
 from training.sgd import sgd_step
-from training.teacher_cache import TeacherTopK
+from training.teacher_cache import TeacherTopK, corpus_digest, shared_store_directory
 
 CHECKPOINT_FORMAT = 2  # checkpoints of another format are refused on resume
-RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "precision", "out_dir"}  # may change on --resume
+RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "precision", "out_dir",  # may change on --resume
+                       "teacher_store"}  # where the stored teachers live, not what they are
 REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
 
 
@@ -330,12 +331,16 @@ def _load_teachers(config: TrainConfig, device) -> list[Artifact]:
 def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures | TeacherTopK:
     if config.uses_teacher and config.teacher_top_k > 0:
         started = time.perf_counter()
-        directory = Path(config.out_dir) / f"teacher-top{config.teacher_top_k}"
-        if batches.world_size > 1:
-            directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
         description = {"teachers": [artifact_digest(p) for p in config.teacher_paths],
                        "temperature": config.reference_temperature, "batch_size": config.batch_size,
-                       "bptt": config.bptt, "rank": batches.rank, "world_size": batches.world_size}
+                       "bptt": config.bptt, "rank": batches.rank, "world_size": batches.world_size,
+                       "corpus": corpus_digest(batches.ids)}
+        if config.teacher_store:  # shared by runs: one directory per description, named by its digest
+            directory = shared_store_directory(Path(config.teacher_store), config.teacher_top_k, description)
+        else:
+            directory = Path(config.out_dir) / f"teacher-top{config.teacher_top_k}"
+            if batches.world_size > 1:
+                directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
         cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, device, show)
         if show:
             size = TeacherTopK.cache_bytes(batches, cache.k)
