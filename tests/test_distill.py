@@ -471,3 +471,15 @@ def test_two_runs_started_together_on_one_teacher_store_build_it_once(demo_corpu
                   for out in outputs)
     assert said == ["computed", "reused"]
     assert len([p for p in (tmp_path / "store").iterdir() if p.is_dir()]) == 1
+
+
+def test_a_teacher_store_that_cannot_be_a_directory_or_has_nothing_to_store_is_refused(
+        demo_corpus, teachers, tmp_path, capsys):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory\n")
+    code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-top-k", "8",
+                         "--teacher-store", str(in_the_way / "store"))
+    assert code == 2 and "a-file is a file, not a directory" in err
+    assert not (tmp_path / "run").exists()  # refused before any work
+    code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-store", str(tmp_path / "s"))
+    assert code == 2 and "--teacher-top-k > 0" in err

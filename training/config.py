@@ -77,8 +77,8 @@ class TrainConfig:
                                    " per position (about 1.4x a plain epoch instead of 9x; k = 256 cost 10 percent"
                                    " valid perplexity on a small PTB run, docs/RESULTS.md)")
     teacher_store: str | None = option(None, "directory for the stored teachers (--teacher-top-k), shared by"
-                                             " runs: runs with the same teachers, temperature, batch layout and"
-                                             " k build the store once and read it together (default: each run"
+                                             " runs: runs with the same teachers, temperature, training text,"
+                                             " batch layout and k build the store once and read it together (default: each run"
                                              " keeps its own in its run directory)")
     # optimisation
     batch_size: int = option(64, "sequences per batch (paper 1: 128; 64 is faster on 2 cores)")
@@ -114,6 +114,9 @@ class TrainConfig:
                              " (nce and nce-tr train self_normalized models; ce, kl, interp, tr softmax or mos)")
         if self.loss in DISTILLATION_LOSSES and not self.teacher_paths:
             raise ConfigError(f"loss {self.loss!r} needs at least one teacher")
+        if self.teacher_store and not (self.teacher_paths and self.teacher_top_k > 0):
+            raise ConfigError("--teacher-store keeps the teachers stored as their top k: it needs teachers and"
+                              " --teacher-top-k > 0")
         if self.teacher_paths and (self.reference_path or self.init_path):
             raise ConfigError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
         # every number finite (inf passes ">= 0" and would reach the loss as NaN), then its range

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact, save_artifact
-from rescorer.atomic import atomic_file, make_directory, write_text_atomic
+from rescorer.atomic import atomic_file, check_directory_can_be_made, make_directory, write_text_atomic
 from rescorer.errors import ConfigError, InputError, OutputError
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.precision import native_bf16
@@ -104,7 +104,7 @@ def _absolute(config: TrainConfig) -> TrainConfig:
 
     return replace(config, train_path=absolute(config.train_path), dev_path=absolute(config.dev_path),
                    later_train_paths=tuple(absolute(p) for p in config.later_train_paths),
-                   vocab_path=absolute(config.vocab_path))
+                   vocab_path=absolute(config.vocab_path), teacher_store=absolute(config.teacher_store or None))
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -112,6 +112,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"{run_dir}: exists and is not a directory (--out names the run directory)")
+    if config.teacher_store:
+        check_directory_can_be_made(config.teacher_store)  # before any work: a file in the way is bad input
     checkpoint_path = run_dir / "checkpoint.pt"
     checkpoint = _checkpoint_to_resume(config, checkpoint_path) if resume else None
     if checkpoint is None and checkpoint_path.exists():
