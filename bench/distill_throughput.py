@@ -8,7 +8,8 @@ autocast as `training.train` applies it) on synthetic ids of a PTB-sized vocabul
 step per batch, words/s as the median step after warm-up, the best of interleaved rounds:
 
 1. Teachers: --members mixture-of-softmaxes LSTMs (1 x --teacher-hidden, K = --experts) and
-   a 1 x --student-hidden student. Rows: the student alone (`ce`, `nce`); distilled with the
+   a 1 x --student-hidden student, in each of --student-precisions (each row's cost against
+   `ce` in the same precision). Rows: the student alone (`ce`, `nce`); distilled with the
    teachers' full distributions at every step (`tr live`: their LSTM features cached, the
    K x V softmaxes computed per step, the trainer's path with --teacher-top-k 0); distilled
    from the teachers' stored top k (`tr top-k`, `nce-tr top-k`: `training.teacher_cache`,
@@ -92,7 +93,9 @@ def main() -> None:
     parser.add_argument("--teacher-hidden", type=int, default=200)
     parser.add_argument("--experts", type=int, default=2)
     parser.add_argument("--student-hidden", type=int, default=72)
-    parser.add_argument("--top-k", type=int, nargs="+", default=[64])
+    parser.add_argument("--top-k", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--student-precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
+                        help="the student rows (ce, nce, tr and nce-tr top-k) in each; bf16 where the CPU has it")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=35)
     parser.add_argument("--steps", type=int, default=8)
@@ -113,9 +116,15 @@ def main() -> None:
     teachers = FrozenReference([model(V, args.teacher_hidden, kind="mos", experts=args.experts)
                                 for _ in range(args.members)])
     features = list(ReferenceFeatures(teachers, layout, cached=True).epoch())
-    steps = {"ce (no teacher)": Step(TrainingObjective(model(V, args.student_hidden), "ce", 0)),
-             "nce (no teacher)": Step(TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce",
-                                                        0, noise))}
+    bf16 = native_bf16(torch.device("cpu"))
+    precisions = [p for p in args.student_precisions if p == "fp32" or bf16]
+    suffix = {"fp32": "", "bf16": " bf16"}
+    steps = {}
+    for p in precisions:
+        steps[f"ce (no teacher){suffix[p]}"] = Step(TrainingObjective(model(V, args.student_hidden), "ce", 0),
+                                                    precision=p)
+        steps[f"nce (no teacher){suffix[p]}"] = Step(
+            TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce", 0, noise), precision=p)
     steps["tr live (full teachers every step)"] = Step(
         TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers), features)
     store_seconds = {}
@@ -126,11 +135,12 @@ def main() -> None:
             stores[k] = TeacherTopK(teachers, layout, k, Path(tmp) / f"top{k}", {"bench": True})
             store_seconds[k] = time.perf_counter() - started
             windows = list(stores[k].epoch())
-            steps[f"tr top-{k}"] = Step(TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers),
-                                        windows)
-            steps[f"nce-tr top-{k}"] = Step(TrainingObjective(model(V, args.student_hidden, kind="self_normalized"),
-                                                              "nce-tr", 0, noise, reference=teachers), windows)
-        bf16 = native_bf16(torch.device("cpu"))
+            for p in precisions:
+                steps[f"tr top-{k}{suffix[p]}"] = Step(
+                    TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers), windows, precision=p)
+                steps[f"nce-tr top-{k}{suffix[p]}"] = Step(
+                    TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce-tr", 0, noise,
+                                      reference=teachers), windows, precision=p)
         for spec in args.bf16_models:
             loss, shape = spec.split(":")
             layers, hidden = (int(x) for x in shape.split("x"))
@@ -145,10 +155,16 @@ def main() -> None:
                 best[name] = min(best[name], seconds_per_step(step, batches, args.warmup))
     wps = {name: tokens / s for name, s in best.items()}
     plain = wps["ce (no teacher)"]
-    rows = [{"row": name, "words_per_second": round(w, 1), "epoch_cost_vs_ce": plain / w} for name, w in wps.items()]
+
+    def against(name: str) -> str:  # a student row against `ce` in its own precision; the rest against fp32 `ce`
+        bf16_student = name.endswith(" bf16") and not name.startswith(tuple(args.bf16_models))
+        return "ce (no teacher) bf16" if bf16_student else "ce (no teacher)"
+
+    rows = [{"row": name, "words_per_second": round(w, 1), "epoch_cost_vs_ce": wps[against(name)] / w,
+             "against": against(name)} for name, w in wps.items()]
     for row in rows:
-        print(f"{row['row']:40s} {row['words_per_second']:9.0f} words/s  epoch cost {row['epoch_cost_vs_ce']:.2f}x ce",
-              flush=True)
+        print(f"{row['row']:40s} {row['words_per_second']:9.0f} words/s  epoch cost {row['epoch_cost_vs_ce']:.2f}x"
+              f" {row['against']}", flush=True)
     store = {k: {"seconds": s, "share_of_a_ce_epoch": s / (layout.tokens_per_epoch / plain)}
              for k, s in store_seconds.items()}
     for k, s in store.items():

@@ -24,9 +24,10 @@ invocation rewrites OUT/results.json with all the rows finished so far.
 
 Cost on the project's 2-core machine (one thread per process): the members train a K-fold
 softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
-teachers from one store (training.teacher_cache, --teacher-top-k, 256 by default here) in
-OUT/teachers, built by the first of them, so an epoch costs about 1.4x a plain one instead of 9x (docs/RESULTS.md), at a
-measured cost in perplexity that RESULTS states beside the table. Every model trains
+teachers from one store (training.teacher_cache, --teacher-top-k, 1024 by default here; 7.6 GB
+for PTB train) in OUT/teachers, built by the first of them, so an epoch costs less than 2x a
+plain one instead of 9x (docs/RESULTS.md), at a measured cost in perplexity that RESULTS states
+beside the table. Every model trains
 until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
 or the epoch cap; results.json says which, with the last epoch's improvement. Each run's
 history.json records its epoch times, and results.json the training seconds of every row.
@@ -86,8 +87,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trust-a", type=float, default=0.1)
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.2, 0.1])
-    parser.add_argument("--teacher-top-k", type=int, default=256,
-                        help="the distilled students read the teachers stored as their top k (0: exact, live)")
+    parser.add_argument("--teacher-top-k", type=int, default=1024,
+                        help="the distilled students read the teachers stored as their top k (0: exact, live);"
+                             " an epoch costs about the same from k = 64 to 1024 (bench/distill_throughput.py),"
+                             " and 1024 came closest to the exact teachers (experiments/teacher_top_k.py)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="training arithmetic (bf16: CPUs with bf16 arithmetic, or CUDA). May change when a run"
                              " resumes; results.json counts each run's epochs by precision. The PTB teachers'"

@@ -182,7 +182,6 @@ def distillation_loss(
 def truncated_distillation_loss(
     logits: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
     mask: torch.Tensor, kind: str, alpha: float = 0.5, trust: float = 0.1,
-    at_top: torch.Tensor | None = None, at_target: torch.Tensor | None = None,
     prior_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`distillation_loss` for a softmax student and a teacher stored as its top k, without
@@ -193,15 +192,11 @@ def truncated_distillation_loss(
     (N, V) logits (as cross-entropy training does); equal to `distillation_loss` on
     log_softmax(logits) (tested).
 
-    logits (N, V) o; teacher: the stored top k at these positions;
-    at_top (N, k) and at_target (N,): o at the teacher's words and at y where the caller formed
-    them from the gathered output rows (default: gathered from `logits`, whose backward then
-    makes a second (N, V) gradient)."""
+    logits (N, V) o; teacher: the stored top k at these positions; prior_logits (N,) sum_x u_x o_x
+    where the caller has it more cheaply (from the output rows and the prior: O(N D))."""
     lse = torch.logsumexp(logits, dim=-1)  # (N,)
-    if at_top is None:
-        at_top = logits.gather(1, teacher.indices)  # (N, k)
-    if at_target is None:
-        at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    at_top = logits.gather(1, teacher.indices)  # (N, k)
+    at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
     if prior_logits is None:  # sum_x u(x) o_x (the prior sums to 1, so sum_x u ln P = this - lse)
         prior_logits = logits @ teacher.prior_over(logits.shape[-1], logits)
     cross_entropy = lse - at_target
