@@ -483,3 +483,15 @@ def test_a_teacher_store_that_cannot_be_a_directory_or_has_nothing_to_store_is_r
     assert not (tmp_path / "run").exists()  # refused before any work
     code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-store", str(tmp_path / "s"))
     assert code == 2 and "--teacher-top-k > 0" in err
+
+
+def test_a_teacher_store_larger_than_the_free_disk_is_refused_before_the_teachers_pass(
+        demo_corpus, teachers, tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))  # 1,000 bytes free
+    code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-top-k", "8")
+    assert code == 2 and "GiB are free there" in err and "--teacher-top-k" in err
+    assert not any((tmp_path / "run").glob("teacher-top8*/indices.npy"))

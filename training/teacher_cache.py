@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rescorer.errors import OutputError
 from training.batches import BpttBatches
 from training.reference import FrozenReference
 
@@ -165,7 +166,7 @@ class TeacherTopK:
 
     @staticmethod
     def cache_bytes(batches: BpttBatches, k: int) -> int:
-        return batches.tokens_per_epoch * (k * 8 + 8)
+        return batches.tokens_per_epoch * (k * 8 + 8)  # int32 index and float32 ln Q per word, target and rest
 
     def _complete(self) -> bool:
         meta = self.directory / "meta.json"
@@ -180,6 +181,11 @@ class TeacherTopK:
     def _build(self, reference: FrozenReference, progress: bool) -> None:
         partial = self.directory.with_name(self.directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
+        needed, free = self.rows * (self.k * 8 + 8), shutil.disk_usage(self.directory.parent).free
+        if needed > free:  # refused before the teachers' pass, not failed at its end
+            raise OutputError(f"{self.directory}: the teachers' top {self.k} at {self.rows} positions need"
+                              f" {needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free there; free space,"
+                              " choose a smaller --teacher-top-k, or put the store elsewhere (--teacher-store)")
         partial.mkdir(parents=True)
         arrays = {
             "indices": np.lib.format.open_memmap(partial / "indices.npy", "w+", np.int32, (self.rows, self.k)),
