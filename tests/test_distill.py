@@ -495,3 +495,36 @@ def test_a_teacher_store_larger_than_the_free_disk_is_refused_before_the_teacher
     code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-top-k", "8")
     assert code == 2 and "GiB are free there" in err and "--teacher-top-k" in err
     assert not any((tmp_path / "run").glob("teacher-top8*/indices.npy"))
+
+
+@pytest.mark.parametrize("k", [8, 100])  # (k + 1) D <= V / 2: o from the words' output rows; above: from the logits
+@pytest.mark.parametrize("kind", ["tr", "interp"])
+def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind):
+    from training.objective import TrainingObjective
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    V, D = 200, 4
+    student = _model("softmax", V=V, D=D, seed=3)
+    teachers = FrozenReference([_model("softmax", V=V, D=D, seed=1), _model("mos", experts=2, V=V, D=D, seed=2)])
+    objective = TrainingObjective(student, kind, bos_id=0, sparse_grads=False, reference=teachers, alpha=0.3,
+                                  trust_a=0.2)
+    g = torch.Generator().manual_seed(4)
+    inputs, targets = torch.randint(1, V, (3, 5), generator=g), torch.randint(1, V, (3, 5), generator=g)
+    prior = torch.softmax(torch.randn(V, generator=g), -1)
+    with torch.no_grad():
+        stored = TruncatedTeacher(*truncate(teachers.log_probs(teachers.features(inputs, None)[0]),
+                                            targets.reshape(-1), k), prior)
+    loss, _ = objective(inputs, targets, None, None, stored)
+    got = torch.autograd.grad(loss, list(student.parameters()), allow_unused=True)
+    features, _ = student.features(inputs, None)
+    log_probs = torch.log_softmax(student.logits(features.reshape(-1, D)), -1)
+    expected_loss = distillation_loss(log_probs, stored, targets.reshape(-1), torch.ones(15, dtype=torch.bool), kind,
+                                      0.3, 0.2)
+    expected = torch.autograd.grad(expected_loss, list(student.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, expected_loss, atol=1e-4, rtol=1e-4)
+    for a, b in zip(got, expected, strict=True):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a.to_dense() if a.is_sparse else a, b.to_dense() if b.is_sparse else b,
+                                       atol=1e-4, rtol=1e-3)

@@ -182,7 +182,7 @@ def distillation_loss(
 def truncated_distillation_loss(
     logits: torch.Tensor, teacher: TruncatedTeacher, targets: torch.Tensor,
     mask: torch.Tensor, kind: str, alpha: float = 0.5, trust: float = 0.1,
-    prior_logits: torch.Tensor | None = None,
+    prior_logits: torch.Tensor | None = None, picked: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`distillation_loss` for a softmax student and a teacher stored as its top k, without
     forming ln P over the vocabulary: with ln P(x) = o_x - lse(o),
@@ -193,10 +193,13 @@ def truncated_distillation_loss(
     log_softmax(logits) (tested).
 
     logits (N, V) o; teacher: the stored top k at these positions; prior_logits (N,) sum_x u_x o_x
-    where the caller has it more cheaply (from the output rows and the prior: O(N D))."""
+    where the caller has it more cheaply (from the output rows and the prior: O(N D)); picked
+    (N, k + 1): o at the teacher's k words and at y where the caller formed them from those
+    words' output rows (default: gathered from `logits`, whose backward adds an (N, V) gradient)."""
     lse = torch.logsumexp(logits, dim=-1)  # (N,)
-    at_top = logits.gather(1, teacher.indices)  # (N, k)
-    at_target = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    if picked is None:
+        picked = logits.gather(1, torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1))  # (N, k + 1)
+    at_top, at_target = picked[:, :-1], picked[:, -1]
     if prior_logits is None:  # sum_x u(x) o_x (the prior sums to 1, so sum_x u ln P = this - lse)
         prior_logits = logits @ teacher.prior_over(logits.shape[-1], logits)
     cross_entropy = lse - at_target
