@@ -47,7 +47,7 @@ from rescorer.artifact import load_artifact
 from rescorer.combination import build_arrays
 from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.sentence_scoring import score_sentences
-from rescorer.tuning import SearchSpace
+from rescorer.tuning import SearchSpace, word_unit
 from rescorer.wer.bootstrap import paired_bootstrap
 from rescorer.wer.nbest_evaluation import error_table, oracle_hypotheses
 
@@ -149,8 +149,11 @@ def main() -> None:
     baseline_space = SearchSpace(fixed={"interp_weight": 0.0}) if args.lists == "hub1" else None
     rows, chosen_errors = {}, {}
     for name, values in nnlm.items():
-        errors, weights = cross_validated(build_arrays(utterances, values, oov), table,
-                                          baseline_space if name == no_lm else None)
+        arrays = build_arrays(utterances, values, oov)
+        # our LM knows PTB's 10k words only, so a score for each word it read as <unk> is tuned
+        # too (the first-pass LM knows them; without it <unk>, a frequent PTB token, favours them)
+        space = baseline_space if name == no_lm else SearchSpace(ranges={"oov_penalty": (0.0, 1000.0 * word_unit(arrays))})
+        errors, weights = cross_validated(arrays, table, space)
         chosen_errors[name] = errors
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
