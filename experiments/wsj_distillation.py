@@ -25,7 +25,8 @@ held at 0 (on HyPoradise the word penalty alone; on HUB-1 the first-pass LM alon
 oracle; paired-bootstrap intervals against the first pass, against that baseline, and between
 models (COMPARISONS: students against each other, the members and the ensemble); parameters;
 scoring speed (hypotheses/s through `score_sentences` on all lists, every model timed in this
-run, best of --repeats). Results to OUT/results.json.
+run, best of --repeats); each LM's perplexity on the lists' references in PTB's conventions
+(<unk> counted). Results to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -137,6 +138,17 @@ def main() -> None:
         nnlm["ensemble"] = np.array([float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
                                      for t in tokens])
         seconds["ensemble"] = sum(seconds[m] for m in members)
+    # each LM's perplexity on the lists' references (in PTB's conventions, every token counted,
+    # <unk> included, as paper 2 Table 4's perplexity column), the ensemble's token by token
+    references = [to_ptb(u.ref.split()) for u in utterances if u.ref is not None]
+    on_references = {name: score_sentences(artifact, references, per_token=True)
+                     for name, artifact in ((n, load_artifact(p)) for n, p in named.items())}
+    reference_tokens = sum(len(t) for t in next(iter(on_references.values())).token_log_probs) if named else 0
+    reference_log_prob = {name: sum(float(np.sum(t)) for t in r.token_log_probs) for name, r in on_references.items()}
+    if len(members) > 1:
+        reference_log_prob["ensemble"] = sum(
+            float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
+            for t in zip(*(on_references[m].token_log_probs for m in members), strict=True))
     # the baseline every LM must beat: the weights tuned with no LM score at all (the word
     # penalty alone moves the length-normalized lists' WER)
     no_lm = NO_LM if args.lists == "hyporadise" else "first-pass LM only (no LM of ours)"
@@ -158,6 +170,8 @@ def main() -> None:
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
                       "vs_first_pass": paired_bootstrap(first, errors, table.ref_words).to_dict(),
                       "hyps_per_second": len(sentences) / seconds[name] if name != no_lm else None,
+                      "reference_ppl": (math.exp(-reference_log_prob[name] / reference_tokens)
+                                        if name in reference_log_prob else None),
                       "parameters": (sum(parameters(named[m]) for m in members) if name == "ensemble"
                                      else 0 if name == no_lm else parameters(named[name]))}
     for name in rows:
@@ -174,6 +188,7 @@ def main() -> None:
                 "first_pass_wer": float(first.sum() / table.ref_words.sum()),
                 "oracle_wer": float(oracle.sum() / table.ref_words.sum()),
                 "lm_oov_tokens": int(oov.sum()), "lm_tokens": int(sum(len(s) for s in sentences)),
+                "reference_tokens": reference_tokens,
                 "models": rows, "between_students": between}
     write_json(args.out / "results.json", document)
     print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}  (changes against"
@@ -181,6 +196,7 @@ def main() -> None:
     for name, row in rows.items():
         b = row["vs_first_pass"] if args.lists == "hyporadise" or name == no_lm else row["vs_no_lm"]
         speed = "" if row["hyps_per_second"] is None else f"{row['hyps_per_second']:8.0f} hyps/s"
+        speed += "" if row["reference_ppl"] is None else f"  reference ppl {row['reference_ppl']:.1f}"
         print(f"{name:28s} WER {row['wer']:.2%}  change {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]"
               f"  {row['parameters']:9d} params  {speed}")
     for name, b in between.items():
