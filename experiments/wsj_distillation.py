@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/wsj"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--lists", choices=["hyporadise", "hub1"], default="hyporadise")
+    parser.add_argument("--no-unk-penalty", action="store_true",
+                        help="do not tune a penalty per word our LM reads as <unk> (the first-pass LM's weights only)")
     args = parser.parse_args()
     if args.lists == "hub1":
         utterances = read_nbest(NbestSource(str(args.data_dir / "wsj-hub1-nbest" / "nbest.jsonl.gz")))
@@ -164,7 +166,8 @@ def main() -> None:
         arrays = build_arrays(utterances, values, oov)
         # our LM knows PTB's 10k words only, so a score for each word it read as <unk> is tuned
         # too (the first-pass LM knows them; without it <unk>, a frequent PTB token, favours them)
-        space = baseline_space if name == no_lm else SearchSpace(ranges={"oov_penalty": (0.0, 1000.0 * word_unit(arrays))})
+        space = (baseline_space if name == no_lm else None if args.no_unk_penalty
+                 else SearchSpace(ranges={"oov_penalty": (0.0, 1000.0 * word_unit(arrays))}))
         errors, weights = cross_validated(arrays, table, space)
         chosen_errors[name] = errors
         rows[name] = {"wer": float(errors.sum() / table.ref_words.sum()), "weights_per_fold": weights,
