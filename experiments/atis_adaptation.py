@@ -38,6 +38,7 @@ import gzip
 import json
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.tuning import SearchSpace, tune_weights
 from rescorer.vocab import build_vocabulary
 from rescorer.wer.bootstrap import paired_bootstrap
-from rescorer.wer.nbest_evaluation import error_table
+from rescorer.wer.nbest_evaluation import ErrorTable, error_table
 from training.config import TrainConfig
 from training.corpus import count_words
 from training.text_normalization import wikitext_to_librispeech
@@ -101,6 +102,35 @@ def per_utterance_errors(report: dict, first_errors: np.ndarray, utt_ids: list[s
     for change in report["evaluation"]["changes"]:
         errors[position[change["utt_id"]]] = change["errors_after"]
     return errors
+
+
+@dataclass(frozen=True)
+class AtisTestLists:
+    """The ATIS dev lists (for tuning) and the 809 test lists, with what every row is set against."""
+
+    dev_source: NbestSource
+    test_source: NbestSource
+    utterances: list  # the test lists, read
+    table: ErrorTable
+    first_errors: np.ndarray  # per test utterance, the first hypothesis's errors
+    utt_ids: list[str]
+
+    @classmethod
+    def read(cls, data_dir: Path, dev_lists: Path) -> AtisTestLists:
+        test_source = NbestSource(str(data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
+        utterances = read_nbest(test_source)
+        table = error_table(utterances)
+        offsets = np.cumsum([0] + [len(u.hyps) for u in utterances])
+        return cls(NbestSource(str(dev_lists), "hyporadise"), test_source, utterances, table,
+                   table.hyp_errors[offsets[:-1]], [u.utt_id for u in utterances])
+
+    def rescore(self, artifact_path: Path, report_dir: Path) -> tuple[dict, dict, np.ndarray]:
+        """Weights tuned on dev, the test lists rescored (`rescorer eval`): its document, the test
+        set's report and the per-utterance errors of the chosen hypotheses."""
+        document = run_evaluation(load_artifact(artifact_path), self.dev_source, [self.test_source], report_dir,
+                                  progress=False)
+        test = document["sets"][0]
+        return document, test, per_utterance_errors(test, self.first_errors, self.utt_ids)
 
 
 def _no_lm_row(dev_source: NbestSource, test_utterances, table) -> tuple[dict, np.ndarray]:
@@ -175,20 +205,12 @@ def main() -> None:
     models["Fine-Tune from OOD+ID"] = from_ood[1.0]
     models["KLD from OOD+ID"] = from_ood[from_ood_gamma]
 
-    dev_source = NbestSource(str(paths["dev_lists"]), "hyporadise")
-    test_source = NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
-    test_utterances = read_nbest(test_source)
-    table = error_table(test_utterances)
-    offsets = np.cumsum([0] + [len(u.hyps) for u in test_utterances])
-    first_errors = table.hyp_errors[offsets[:-1]]
-    utt_ids = [u.utt_id for u in test_utterances]
+    lists = AtisTestLists.read(args.data_dir, paths["dev_lists"])
+    test_utterances, table = lists.utterances, lists.table
     rows, errors = {}, {}
     for name, artifact_path in models.items():
         report_dir = args.out / "reports" / name.lower().replace("+", "_").replace("-", "_")
-        document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir,
-                                  progress=False)
-        test = document["sets"][0]
-        errors[name] = per_utterance_errors(test, first_errors, utt_ids)
+        document, test, errors[name] = lists.rescore(artifact_path, report_dir)
         rows[name] = {"artifact": str(artifact_path), "weights": document["weights"],
                       "dev_wer": document["tuning"]["dev_wer"], "test": test["evaluation"] | {"changes": None},
                       "id_dev": evaluation(artifact_path, paths["id_dev"], "id_dev"),
@@ -205,7 +227,7 @@ def main() -> None:
                  "kld_minus_ood_id": paired_bootstrap(errors["OOD+ID"], errors["KLD from OOD+ID"],
                                                       table.ref_words, 1000).to_dict()}
     # the acoustic score with a tuned word penalty and no LM: what each LM adds is measured from here
-    no_lm, no_lm_errors = _no_lm_row(dev_source, test_utterances, table)
+    no_lm, no_lm_errors = _no_lm_row(lists.dev_source, test_utterances, table)
     versus_no_lm = {name: paired_bootstrap(no_lm_errors, e, table.ref_words, 1000).to_dict() for name, e in errors.items()}
     gamma_rows = [{"gamma": g, "id_dev_ppl": kld_dev[g],
                    "ood_test_ppl": evaluation(a, paths["wt2_valid"], "wt2_valid")["normalized_ppl"]}

@@ -31,18 +31,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
-from experiments.atis_adaptation import per_utterance_errors, write_atis_split
+from experiments.atis_adaptation import AtisTestLists, write_atis_split
 from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, ensemble_perplexity, parameters
 from rescorer.artifact import load_artifact
-from rescorer.eval_command import run_evaluation
-from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.wer.bootstrap import paired_bootstrap
-from rescorer.wer.nbest_evaluation import error_table
 from training.compare import scoring_seconds
 from training.config import TrainConfig
 
@@ -87,20 +82,12 @@ def main() -> None:
     models["nce-tr (self-normalized)"] = run(config("nce_tr", small, loss="nce-tr", teacher_paths=teachers,
                                                     trust_a=args.trust_a, dropout=0.0))
 
-    dev_source = NbestSource(str(paths["dev_lists"]), "hyporadise")
-    test_source = NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_atis.json.gz"), "hyporadise")
-    test_utterances = read_nbest(test_source)
-    table = error_table(test_utterances)
-    offsets = np.cumsum([0] + [len(u.hyps) for u in test_utterances])
-    first_errors = table.hyp_errors[offsets[:-1]]
-    utt_ids = [u.utt_id for u in test_utterances]
+    lists = AtisTestLists.read(args.data_dir, paths["dev_lists"])
+    test_utterances, table, first_errors = lists.utterances, lists.table, lists.first_errors
     member_parameters = parameters(members[0])
     rows, errors = {}, {}
     for name, artifact_path in models.items():
-        report_dir = args.out / "reports" / artifact_path.parent.name
-        document = run_evaluation(load_artifact(artifact_path), dev_source, [test_source], report_dir, progress=False)
-        test = document["sets"][0]
-        errors[name] = per_utterance_errors(test, first_errors, utt_ids)
+        document, test, errors[name] = lists.rescore(artifact_path, args.out / "reports" / artifact_path.parent.name)
         evaluation_row = test["evaluation"]
         rows[name] = {"artifact": str(artifact_path), "parameters": parameters(artifact_path),
                       "of_a_member": parameters(artifact_path) / member_parameters,

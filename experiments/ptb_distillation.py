@@ -26,7 +26,7 @@ Cost on the project's 2-core machine (one thread per process): the members train
 softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
 teachers from one store (training.teacher_cache, --teacher-top-k, 1024 by default here; 7.6 GB
 for PTB train) in OUT/teachers, built by the first of them, so an epoch costs less than 2x a
-plain one instead of 9x (docs/RESULTS.md), at a measured cost in perplexity that RESULTS states
+plain one instead of 8x (docs/RESULTS.md), at a measured cost in perplexity that RESULTS states
 beside the table. Every model trains
 until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
 or the epoch cap; results.json says which, with the last epoch's improvement. Each run's
@@ -60,16 +60,19 @@ def parameters(artifact: Path) -> int:
     return parameter_count(ModelConfig(**read_artifact_config(artifact)["model"]))
 
 
+def ensemble_log_probs(per_member: list[list[np.ndarray]]) -> np.ndarray:
+    """Per sentence, the ensemble's log-probability: the sum over its tokens of ln((1/M) sum_m
+    P_m(w|h)), from each member's per-token log-probabilities (M lists of per-sentence arrays)."""
+    log_m = math.log(len(per_member))
+    return np.array([float((np.logaddexp.reduce(np.stack(tokens), axis=0) - log_m).sum())
+                     for tokens in zip(*per_member, strict=True)])
+
+
 def ensemble_perplexity(members: list[Path], text: Path) -> float:
     """exp(-mean ln((1/M) sum_m P_m(w|h))) over every predicted token (words and </s>)."""
     sentences = list(iter_sentences(text))
     per_member = [score_sentences(load_artifact(m), sentences, per_token=True).token_log_probs for m in members]
-    total, count = 0.0, 0
-    for tokens in zip(*per_member, strict=True):
-        stacked = np.stack(tokens)  # (M, n)
-        total += float((np.logaddexp.reduce(stacked, axis=0) - math.log(len(members))).sum())
-        count += stacked.shape[1]
-    return math.exp(-total / count)
+    return math.exp(-ensemble_log_probs(per_member).sum() / sum(len(t) for t in per_member[0]))
 
 
 def main() -> None:

@@ -42,9 +42,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import write_json
-from experiments.ptb_distillation import parameters
+from experiments.ptb_distillation import ensemble_log_probs, parameters
 from experiments.wsj_adaptation import cross_validated
-from rescorer.artifact import load_artifact
+from rescorer.artifact import Artifact, load_artifact
 from rescorer.combination import build_arrays
 from rescorer.formats.reader import NbestSource, read_nbest
 from rescorer.sentence_scoring import score_sentences
@@ -98,10 +98,9 @@ def to_ptb(words: list[str]) -> list[str]:
     return out
 
 
-def score_models(named: dict[str, Path], sentences: list[list[str]], repeats: int) -> tuple[dict, dict]:
+def score_models(artifacts: dict[str, Artifact], sentences: list[list[str]], repeats: int) -> tuple[dict, dict]:
     """Per-token log-probs of every hypothesis for each model, and its best scoring time."""
     scores, seconds = {}, {}
-    artifacts = {name: load_artifact(path) for name, path in named.items()}
     for _ in range(repeats):  # interleaved: every model once per round
         for name, artifact in artifacts.items():
             start = time.perf_counter()
@@ -131,26 +130,23 @@ def main() -> None:
         sentences = [to_ptb(h.words) for u in utterances for h in u.hyps]
     named = {name: args.models / run / "artifact" for name, run in MODELS.items()
              if (args.models / run / "artifact" / "config.json").exists()}
-    scores, seconds = score_models(named, sentences, args.repeats)
+    artifacts = {name: load_artifact(path) for name, path in named.items()}
+    scores, seconds = score_models(artifacts, sentences, args.repeats)
     members = [n for n in named if n.startswith("member")]
     nnlm = {name: s.log_probs for name, s in scores.items()}
     oov = scores[next(iter(scores))].num_oov
     if len(members) > 1:  # the ensemble: per token, the log of the members' mean probability
-        tokens = zip(*(scores[m].token_log_probs for m in members), strict=True)
-        nnlm["ensemble"] = np.array([float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
-                                     for t in tokens])
+        nnlm["ensemble"] = ensemble_log_probs([scores[m].token_log_probs for m in members])
         seconds["ensemble"] = sum(seconds[m] for m in members)
     # each LM's perplexity on the lists' references (in PTB's conventions, every token counted,
     # <unk> included, as paper 2 Table 4's perplexity column), the ensemble's token by token
     references = [to_ptb(u.ref.split()) for u in utterances if u.ref is not None]
-    on_references = {name: score_sentences(artifact, references, per_token=True)
-                     for name, artifact in ((n, load_artifact(p)) for n, p in named.items())}
+    on_references = {name: score_sentences(artifact, references, per_token=True) for name, artifact in artifacts.items()}
     reference_tokens = sum(len(t) for t in next(iter(on_references.values())).token_log_probs) if named else 0
-    reference_log_prob = {name: sum(float(np.sum(t)) for t in r.token_log_probs) for name, r in on_references.items()}
+    reference_log_prob = {name: float(r.log_probs.sum()) for name, r in on_references.items()}
     if len(members) > 1:
-        reference_log_prob["ensemble"] = sum(
-            float((np.logaddexp.reduce(np.stack(t), axis=0) - math.log(len(members))).sum())
-            for t in zip(*(on_references[m].token_log_probs for m in members), strict=True))
+        reference_log_prob["ensemble"] = float(ensemble_log_probs([on_references[m].token_log_probs
+                                                                   for m in members]).sum())
     # the baseline every LM must beat: the weights tuned with no LM score at all (the word
     # penalty alone moves the length-normalized lists' WER)
     no_lm = NO_LM if args.lists == "hyporadise" else "first-pass LM only (no LM of ours)"

@@ -497,9 +497,10 @@ def test_a_teacher_store_larger_than_the_free_disk_is_refused_before_the_teacher
     assert not any((tmp_path / "run").glob("teacher-top8*/indices.npy"))
 
 
-@pytest.mark.parametrize("k", [8, 100])  # (k + 1) D <= V / 2: o from the words' output rows; above: from the logits
+@pytest.mark.parametrize("k", [8, 100])
 @pytest.mark.parametrize("kind", ["tr", "interp"])
-def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind):
+@pytest.mark.parametrize("way", ["gather", "rows"])  # o at the k words: gathered from the logits (the default) or from their rows
+def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind, way):
     from training.objective import TrainingObjective
     from training.teacher_cache import TruncatedTeacher, truncate
 
@@ -508,6 +509,7 @@ def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_pr
     teachers = FrozenReference([_model("softmax", V=V, D=D, seed=1), _model("mos", experts=2, V=V, D=D, seed=2)])
     objective = TrainingObjective(student, kind, bos_id=0, sparse_grads=False, reference=teachers, alpha=0.3,
                                   trust_a=0.2)
+    objective.stored_teacher_logits = way
     g = torch.Generator().manual_seed(4)
     inputs, targets = torch.randint(1, V, (3, 5), generator=g), torch.randint(1, V, (3, 5), generator=g)
     prior = torch.softmax(torch.randn(V, generator=g), -1)

@@ -164,6 +164,12 @@ def test_readiness_needs_every_slot_held_by_a_live_process(tmp_path):
     assert not cluster.all_ready()
 
 
+def _run_script(script: str, directory: Path) -> subprocess.CompletedProcess:
+    """`script` in a fresh Python process with the project importable, `directory` as its argument."""
+    return subprocess.run([sys.executable, "-c", script, str(directory)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_a_service_whose_processes_keep_dying_stops_with_status_1(tmp_path):
     script = (
         "import socket, sys\n"
@@ -174,8 +180,7 @@ def test_a_service_whose_processes_keep_dying_stops_with_status_1(tmp_path):
         "def serve(cluster, sock):\n"
         "    raise SystemExit(3)\n"
         "sys.exit(Supervisor(2, listening_socket('127.0.0.1', 0), directory, serve, 1.0).run())\n")
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
+    done = _run_script(script, tmp_path)
     assert done.returncode == 1, done.stderr
     assert "processes died within 60 s; stopping the service" in done.stderr
 
@@ -237,8 +242,7 @@ def test_the_supervisor_refuses_to_fork_beside_another_thread(tmp_path):
         "except RuntimeError as e:\n"
         "    print(e)\n"
         "    sys.exit(7)\n")
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
+    done = _run_script(script, tmp_path)
     assert done.returncode == 7 and "OS threads before forking" in done.stdout
 
 

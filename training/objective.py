@@ -35,6 +35,12 @@ from training.teacher_cache import TruncatedTeacher
 
 
 class TrainingObjective(nn.Module):
+    # How a softmax student's logits at the stored teachers' k words are formed: "gather" from the
+    # logits, or "rows": those words' output rows times the features, kept so that
+    # bench/distill_throughput.py can time both side by side (docs/RESULTS.md: the gather was as
+    # fast or faster at every k measured, 64 to 1024).
+    stored_teacher_logits: str = "gather"
+
     def __init__(
         self, model: LstmLanguageModel, loss: str, bos_id: int,
         noise: UnigramNoise | None = None, sparse_grads: bool = True,
@@ -102,17 +108,13 @@ class TrainingObjective(nn.Module):
         elif self.loss in DISTILLATION_LOSSES and isinstance(reference_features, TruncatedTeacher) \
                 and self.model.config.output_kind == "softmax":
             # the stored teachers and a softmax student: no (N, V) log-probabilities formed. The
-            # logits are read for lse; o at the k teacher words and at y come either from those
-            # words' output rows (an (N, k + 1, D) product whose backward scatters into the rows)
-            # or gathered from the logits (their gradient one more (N, V) addition), whichever
-            # does less work: the rows while (k + 1) D <= V / 2. Measured (bench/distill_throughput.py,
-            # V = 10k, D = 72): the rows 1.2x faster at k = 64, the gather 1.5x at k = 256 and
-            # 3.8x at k = 1024.
+            # logits are read for lse, and o at the k teacher words and at y are gathered from them
+            # (their gradient is one more (N, V) addition); see stored_teacher_logits.
             model, teacher = self.model, reference_features
             logits = model.logits(features).float()  # lse in fp32 under bf16, as the CE loss takes it
             with torch.autocast(features.device.type, enabled=False):
                 picked = None
-                if (teacher.indices.shape[1] + 1) * features.shape[-1] <= model.config.vocab_size // 2:
+                if self.stored_teacher_logits == "rows":  # an (N, k + 1, D) product, backward scattered
                     words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
                     rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
                     picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
