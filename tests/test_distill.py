@@ -448,6 +448,34 @@ def test_runs_sharing_a_teacher_store_build_it_once_and_a_new_text_gets_its_own(
     assert len([p for p in store.iterdir() if p.is_dir()]) == 2
 
 
+@pytest.mark.parametrize("damage", ["cut short", "removed", "another shape"])
+def test_a_teacher_store_damaged_after_it_was_built_is_built_again_not_read(demo_corpus, teachers, tmp_path, damage):
+    import numpy as np
+
+    store = tmp_path / "store"
+
+    def config(name: str, loss: str):
+        return tiny_config(demo_corpus, tmp_path / name, embedding_dim=16, hidden_dim=16, loss=loss,
+                           teacher_paths=tuple(str(t) for t in teachers), teacher_top_k=8, max_epochs=1,
+                           dropout=0.0, teacher_store=str(store))
+
+    first = train(config("tr", "tr"), progress=False).history
+    (built,) = [p for p in store.iterdir() if p.is_dir()]
+    whole = {name: np.load(built / f"{name}.npy") for name in ("indices", "log_probs", "target", "rest")}
+    victim = built / "log_probs.npy"
+    if damage == "cut short":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    elif damage == "removed":
+        victim.unlink()
+    else:
+        np.save(victim, whole["log_probs"][:, :4].copy())
+    again = train(config("tr-again", "tr"), progress=False).history  # the same student: it must see the same teachers
+    assert again[0]["train_loss_per_token"] == pytest.approx(first[0]["train_loss_per_token"], rel=1e-5)
+    assert [p for p in store.iterdir() if p.is_dir()] == [built]
+    for name, array in whole.items():
+        np.testing.assert_array_equal(np.load(built / f"{name}.npy"), array)
+
+
 def test_two_runs_started_together_on_one_teacher_store_build_it_once(demo_corpus, teachers, tmp_path):
     import os
     import subprocess

@@ -16,7 +16,8 @@ Exact when k covers the vocabulary (the rest is then empty). The files are memor
 numpy arrays under the run directory (`teacher-top{k}/`), written to a temporary directory
 and renamed when complete, so a stopped run never reuses half a cache; a resumed run reuses a
 complete one whose description (teachers' digests, temperature, layout, the training text's ids,
-k) matches, and builds it again otherwise. With several data-parallel processes each rank
+k) matches and whose arrays read back whole (a file cut short, removed or replaced since is not
+read), and builds it again otherwise. With several data-parallel processes each rank
 stores its own shard.
 
 Runs that distil several students from the same teachers over the same text (paper 2's tables:
@@ -56,6 +57,8 @@ from training.batches import BpttBatches
 from training.reference import FrozenReference
 
 FORMAT = 1
+ARRAYS = {"indices": np.dtype(np.int32), "log_probs": np.dtype(np.float32),  # (rows, k) each
+          "target": np.dtype(np.float32), "rest": np.dtype(np.float32)}  # (rows,) each
 
 
 def corpus_digest(ids: np.ndarray) -> str:
@@ -154,28 +157,36 @@ class TeacherTopK:
         # One builder at a time: a run sharing the store waits here for the one building it.
         with open(directory.with_name(directory.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self._complete():
+            arrays = self._complete()
+            if arrays is None:
                 self._build(reference, progress)
                 self.built_now = True
+                arrays = self._complete()
+            if arrays is None:
+                raise OutputError(f"{directory}: the teachers' top {self.k} was written but does not read back;"
+                                  " check the disk, or put the store elsewhere (--teacher-store)")
         counts = np.bincount(np.asarray(batches.ids, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
         self.prior = torch.from_numpy(counts / counts.sum()).float().to(device)  # add-one unigram of the text
-        self.indices = np.load(directory / "indices.npy", mmap_mode="r")
-        self.log_probs = np.load(directory / "log_probs.npy", mmap_mode="r")
-        self.target = np.load(directory / "target.npy", mmap_mode="r")
-        self.rest = np.load(directory / "rest.npy", mmap_mode="r")
+        self.indices, self.log_probs, self.target, self.rest = (arrays[name] for name in ARRAYS)
 
     @staticmethod
     def cache_bytes(batches: BpttBatches, k: int) -> int:
         return batches.tokens_per_epoch * (k * 8 + 8)  # int32 index and float32 ln Q per word, target and rest
 
-    def _complete(self) -> bool:
-        meta = self.directory / "meta.json"
-        if not meta.exists():
-            return False
+    def _complete(self) -> dict[str, np.ndarray] | None:
+        """The stored arrays, memory-mapped, when the directory holds this description with every
+        array whole (the shape and type it was written with); None when it must be built (again):
+        missing, another description, or a file cut short or replaced since."""
         try:
-            return json.loads(meta.read_text()) == self.description
-        except (OSError, ValueError):
-            return False
+            if json.loads((self.directory / "meta.json").read_text()) != self.description:
+                return None
+            arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        except (OSError, ValueError, EOFError):
+            return None
+        expected = {name: ((self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,), dtype)
+                    for name, dtype in ARRAYS.items()}
+        whole = all((array.shape, array.dtype) == expected[name] for name, array in arrays.items())
+        return arrays if whole else None
 
     @torch.no_grad()
     def _build(self, reference: FrozenReference, progress: bool) -> None:
@@ -187,19 +198,16 @@ class TeacherTopK:
                               f" {needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free there; free space,"
                               " choose a smaller --teacher-top-k, or put the store elsewhere (--teacher-store)")
         partial.mkdir(parents=True)
-        arrays = {
-            "indices": np.lib.format.open_memmap(partial / "indices.npy", "w+", np.int32, (self.rows, self.k)),
-            "log_probs": np.lib.format.open_memmap(partial / "log_probs.npy", "w+", np.float32, (self.rows, self.k)),
-            "target": np.lib.format.open_memmap(partial / "target.npy", "w+", np.float32, (self.rows,)),
-            "rest": np.lib.format.open_memmap(partial / "rest.npy", "w+", np.float32, (self.rows,)),
-        }
+        arrays = {name: np.lib.format.open_memmap(partial / f"{name}.npy", "w+", dtype,
+                                                  (self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,))
+                  for name, dtype in ARRAYS.items()}
         state, row = None, 0
         for inputs, targets in tqdm(self.batches, desc=f"teachers' top {self.k}", disable=not progress, unit="batch",
                                     leave=False):
             features, state = reference.features(inputs.to(self.device), state)
             parts = truncate(reference.log_probs(features), targets.to(self.device).reshape(-1), self.k)
             n = parts[0].shape[0]
-            for name, part in zip(("indices", "log_probs", "target", "rest"), parts, strict=True):
+            for name, part in zip(ARRAYS, parts, strict=True):
                 arrays[name][row:row + n] = part.cpu().numpy()
             row += n
         for array in arrays.values():
