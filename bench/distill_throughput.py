@@ -16,7 +16,9 @@ step per batch, words/s as the median step after warm-up, the best of interleave
    memory-mapped, built once). The goal: a distilled epoch at most 1.5x a plain one.
    Also the one-time cost of building the store, as a share of one `ce` epoch, and `tr top-k`
    with the student's logits at the k words formed from their output rows (`[output rows]`)
-   instead of gathered from the logits as the trainer does (training/objective.py).
+   instead of gathered from the logits as the trainer does (training/objective.py), and with
+   the gather and the log-sum-exp as two autograd ops (`[autograd gather]`) instead of the
+   trainer's one function (training.losses.log_sum_exp_and_picked).
 2. Precision: fp32 against bf16 (autocast on the LSTM) for --bf16-models (CE and NCE),
    on a CPU with bf16 arithmetic (the goal: at least 1.5x).
 """
@@ -143,6 +145,9 @@ def main() -> None:
                 rows_way = TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers)
                 rows_way.stored_teacher_logits = "rows"  # the other way to form o at the k words
                 steps[f"tr top-{k} [output rows]{suffix[p]}"] = Step(rows_way, windows, precision=p)
+                autograd_way = TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers)
+                autograd_way.stored_teacher_logits = "autograd"  # gather and log-sum-exp as two autograd ops
+                steps[f"tr top-{k} [autograd gather]{suffix[p]}"] = Step(autograd_way, windows, precision=p)
                 steps[f"nce-tr top-{k}{suffix[p]}"] = Step(
                     TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce-tr", 0, noise,
                                       reference=teachers), windows, precision=p)

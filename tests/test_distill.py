@@ -525,9 +525,30 @@ def test_a_teacher_store_larger_than_the_free_disk_is_refused_before_the_teacher
     assert not any((tmp_path / "run").glob("teacher-top8*/indices.npy"))
 
 
+def test_the_fused_log_sum_exp_and_gather_has_autograds_value_and_gradient_with_repeated_words():
+    from training.losses import log_sum_exp_and_picked
+
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(6, 30, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    words = torch.randint(0, 30, (6, 9), generator=g)
+    words[:, -1] = words[:, 0]  # a target among the k words: the same word picked twice in a row
+    lse, picked = log_sum_exp_and_picked(logits, words)
+    torch.testing.assert_close(lse, torch.logsumexp(logits, -1))
+    torch.testing.assert_close(picked, logits.gather(1, words))
+    weights_lse, weights_picked = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, 9, generator=g,
+                                                                                                 dtype=torch.float64)
+    fused = torch.autograd.grad((lse * weights_lse).sum() + (picked * weights_picked).sum(), logits)[0]
+    plain = torch.autograd.grad((torch.logsumexp(logits, -1) * weights_lse).sum()
+                                + (logits.gather(1, words) * weights_picked).sum(), logits)[0]
+    torch.testing.assert_close(fused, plain)
+    assert torch.autograd.gradcheck(lambda o: log_sum_exp_and_picked(o, words), (logits,))
+
+
 @pytest.mark.parametrize("k", [8, 100])
 @pytest.mark.parametrize("kind", ["tr", "interp"])
-@pytest.mark.parametrize("way", ["gather", "rows"])  # o at the k words: gathered from the logits (the default) or from their rows
+# o at the k words: gathered from the logits in one function with the log-sum-exp (the default), as two autograd ops,
+# or from the words' output rows
+@pytest.mark.parametrize("way", ["gather", "autograd", "rows"])
 def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind, way):
     from training.objective import TrainingObjective
     from training.teacher_cache import TruncatedTeacher, truncate

@@ -195,10 +195,12 @@ def truncated_distillation_loss(
     logits (N, V) o; teacher: the stored top k at these positions; prior_logits (N,) sum_x u_x o_x
     where the caller has it more cheaply (from the output rows and the prior: O(N D)); picked
     (N, k + 1): o at the teacher's k words and at y where the caller formed them from those
-    words' output rows (default: gathered from `logits`, whose backward adds an (N, V) gradient)."""
-    lse = torch.logsumexp(logits, dim=-1)  # (N,)
+    words' output rows (default: gathered from `logits` by `log_sum_exp_and_picked`, whose
+    backward adds their gradient into the log-sum-exp's (N, V) one in place)."""
     if picked is None:
-        picked = logits.gather(1, torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1))  # (N, k + 1)
+        lse, picked = log_sum_exp_and_picked(logits, torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1))
+    else:
+        lse = torch.logsumexp(logits, dim=-1)  # (N,)
     at_top, at_target = picked[:, :-1], picked[:, -1]
     if prior_logits is None:  # sum_x u(x) o_x (the prior sums to 1, so sum_x u ln P = this - lse)
         prior_logits = logits @ teacher.prior_over(logits.shape[-1], logits)
@@ -206,6 +208,29 @@ def truncated_distillation_loss(
     kl = teacher.cross_entropy_from(at_top - lse.unsqueeze(1), at_target - lse, prior_logits - lse, targets,
                                     logits.shape[-1])
     return combine_distillation(cross_entropy, kl, teacher.target, mask, kind, alpha, trust)
+
+
+def log_sum_exp_and_picked(logits: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """lse(o) per row and o at `words`: logits (N, V), words (N, m) -> (N,), (N, m), with the
+    value and gradient of `logsumexp` and `gather` under autograd (tested) in one (N, V) gradient
+    buffer: autograd would form the log-sum-exp's gradient, a zero (N, V) buffer for the gather's
+    scatter, and their sum."""
+    return _LogSumExpAndPicked.apply(logits, words)
+
+
+class _LogSumExpAndPicked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(logits, lse, words)
+        return lse, logits.gather(1, words)
+
+    @staticmethod
+    def backward(ctx, grad_lse: torch.Tensor, grad_picked: torch.Tensor):
+        logits, lse, words = ctx.saved_tensors
+        # d lse / d o = softmax(o), formed in place from one exp, then the picked words' gradient added
+        grad = torch.sub(logits, lse.unsqueeze(1)).exp_().mul_(grad_lse.unsqueeze(1).to(logits.dtype))
+        return grad.scatter_add_(1, words, grad_picked.to(grad.dtype)), None
 
 
 def combine_distillation(cross_entropy: torch.Tensor, kl: torch.Tensor, teacher_target: torch.Tensor,

@@ -36,9 +36,10 @@ from training.teacher_cache import TruncatedTeacher
 
 class TrainingObjective(nn.Module):
     # How a softmax student's logits at the stored teachers' k words are formed: "gather" from the
-    # logits, or "rows": those words' output rows times the features, kept so that
-    # bench/distill_throughput.py can time both side by side (docs/RESULTS.md: the gather was as
-    # fast or faster at every k measured, 64 to 1024).
+    # logits, with the log-sum-exp in one autograd function (losses.log_sum_exp_and_picked); or,
+    # kept so that bench/distill_throughput.py can time them side by side (docs/RESULTS.md),
+    # "autograd": the same gather and log-sum-exp as two autograd ops (three (N, V) gradient
+    # buffers instead of one), and "rows": those words' output rows times the features.
     stored_teacher_logits: str = "gather"
 
     def __init__(
@@ -109,13 +110,16 @@ class TrainingObjective(nn.Module):
                 and self.model.config.output_kind == "softmax":
             # the stored teachers and a softmax student: no (N, V) log-probabilities formed. The
             # logits are read for lse, and o at the k teacher words and at y are gathered from them
-            # (their gradient is one more (N, V) addition); see stored_teacher_logits.
+            # (their gradient added into lse's in place); see stored_teacher_logits.
             model, teacher = self.model, reference_features
             logits = model.logits(features).float()  # lse in fp32 under bf16, as the CE loss takes it
             with torch.autocast(features.device.type, enabled=False):
-                picked = None
-                if self.stored_teacher_logits == "rows":  # an (N, k + 1, D) product, backward scattered
+                picked = None  # the default: gathered inside truncated_distillation_loss
+                if self.stored_teacher_logits != "gather":
                     words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
+                if self.stored_teacher_logits == "autograd":
+                    picked = logits.gather(1, words)
+                elif self.stored_teacher_logits == "rows":  # an (N, k + 1, D) product, backward scattered
                     rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
                     picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
                 prior = teacher.prior_over(model.config.vocab_size, features)
