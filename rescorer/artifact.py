@@ -100,9 +100,11 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
 def read_artifact_config(path: str | Path) -> dict[str, Any]:
     """config.json, checked whole (types, bounds, a hash for every file); ArtifactError otherwise."""
     config_path = Path(path) / CONFIG_FILE
+    if not Path(path).exists():
+        raise ArtifactError(f"{path}: no such artifact directory")
+    if not Path(path).is_dir():
+        raise ArtifactError(f"{path}: not a directory (expected an artifact directory)")
     try:
-        if not Path(path).is_dir():
-            raise ArtifactError(f"{path}: not a directory (expected an artifact directory)")
         document = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{config_path}: missing (is {path} an artifact directory?)") from None

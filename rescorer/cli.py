@@ -277,7 +277,12 @@ COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "ev
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, value in vars(args).items():  # a path, format or weight given as "": a variable left unset,
+        for item in value if isinstance(value, list) else [value]:  # never the working directory
+            if isinstance(item, str) and not item.strip():
+                parser.error(f"{name.replace('_', '-')}: an empty value; expected a path, name or number")
     try:
         return COMMANDS[args.command](args)
     except InputError as e:  # bad input only: anything else is a bug and shows as one

@@ -72,6 +72,24 @@ class Settings(_WeightSettings):
     telemetry_share: float = Field(0.01, ge=0.0, le=1.0, description="self-normalization telemetry: the share of scoring"
                                    " time spent on exact log Z(h) at live positions (0 = off, at most 1)")
 
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        # an empty address binds every interface: RESCORER_HOST= or --host "$UNSET" must not open the
+        # service to the network; every interface is for whoever names it (0.0.0.0, ::)
+        if not value.strip():
+            raise ValueError("an empty host would bind every interface; give 127.0.0.1 (the default), or"
+                             " 0.0.0.0 to serve on every interface")
+        return value.strip()
+
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _model_dir_not_blank(cls, value):
+        # Path("") is the working directory: an unset variable would serve whatever artifacts lie there
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path; expected an artifact, or a directory whose subdirectories are artifacts")
+        return value
+
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: str | None) -> str | None:

@@ -164,8 +164,11 @@ def test_a_vocabulary_that_does_not_match_the_artifact_is_refused(tmp_path):
 
 
 def test_missing_config_and_non_directories_are_clear_errors(tmp_path):
-    with pytest.raises(ArtifactError, match="not a directory"):
+    with pytest.raises(ArtifactError, match="nothing: no such artifact directory"):
         load_artifact(tmp_path / "nothing")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ArtifactError, match="a-file: not a directory"):
+        load_artifact(tmp_path / "a-file")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ArtifactError, match=r"config\.json: missing"):
         load_artifact(tmp_path / "empty")

@@ -110,6 +110,37 @@ def test_the_server_refuses_a_tampered_artifact_or_an_empty_token_in_one_line(mo
         Settings(model_dir=model_dir, token="  ")
 
 
+@pytest.mark.parametrize("argv", [["info", ""], ["score", "{lm}", "", "costs"], ["score", "{lm}", "text", " "],
+                                  ["eval", "{lm}", "--dev", "x", "--test", "x", "--out", ""],
+                                  ["rescore", "{lm}", "", "--out-jsonl", "o.jsonl"], ["wer", "text", ""]])
+def test_an_empty_argument_is_refused_by_name_and_never_read_as_the_working_directory(
+        model_dir, tmp_path, capsys, monkeypatch, argv):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text").write_text("u1 the cat\n")
+    with pytest.raises(SystemExit) as stop:
+        rescorer_cli([a.format(lm=model_dir / "tiny") for a in argv])
+    assert stop.value.code == 2 and "an empty value" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text"]
+
+
+def test_an_empty_host_or_model_dir_is_refused_not_every_interface_or_the_working_directory(model_dir, capsys):  # noqa: F811
+    with pytest.raises(ValueError, match="empty host would bind every interface"):
+        Settings(model_dir=model_dir, host=" ")
+    assert server_cli(["--model-dir", str(model_dir), "--host", ""]) == 2
+    assert "empty host" in capsys.readouterr().err
+    assert server_cli(["--model-dir", ""]) == 2
+    assert "model_dir" in capsys.readouterr().err
+    assert Settings(model_dir=model_dir, host="0.0.0.0").host == "0.0.0.0"  # every interface when named
+
+
+def test_a_missing_artifact_is_named_missing_and_a_file_is_not_a_directory(tmp_path, capsys):
+    assert rescorer_cli(["info", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such artifact directory" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert rescorer_cli(["info", str(tmp_path / "file")]) == 2
+    assert "file: not a directory (expected an artifact directory)" in capsys.readouterr().err
+
+
 MISSING_LM = {"utt_id": "m", "hyps": [{"text": "the cat sat on the mat", "am_score": 0, "lm_score": -50},
                                       {"text": "zzz qqq", "am_score": -5}]}
 

@@ -110,6 +110,25 @@ def test_every_float_option_refuses_non_finite_values_and_says_what_is_expected(
             TrainConfig(**base, **{name: value})
 
 
+def test_an_empty_path_is_refused_for_every_path_option_and_nothing_lands_in_the_working_directory(
+        demo_corpus, tmp_path, capsys, monkeypatch):
+    from training.cli import main as train_cli
+    from training.config import PATH_FIELDS, TrainConfig
+
+    base = {"train_path": str(demo_corpus["train"]), "dev_path": str(demo_corpus["dev"]), "out_dir": str(tmp_path / "r")}
+    for name in PATH_FIELDS:
+        value = ("",) if name in ("later_train_paths", "teacher_paths") else " " if name == "teacher_store" else ""
+        with pytest.raises(ConfigError, match=f"{name}: an empty path"):
+            TrainConfig(**{**base, name: value})
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)  # --out "" once trained into the working directory
+    code = train_cli(["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out", "",
+                      "--embedding-dim", "8", "--hidden-dim", "8", "--max-epochs", "1", "--no-progress"])
+    assert code == 2 and "out_dir: an empty path" in capsys.readouterr().err
+    assert list(here.iterdir()) == []
+
+
 def test_a_refused_corpus_leaves_no_run_directory_and_an_uncreatable_one_is_one_line(demo_corpus, tmp_path, capsys):
     from training.cli import main as train_cli
 

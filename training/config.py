@@ -24,6 +24,10 @@ def option(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+PATH_FIELDS = ("train_path", "dev_path", "out_dir", "later_train_paths", "vocab_path", "init_path", "reference_path",
+               "teacher_paths", "teacher_store")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     train_path: str
@@ -105,6 +109,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_paths", tuple(self.teacher_paths))
         object.__setattr__(self, "later_train_paths", tuple(self.later_train_paths))
+        # an empty path is a variable left unset in a script, never the current directory: --out ''
+        # would train into the working directory, --teacher-store '' would quietly mean no store
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            for path in value if isinstance(value, tuple) else (value,):
+                if path is not None and not str(path).strip():
+                    raise ConfigError(f"{name}: an empty path; expected a file or directory name")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.output_kind not in ("auto", "self_normalized", "softmax", "mos"):

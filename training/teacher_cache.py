@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rescorer.atomic import make_directory
 from rescorer.errors import OutputError
 from training.batches import BpttBatches
 from training.reference import FrozenReference
@@ -153,9 +154,14 @@ class TeacherTopK:
         self.description = {"format": FORMAT, "k": self.k, "rows": self.rows, "vocab_size": vocab, **description}
         self.directory = directory
         self.built_now = False
-        directory.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(directory.parent)  # OutputError, not a traceback, where none can be made
+        lock_path = directory.with_name(directory.name + ".lock")
+        try:
+            lock = open(lock_path, "a")  # noqa: SIM115 - closed by the with below
+        except OSError as e:
+            raise OutputError(f"{lock_path}: cannot create the store's lock file ({e.strerror or e})") from None
         # One builder at a time: a run sharing the store waits here for the one building it.
-        with open(directory.with_name(directory.name + ".lock"), "a") as lock:
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             arrays = self._complete()
             if arrays is None:
