@@ -141,6 +141,26 @@ def test_a_missing_artifact_is_named_missing_and_a_file_is_not_a_directory(tmp_p
     assert "file: not a directory (expected an artifact directory)" in capsys.readouterr().err
 
 
+def test_a_line_or_a_whole_file_past_its_memory_bound_is_refused_by_name_not_read_until_memory_runs_out(
+        tmp_path, monkeypatch):
+    import rescorer.formats.text_files as text_files
+    from training.corpus import CorpusError, iter_sentences
+
+    monkeypatch.setattr(text_files, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(text_files, "MAX_TEXT_BYTES", 1000)
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"u1 " + b"w " * 48 + b"\n" + b"u2 " + b"\x00" * 500)  # line 1 fits, line 2 has no end
+    with pytest.raises(NbestError, match=r"long\.txt:2: a line longer than"):
+        list(open_text(path))
+    with pytest.raises(CorpusError, match=r"long\.txt:2: a line longer than"):
+        list(iter_sentences(path))
+    assert open_text(path).read().startswith("u1 w")  # 603 bytes: within the whole-file bound
+    path.write_bytes(b"x\n" * 600)
+    with pytest.raises(NbestError, match="larger than"):
+        open_text(path).read()
+    assert len(list(open_text(path))) == 600  # many short lines are fine
+
+
 MISSING_LM = {"utt_id": "m", "hyps": [{"text": "the cat sat on the mat", "am_score": 0, "lm_score": -50},
                                       {"text": "zzz qqq", "am_score": -5}]}
 

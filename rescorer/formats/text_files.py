@@ -21,6 +21,12 @@ from rescorer.nbest import NbestError
 from rescorer.words import split_words
 
 CORRUPT_GZIP = (gzip.BadGzipFile, EOFError, zlib.error)
+# Memory bounds on what one line, or a whole file read at once, may hold: a file without newlines
+# (/dev/zero, a binary file, a one-line dump) would otherwise be read into memory until the
+# machine runs out. A line of an N-best JSONL file at the service's limits (1,000 hypotheses of
+# 200 words) is a few MB; a corpus line is a sentence.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+MAX_TEXT_BYTES = 1024 * 1024 * 1024
 
 
 def split_fields(line: str) -> list[str]:
@@ -52,8 +58,11 @@ class TextFile:
     def __iter__(self) -> Iterator[str]:
         line_no = 0
         try:
-            for raw in self._raw:
+            while raw := self._raw.readline(MAX_LINE_BYTES + 1):
                 line_no += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise self._error(f"{self._path}:{line_no}: a line longer than {MAX_LINE_BYTES // 2**20} MiB"
+                                      " (a binary file, or text without newlines?); expected one record per line")
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -63,9 +72,12 @@ class TextFile:
 
     def read(self) -> str:
         try:
-            data = self._raw.read()
+            data = self._raw.read(MAX_TEXT_BYTES + 1)
         except CORRUPT_GZIP as e:
             raise self._error(f"{self._path}: corrupt or truncated gzip data ({e})") from None
+        if len(data) > MAX_TEXT_BYTES:
+            raise self._error(f"{self._path}: larger than {MAX_TEXT_BYTES // 2**30} GiB; expected a file read whole"
+                              " (a JSON document, a Kaldi archive of text)")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as e:
