@@ -129,6 +129,24 @@ def test_an_empty_path_is_refused_for_every_path_option_and_nothing_lands_in_the
     assert list(here.iterdir()) == []
 
 
+def test_a_model_larger_than_the_memory_is_refused_before_allocation_and_leaves_no_run_directory(
+        demo_corpus, tmp_path, capsys, monkeypatch):
+    from training.cli import main as train_cli
+
+    args = ["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out",
+            str(tmp_path / "run"), "--max-epochs", "1", "--no-progress", "--hidden-dim", "8"]
+    # a typo'd size: 10^9 x V embedding weights, terabytes; refused from the shapes alone (meta device)
+    assert train_cli([*args, "--embedding-dim", "1000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "parameters needs" in err and "--embedding-dim" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(train_module, "available_memory_bytes", lambda device: 10_000)  # 10 kB free
+    assert train_cli([*args, "--embedding-dim", "8"]) == 2
+    assert "0.0 GiB are available on cpu" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "available_memory_bytes", lambda device: None)  # cannot tell: no refusal
+    assert train_cli([*args, "--embedding-dim", "8"]) == 0
+
+
 def test_a_refused_corpus_leaves_no_run_directory_and_an_uncreatable_one_is_one_line(demo_corpus, tmp_path, capsys):
     from training.cli import main as train_cli
 

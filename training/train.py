@@ -107,6 +107,34 @@ def _absolute(config: TrainConfig) -> TrainConfig:
                    vocab_path=absolute(config.vocab_path), teacher_store=absolute(config.teacher_store or None))
 
 
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new model can take on `device`: free memory on CUDA, MemAvailable on Linux; None
+    where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_model_fits(model_config: ModelConfig, device: torch.device) -> None:
+    """Refuse, before any weight is allocated, a model whose fp32 weights alone exceed the memory
+    available (training also holds their gradients, checkpoints and activations): a typo such as
+    --embedding-dim 1000000000 is one line naming the sizes, not an allocator traceback or a
+    process killed for memory."""
+    with torch.device("meta"):  # shapes only, nothing allocated
+        parameters = sum(p.numel() for p in LstmLanguageModel(model_config).parameters())
+    available = available_memory_bytes(device)
+    if available is not None and parameters * 4 > available:
+        raise ConfigError(f"a model of {parameters:,} parameters needs {parameters * 4 / 2**30:,.1f} GiB for its"
+                          f" weights alone and {available / 2**30:,.1f} GiB are available on {device.type}; choose"
+                          " smaller --embedding-dim, --hidden-dim, --num-layers, --projection-dim or --experts")
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     config = _absolute(config)
     run_dir = Path(config.out_dir)
@@ -209,6 +237,13 @@ def _train(
     lock = _lock_run_directory(run_dir, checkpoint is not None) if context.is_main else None  # noqa: F841 - held until the run returns
     try:
         vocab, train_corpora, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
+        model_config = ModelConfig(
+            vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
+            num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
+            tie_weights=config.tie_weights, output_kind=config.model_output_kind, experts=config.experts,
+        )
+        if init is None:
+            check_model_fits(model_config, device)
     except InputError:
         # a corpus refused before training began: a run directory made for it holds only the
         # vocabulary and the encoding cache of a run that never started, so none is left behind
@@ -230,11 +265,6 @@ def _train(
         if context.is_main:
             tqdm.write(f"init {config.init_path}: dev ppl {init_dev['normalized_ppl']:.2f}"
                        f" (self-normalized {init_dev['self_normalized_ppl']:.2f})")
-    model_config = ModelConfig(
-        vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
-        tie_weights=config.tie_weights, output_kind=config.model_output_kind, experts=config.experts,
-    )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = (model_from_init(init, config.dropout) if init is not None else LstmLanguageModel(model_config)).to(device)
     noise = None
