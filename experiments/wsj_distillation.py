@@ -63,7 +63,8 @@ MODELS = {"member 1": "member1", "member 2": "member2", "member 3": "member3",
           "TR student, dropout": "tr_dropout", "KL only student": "kl", "interp 0.5 student": "interp_0.5",
           "interp 0.2 student": "interp_0.2", "interp 0.1 student": "interp_0.1", "nce-tr student": "nce_tr"}
 # paired differences reported beside the table: (baseline, model)
-COMPARISONS = (("CE only student", "TR student"), ("TR student", "nce-tr student"),
+COMPARISONS = (("CE only student", "TR student"), ("KL only student", "TR student"),
+               ("CE only student", "KL only student"), ("TR student", "nce-tr student"),
                ("CE only student", "nce-tr student"), ("NCE alone student", "nce-tr student"),
                ("member 1", "TR student"), ("member 2", "TR student"), ("member 1", "nce-tr student"),
                ("member 2", "nce-tr student"), ("ensemble", "TR student"), ("ensemble", "nce-tr student"))
