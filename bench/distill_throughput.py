@@ -19,6 +19,8 @@ step per batch, words/s as the median step after warm-up, the best of interleave
    instead of gathered from the logits as the trainer does (training/objective.py), and with
    the gather and the log-sum-exp as two autograd ops (`[autograd gather]`) instead of the
    trainer's one function (training.losses.log_sum_exp_and_picked).
+   `ce` is the trainer's cross-entropy (training.losses.cross_entropy_loss: lse(o) - o_y in one
+   autograd function); `ce [F.cross_entropy]` times PyTorch's log-softmax-then-NLL beside it.
 2. Precision: fp32 against bf16 (autocast on the LSTM) for --bf16-models (CE and NCE),
    on a CPU with bf16 arithmetic (the goal: at least 1.5x).
 """
@@ -127,6 +129,9 @@ def main() -> None:
     for p in precisions:
         steps[f"ce (no teacher){suffix[p]}"] = Step(TrainingObjective(model(V, args.student_hidden), "ce", 0),
                                                     precision=p)
+        log_softmax_way = TrainingObjective(model(V, args.student_hidden), "ce", 0)
+        log_softmax_way.cross_entropy = "log_softmax"  # F.cross_entropy instead of the trainer's lse(o) - o_y
+        steps[f"ce (no teacher) [F.cross_entropy]{suffix[p]}"] = Step(log_softmax_way, precision=p)
         steps[f"nce (no teacher){suffix[p]}"] = Step(
             TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce", 0, noise), precision=p)
     steps["tr live (full teachers every step)"] = Step(

@@ -37,6 +37,25 @@ def test_masked_positions_contribute_nothing_to_either_loss():
                           F.cross_entropy(logits[[0, 2]], targets[[0, 2]], reduction="sum"))
 
 
+def test_the_trainers_cross_entropy_has_the_value_and_gradient_of_f_cross_entropy():
+    from training.losses import log_softmax_cross_entropy_loss
+
+    g = torch.Generator().manual_seed(7)
+    targets = torch.randint(0, 40, (30,), generator=g)
+    targets[::4] = 0  # ignored positions
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = (torch.randn(30, 40, generator=g) * 5).to(dtype).requires_grad_()
+        ours = cross_entropy_loss(logits, targets, ignore_id=0)
+        (grad_ours,) = torch.autograd.grad(ours, logits)
+        reference = F.cross_entropy(logits.float(), targets, ignore_index=0, reduction="sum")
+        (grad_reference,) = torch.autograd.grad(reference, logits)
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(grad_ours.float(), grad_reference.float(), rtol=1e-4, atol=1e-5)
+        assert torch.equal(grad_ours[targets == 0], torch.zeros_like(grad_ours[targets == 0]))
+        torch.testing.assert_close(log_softmax_cross_entropy_loss(logits.float(), targets, 0), reference)
+
+
 def _objective(loss: str, vocab_size: int = 50) -> TrainingObjective:
     torch.manual_seed(0)
     model = LstmLanguageModel(ModelConfig(vocab_size=vocab_size, embedding_dim=8, hidden_dim=8, num_layers=1,

@@ -194,12 +194,18 @@ def test_bf16_training_keeps_fp32_weights_and_learns_like_fp32_or_is_refused(dem
         assert not (tmp_path / "bf16").exists()
         return
     mixed = train(config, progress=False)
-    full = train(tiny_config(demo_corpus, tmp_path / "fp32", loss=loss, max_epochs=2, dropout=0.0), progress=False)
     weights = load_file(str(tmp_path / "bf16" / "artifact" / "model.safetensors"))
     assert all(t.dtype == torch.float32 for t in weights.values())  # fp32 master weights, saved as such
     assert mixed.history[1]["dev_normalized_ppl"] < mixed.history[0]["dev_normalized_ppl"]
     if loss == "ce":  # NCE on this toy corpus varies more from seed to seed (10-13) than with precision
-        assert mixed.history[1]["dev_normalized_ppl"] == pytest.approx(full.history[1]["dev_normalized_ppl"], rel=0.05)
+        # bf16 rounding makes a toy run's path chaotic: one seed of three lands up to 13 % off fp32
+        # after 2 epochs (either loss form, in either direction), so the median of three seeds is compared
+        ratios = []
+        for seed in (1, 2, 3):
+            runs = {p: train(tiny_config(demo_corpus, tmp_path / f"{p}-{seed}", loss=loss, max_epochs=2, dropout=0.0,
+                                         precision=p, seed=seed), progress=False) for p in ("bf16", "fp32")}
+            ratios.append(runs["bf16"].history[1]["dev_normalized_ppl"] / runs["fp32"].history[1]["dev_normalized_ppl"])
+        assert sorted(ratios)[1] == pytest.approx(1.0, abs=0.05), ratios
 
 
 def test_each_epoch_records_the_precision_it_ran_in_even_across_a_resume(demo_corpus, tmp_path):

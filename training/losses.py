@@ -16,7 +16,17 @@ from training.teacher_cache import TruncatedTeacher
 
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
-    """Full-softmax cross-entropy: logits (N, V), targets (N,) -> summed loss (scalar)."""
+    """Full-softmax cross-entropy: logits (N, V), targets (N,) -> summed loss (scalar), in fp32.
+
+    lse(o) - o_y from `log_sum_exp_and_picked`: the value and gradient of F.cross_entropy
+    (tested) without forming ln P over the vocabulary; bench/distill_throughput.py times both."""
+    lse, picked = log_sum_exp_and_picked(logits.float(), targets.unsqueeze(1))
+    per_position = lse - picked.squeeze(1)
+    return torch.where(targets != ignore_id, per_position, torch.zeros_like(per_position)).sum()
+
+
+def log_softmax_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
+    """The same loss through F.cross_entropy (log-softmax, then NLL), for the bench to time beside it."""
     return F.cross_entropy(logits, targets, ignore_index=ignore_id, reduction="sum")
 
 

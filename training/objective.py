@@ -22,6 +22,7 @@ from rescorer.model import LstmLanguageModel, LSTMState
 from training.config import DISTILLATION_LOSSES, SELF_NORMALIZED_LOSSES
 from training.losses import (
     cross_entropy_loss,
+    log_softmax_cross_entropy_loss,
     distillation_loss,
     nce_kld_loss,
     nce_loss,
@@ -41,6 +42,9 @@ class TrainingObjective(nn.Module):
     # "autograd": the same gather and log-sum-exp as two autograd ops (three (N, V) gradient
     # buffers instead of one), and "rows": those words' output rows times the features.
     stored_teacher_logits: str = "gather"
+    # A softmax model's cross-entropy: "lse" (losses.cross_entropy_loss, lse(o) - o_y in one autograd
+    # function) or "log_softmax" (F.cross_entropy), kept for the bench to time side by side.
+    cross_entropy: str = "lse"
 
     def __init__(
         self, model: LstmLanguageModel, loss: str, bos_id: int,
@@ -134,7 +138,8 @@ class TrainingObjective(nn.Module):
         elif self.model.config.output_kind == "mos":
             loss = F.nll_loss(self.model.log_probs(features), targets, ignore_index=self.bos_id, reduction="sum")
         else:
-            loss = cross_entropy_loss(self.model.logits(features), targets, self.bos_id)
+            ce = cross_entropy_loss if self.cross_entropy == "lse" else log_softmax_cross_entropy_loss
+            loss = ce(self.model.logits(features), targets, self.bos_id)
         if penalty is not None:  # AR/TAR are per-element means; our loss is a sum over positions
             loss = loss + penalty.float() * mask.sum()
         return loss
