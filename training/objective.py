@@ -22,8 +22,8 @@ from rescorer.model import LstmLanguageModel, LSTMState
 from training.config import DISTILLATION_LOSSES, SELF_NORMALIZED_LOSSES
 from training.losses import (
     cross_entropy_loss,
-    log_softmax_cross_entropy_loss,
     distillation_loss,
+    log_softmax_cross_entropy_loss,
     nce_kld_loss,
     nce_loss,
     truncated_distillation_loss,
