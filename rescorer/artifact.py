@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rescorer.atomic import write_directory_atomic, write_text_atomic
+from rescorer.bounded_read import read_text_bounded
 from rescorer.combination import Weights
 from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
@@ -105,7 +106,7 @@ def read_artifact_config(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_dir():
         raise ArtifactError(f"{path}: not a directory (expected an artifact directory)")
     try:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
+        document = json.loads(read_text_bounded(config_path))
     except FileNotFoundError:
         raise ArtifactError(f"{config_path}: missing (is {path} an artifact directory?)") from None
     except (ValueError, RecursionError) as e:  # JSON syntax, not UTF-8, an integer too long
@@ -126,6 +127,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
     config_path = path / CONFIG_FILE
     for name in (WORDS_FILE, WEIGHTS_FILE):  # check_config_document: both have a recorded hash
         file_path = path / name
+        if file_path.exists() and not file_path.is_file():  # a device or FIFO never ends: hashing it would not either
+            raise ArtifactError(f"{file_path}: not a regular file (a directory, device or pipe); expected the artifact's file")
         try:
             actual = _sha256(file_path)
         except OSError as e:
@@ -147,7 +150,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
         )
     try:
         vocab = parse_symbol_table(
-            (path / WORDS_FILE).read_text(encoding="utf-8"), str(path / WORDS_FILE),
+            read_text_bounded(path / WORDS_FILE), str(path / WORDS_FILE),
             document.get("unk_symbol", "<unk>"),
         )
     except (VocabularyError, UnicodeDecodeError) as e:

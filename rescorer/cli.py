@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rescorer.artifact import load_artifact, set_rescoring_weights
 from rescorer.atomic import text_output
+from rescorer.bounded_read import read_text_bounded
 from rescorer.combination import WEIGHT_NAMES, Weights, interpolated_lm
 from rescorer.errors import InputError
 from rescorer.eval_command import run_evaluation
@@ -72,7 +73,7 @@ def _weights(args: argparse.Namespace) -> Weights:
     values = Weights().to_dict()
     if args.weights:
         try:
-            document = json.loads(Path(args.weights).read_text(encoding="utf-8"))
+            document = json.loads(read_text_bounded(args.weights))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise InputError(f"{args.weights}: cannot read the weights ({str(e)[:200]})") from None
         if isinstance(document, dict) and isinstance(document.get("weights"), dict):

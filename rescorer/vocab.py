@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rescorer.bounded_read import read_text_bounded
 from rescorer.errors import InputError
 from rescorer.words import split_words
 
@@ -163,7 +164,7 @@ def parse_symbol_table(text: str, source: str, unk_symbol: str = UNK) -> Vocabul
 def read_symbol_table(path: str | Path, unk_symbol: str = UNK) -> Vocabulary:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path)
     except FileNotFoundError:
         raise VocabularyError(f"{path}: symbol table not found") from None
     except UnicodeDecodeError as e:

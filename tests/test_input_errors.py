@@ -143,11 +143,11 @@ def test_a_missing_artifact_is_named_missing_and_a_file_is_not_a_directory(tmp_p
 
 def test_a_line_or_a_whole_file_past_its_memory_bound_is_refused_by_name_not_read_until_memory_runs_out(
         tmp_path, monkeypatch):
-    import rescorer.formats.text_files as text_files
+    import rescorer.bounded_read as bounded_read
     from training.corpus import CorpusError, iter_sentences
 
-    monkeypatch.setattr(text_files, "MAX_LINE_BYTES", 100)
-    monkeypatch.setattr(text_files, "MAX_TEXT_BYTES", 1000)
+    monkeypatch.setattr(bounded_read, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(bounded_read, "MAX_WHOLE_FILE_BYTES", 1000)
     path = tmp_path / "long.txt"
     path.write_bytes(b"u1 " + b"w " * 48 + b"\n" + b"u2 " + b"\x00" * 500)  # line 1 fits, line 2 has no end
     with pytest.raises(NbestError, match=r"long\.txt:2: a line longer than"):
@@ -159,6 +159,38 @@ def test_a_line_or_a_whole_file_past_its_memory_bound_is_refused_by_name_not_rea
     with pytest.raises(NbestError, match="larger than"):
         open_text(path).read()
     assert len(list(open_text(path))) == 600  # many short lines are fine
+
+
+def test_every_file_read_whole_is_bounded_and_an_artifact_file_that_never_ends_is_refused(
+        model_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import shutil
+
+    import rescorer.bounded_read as bounded_read
+    from rescorer.artifact import ArtifactError, load_artifact
+    from rescorer.vocab import VocabularyError, read_symbol_table
+
+    monkeypatch.setattr(bounded_read, "MAX_WHOLE_FILE_BYTES", 1000)
+    big = tmp_path / "big"
+    big.write_text('{"lm_weight": 0.5}'.ljust(1001))  # valid weights and a valid symbol table line, past the bound
+    with pytest.raises(VocabularyError, match="larger than 1,000 bytes, the most read whole"):
+        read_symbol_table(big)
+    lists = tmp_path / "l.jsonl"
+    lists.write_text(json.dumps(MISSING_LM | {"hyps": MISSING_LM["hyps"][:1]}) + "\n")
+    assert rescorer_cli(["rescore", str(model_dir / "tiny"), str(lists), "--weights", str(big)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the weights" in err and "larger than 1,000 bytes" in err
+    artifact = tmp_path / "lm"
+    shutil.copytree(model_dir / "tiny", artifact)
+    (artifact / "config.json").write_text((artifact / "config.json").read_text() + " " * 1000)
+    with pytest.raises(ArtifactError, match=r"config\.json: cannot read \(larger than"):
+        load_artifact(artifact)
+    monkeypatch.undo()
+    shutil.rmtree(artifact)
+    shutil.copytree(model_dir / "tiny", artifact)
+    (artifact / "words.txt").unlink()
+    (artifact / "words.txt").symlink_to("/dev/zero")  # hashing it would never end
+    with pytest.raises(ArtifactError, match="words.txt: not a regular file"):
+        load_artifact(artifact)
 
 
 MISSING_LM = {"utt_id": "m", "hyps": [{"text": "the cat sat on the mat", "am_score": 0, "lm_score": -50},

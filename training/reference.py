@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rescorer.artifact import CONFIG_FILE, Artifact, ArtifactError, load_artifact
+from rescorer.bounded_read import read_bytes_bounded
 from rescorer.errors import ConfigError, InputError
 from rescorer.model import LstmLanguageModel
 from training.batches import BpttBatches
@@ -39,7 +40,7 @@ class ReferenceError(InputError):
 
 def artifact_digest(path: str | Path) -> str:
     """sha256 of an artifact's config.json, which records the sha256 of its other files."""
-    return hashlib.sha256((Path(path) / CONFIG_FILE).read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes_bounded(Path(path) / CONFIG_FILE)).hexdigest()
 
 
 def load_reference(path: str | Path, vocab_sha256: str | None, role: str, device: torch.device | str = "cpu",

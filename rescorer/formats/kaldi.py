@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
+from rescorer.bounded_read import read_stream_bounded
 from rescorer.formats.text_files import CORRUPT_GZIP, open_binary, open_text, read_keyed_lines
 from rescorer.nbest import MAX_SCORE, Hypothesis, NbestError, Utterance, check_utterance, normalize_text
 from rescorer.numbers import parse_decimal, parse_integer
@@ -37,7 +38,7 @@ def _read_bytes(path: str | Path) -> bytes:
     """The archive's bytes (gunzipped if gzip); a missing, unreadable or damaged file is an NbestError."""
     with open_binary(path, NbestError, "Kaldi archive") as f:
         try:
-            return f.read()
+            return read_stream_bounded(f, path)
         except (OSError, *CORRUPT_GZIP) as e:  # an unreadable file, a truncated or corrupt gzip stream
             raise NbestError(f"{path}: cannot read ({e})") from None
 

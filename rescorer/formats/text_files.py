@@ -17,16 +17,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rescorer import bounded_read
 from rescorer.nbest import NbestError
 from rescorer.words import split_words
 
 CORRUPT_GZIP = (gzip.BadGzipFile, EOFError, zlib.error)
-# Memory bounds on what one line, or a whole file read at once, may hold: a file without newlines
-# (/dev/zero, a binary file, a one-line dump) would otherwise be read into memory until the
-# machine runs out. A line of an N-best JSONL file at the service's limits (1,000 hypotheses of
-# 200 words) is a few MB; a corpus line is a sentence.
-MAX_LINE_BYTES = 64 * 1024 * 1024
-MAX_TEXT_BYTES = 1024 * 1024 * 1024
+# Memory bounds (rescorer.bounded_read): a file without newlines (/dev/zero, a binary file, a
+# one-line dump) would otherwise be read into memory until the machine runs out.
 
 
 def split_fields(line: str) -> list[str]:
@@ -58,10 +55,11 @@ class TextFile:
     def __iter__(self) -> Iterator[str]:
         line_no = 0
         try:
-            while raw := self._raw.readline(MAX_LINE_BYTES + 1):
+            limit = bounded_read.MAX_LINE_BYTES
+            while raw := self._raw.readline(limit + 1):
                 line_no += 1
-                if len(raw) > MAX_LINE_BYTES:
-                    raise self._error(f"{self._path}:{line_no}: a line longer than {MAX_LINE_BYTES // 2**20} MiB"
+                if len(raw) > limit:
+                    raise self._error(f"{self._path}:{line_no}: a line longer than {bounded_read.describe_bytes(limit)}"
                                       " (a binary file, or text without newlines?); expected one record per line")
                 try:
                     yield raw.decode("utf-8")
@@ -72,12 +70,11 @@ class TextFile:
 
     def read(self) -> str:
         try:
-            data = self._raw.read(MAX_TEXT_BYTES + 1)
+            data = bounded_read.read_stream_bounded(self._raw, self._path)
         except CORRUPT_GZIP as e:
             raise self._error(f"{self._path}: corrupt or truncated gzip data ({e})") from None
-        if len(data) > MAX_TEXT_BYTES:
-            raise self._error(f"{self._path}: larger than {MAX_TEXT_BYTES // 2**30} GiB; expected a file read whole"
-                              " (a JSON document, a Kaldi archive of text)")
+        except bounded_read.TooLargeToRead as e:
+            raise self._error(f"{self._path}: {e.strerror}") from None
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as e:
