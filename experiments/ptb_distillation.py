@@ -25,8 +25,8 @@ invocation rewrites OUT/results.json with all the rows finished so far.
 Cost on the project's 2-core machine (one thread per process): the members train a K-fold
 softmax (about 750 s an epoch for 1 x 200, K = 2, on one core); the distilled students read the
 teachers from one store (training.teacher_cache, --teacher-top-k, 1024 by default here; 7.6 GB
-for PTB train) in OUT/teachers, built by the first of them, so an epoch costs less than 2x a
-plain one instead of 8x (docs/RESULTS.md), at a measured cost in perplexity that RESULTS states
+for PTB train) in OUT/teachers, built by the first of them, so an epoch costs 1.0-1.25x a
+plain one instead of 9.5x (docs/RESULTS.md), at a measured cost in perplexity that RESULTS states
 beside the table. Every model trains
 until its schedule ends (full rate while dev improves by 0.3 % or more, then 5 halved epochs)
 or the epoch cap; results.json says which, with the last epoch's improvement. Each run's

@@ -155,6 +155,8 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
         )
     except (VocabularyError, UnicodeDecodeError) as e:
         raise ArtifactError(str(e)) from None
+    except OSError as e:  # past the whole-file bound (rescorer.bounded_read), or unreadable since it was hashed
+        raise ArtifactError(f"{path / WORDS_FILE}: cannot read ({e.strerror or e})") from None
     if vocab.sha256 != document["vocab_sha256"] or len(vocab) != model_config.vocab_size:
         raise ArtifactError(
             f"{path / WORDS_FILE}: vocabulary ({len(vocab)} words) does not match {config_path}"

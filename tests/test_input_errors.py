@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -187,6 +188,14 @@ def test_every_file_read_whole_is_bounded_and_an_artifact_file_that_never_ends_i
     monkeypatch.undo()
     shutil.rmtree(artifact)
     shutil.copytree(model_dir / "tiny", artifact)
+    import rescorer.artifact as artifact_module  # words.txt past its bound (a 5-byte one), after its hash matched
+
+    real = bounded_read.read_text_bounded
+    monkeypatch.setattr(artifact_module, "read_text_bounded",
+                        lambda path, limit=None: real(path, 5 if Path(path).name == "words.txt" else limit))
+    with pytest.raises(ArtifactError, match=r"words\.txt: cannot read \(larger than 5 bytes"):
+        load_artifact(artifact)
+    monkeypatch.undo()
     (artifact / "words.txt").unlink()
     (artifact / "words.txt").symlink_to("/dev/zero")  # hashing it would never end
     with pytest.raises(ArtifactError, match="words.txt: not a regular file"):

@@ -179,6 +179,9 @@ class TeacherTopK:
     def cache_bytes(batches: BpttBatches, k: int) -> int:
         return batches.tokens_per_epoch * (k * 8 + 8)  # int32 index and float32 ln Q per word, target and rest
 
+    def _shape(self, name: str) -> tuple[int, ...]:
+        return (self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,)
+
     def _complete(self) -> dict[str, np.ndarray] | None:
         """The stored arrays, memory-mapped, when the directory holds this description with every
         array whole (the shape and type it was written with); None when it must be built (again):
@@ -189,23 +192,20 @@ class TeacherTopK:
             arrays = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
         except (OSError, ValueError, EOFError):
             return None
-        expected = {name: ((self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,), dtype)
-                    for name, dtype in ARRAYS.items()}
-        whole = all((array.shape, array.dtype) == expected[name] for name, array in arrays.items())
+        whole = all((array.shape, array.dtype) == (self._shape(name), ARRAYS[name]) for name, array in arrays.items())
         return arrays if whole else None
 
     @torch.no_grad()
     def _build(self, reference: FrozenReference, progress: bool) -> None:
         partial = self.directory.with_name(self.directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        needed, free = self.rows * (self.k * 8 + 8), shutil.disk_usage(self.directory.parent).free
+        needed, free = self.cache_bytes(self.batches, self.k), shutil.disk_usage(self.directory.parent).free
         if needed > free:  # refused before the teachers' pass, not failed at its end
             raise OutputError(f"{self.directory}: the teachers' top {self.k} at {self.rows} positions need"
                               f" {needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free there; free space,"
                               " choose a smaller --teacher-top-k, or put the store elsewhere (--teacher-store)")
         partial.mkdir(parents=True)
-        arrays = {name: np.lib.format.open_memmap(partial / f"{name}.npy", "w+", dtype,
-                                                  (self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,))
+        arrays = {name: np.lib.format.open_memmap(partial / f"{name}.npy", "w+", dtype, self._shape(name))
                   for name, dtype in ARRAYS.items()}
         state, row = None, 0
         for inputs, targets in tqdm(self.batches, desc=f"teachers' top {self.k}", disable=not progress, unit="batch",
