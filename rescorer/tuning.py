@@ -81,6 +81,12 @@ class SearchSpace:
                 self.ranges["interp_weight"][1] <= 1:
             raise InputError("range of 'interp_weight': must lie within 0:1")
 
+    def allows(self, weights: Weights) -> bool:
+        """Whether `weights` keep every fixed value and lie in every range."""
+        values = weights.to_dict()
+        return all(values[name] == value for name, value in self.fixed.items()) and \
+            all(low <= values[name] <= high for name, (low, high) in self.ranges.items())
+
     @classmethod
     def parse(cls, fixes: list[str] | None, ranges: list[str] | None) -> SearchSpace:
         """From the CLI's `--fix NAME=VALUE` and `--range NAME=LOW:HIGH` (each repeatable)."""
@@ -151,13 +157,28 @@ class TuningResult:
     def wer(self) -> float:
         return self.errors / self.ref_words
 
+    @property
+    def worse_than_first_pass(self) -> dict | None:
+        """{"tuned_errors", "first_pass_errors"} where the tuned weights make more dev errors than
+        keeping every list's first hypothesis (no weights may reproduce the first pass's order:
+        a Whisper first pass, scores from another system); None otherwise. Callers that apply
+        the weights refuse them (`rescorer rescore`, `set-weights`) or say so."""
+        first = self.baselines.get("first_pass", {}).get("errors")
+        if first is None or self.errors <= first:
+            return None
+        return {"tuned_errors": self.errors, "first_pass_errors": first}
+
     def warnings(self) -> list[str]:
         """What a user must know before trusting the weights: a tuned point no better on dev than
         a combination it could have stayed at, and weights whose best step reaches the end of
         the searched range."""
         out = []
+        if (worse := self.worse_than_first_pass) is not None:
+            out.append(f"the tuned weights make MORE dev errors than the first pass's own choice ({worse['tuned_errors']}"
+                       f" against {worse['first_pass_errors']}): the lists' order is not explained by their scores,"
+                       " and rescoring with these weights would raise the WER: keep the first hypotheses")
         others = {k: v for k, v in self.baselines.items() if k != "tuned"}
-        if others:
+        if others and worse is None:
             name, best = min(others.items(), key=lambda kv: kv[1]["errors"])
             if self.errors >= best["errors"] and self.errors > 0:
                 out.append(f"the tuned weights are no better on dev than the {name.replace('_', ' ')}"
@@ -184,7 +205,8 @@ class TuningResult:
     def to_dict(self) -> dict:
         return {
             "method": self.method, "dev_errors": self.errors, "dev_wer": self.wer, "ref_words": self.ref_words,
-            "baselines": self.baselines, "warnings": self.warnings(), "at_limit": self.at_limit, "flat": self.flat,
+            "baselines": self.baselines, "warnings": self.warnings(),
+            "worse_than_first_pass": self.worse_than_first_pass, "at_limit": self.at_limit, "flat": self.flat,
             "plateaus": {k: list(v) for k, v in self.plateaus().items()},
             "ranges": {k: [a.low, a.high] for k, a in self.axes.items()},
             "line_searches": self.line_searches, "seconds": self.seconds,
@@ -268,6 +290,15 @@ def _smoothed_best(line: StepFunction, axis: Axis, h: float) -> float:
     return float(min(max(_unwarp(u, axis.unit), axis.low), axis.high))
 
 
+def _widest_best(line: StepFunction, axis: Axis) -> float:
+    """The middle (in asinh units) of the widest step with the fewest errors along `line`."""
+    steps = line.steps()
+    fewest = min(s[2] for s in steps)
+    widest = max((s for s in steps if s[2] == fewest), key=lambda s: _warp(s[1], axis.unit) - _warp(s[0], axis.unit))
+    middle = _unwarp((_warp(widest[0], axis.unit) + _warp(widest[1], axis.unit)) / 2, axis.unit)
+    return min(max(middle, widest[0]), widest[1])
+
+
 def _warp(t: float, unit: float) -> float:
     return math.asinh(t / unit)
 
@@ -302,25 +333,28 @@ class _Search:
         if np.all(line.errors == line.errors[0]):
             return weights, int(line.errors[0])
         if self.smoothing > 0:
-            value = _smoothed_best(line, axis, self.smoothing)
-            return replace(weights, **{axis.name: value}), line.at(value)
-        steps = line.steps()
-        fewest = min(s[2] for s in steps)
-        widest = max((s for s in steps if s[2] == fewest),
-                     key=lambda s: _warp(s[1], axis.unit) - _warp(s[0], axis.unit))
-        middle = _unwarp((_warp(widest[0], axis.unit) + _warp(widest[1], axis.unit)) / 2, axis.unit)
-        middle = min(max(middle, widest[0]), widest[1])
-        return replace(weights, **{axis.name: middle}), fewest
+            chosen = replace(weights, **{axis.name: _smoothed_best(line, axis, self.smoothing)})
+        else:
+            chosen = replace(weights, **{axis.name: _widest_best(line, axis)})
+        # counted as evaluation counts them (best_hypotheses: the earliest of tied hypotheses), not
+        # read off the line, whose value at a knot follows the steepest of the lines that meet there
+        return chosen, self.errors(chosen)
 
     def ascend(self, weights: Weights, errors: int, axes: list[Axis]) -> tuple[Weights, int]:
-        """Coordinate ascent from `weights` until a round over `axes` lowers the errors no more."""
+        """Coordinate ascent from `weights` until a round over `axes` lowers the errors no more;
+        returns the point of fewest errors met on the way (the start included). With smoothing a
+        line search moves to the best neighbourhood, which can hold more errors at its point than
+        the point it left, so the path is not monotone: its best point is kept, never its end."""
+        best = (errors, weights)
         for _ in range(MAX_ROUNDS):
-            before = errors
+            before = best[0]
             for axis in axes:
                 weights, errors = self.best_on_line(weights, axis)
-            if errors >= before:
+                if errors < best[0]:
+                    best = (errors, weights)
+            if best[0] >= before:
                 break
-        return weights, errors
+        return best[1], best[0]
 
 
 def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndarray,
@@ -348,17 +382,22 @@ def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndar
     starts.sort(key=lambda s: (s[0], s[1]))
 
     order = [axes[n] for n in ("lm_weight", "interp_weight", "word_penalty", "am_weight", "oov_penalty") if n in axes]
-    finished = []
+    total_words = int(np.asarray(ref_words).sum())
+    baselines = _baselines(arrays, search, total_words, axes)
+    # Candidates: the refined starts, the unrefined ones, and the baselines' own weights (where
+    # the space allows them), so the tuned point is never worse on dev than any of them.
+    candidates = list(starts)
     for errors, departure, weights in starts[:STARTS_REFINED]:
         weights, errors = search.ascend(weights, errors, order)
-        finished.append((errors, departure, weights))
-    errors, _, weights = min(finished, key=lambda f: (f[0], f[1]))
+        candidates.append((errors, _departure(weights, start), weights))
+    for entry in baselines.values():
+        if "weights" in entry and space.allows(weights := Weights(**entry["weights"])):
+            candidates.append((entry["errors"], _departure(weights, start), weights))
+    errors, _, weights = min(candidates, key=lambda c: (c[0], c[1]))
     if not order:  # everything fixed
         weights, errors = start, search.errors(start)
     lines = {axis.name: search.line(weights, axis) for axis in order}
 
-    total_words = int(np.asarray(ref_words).sum())
-    baselines = _baselines(arrays, search, total_words, axes)
     baselines["tuned"] = {"errors": errors, "wer": errors / total_words if total_words else 0.0,
                           "weights": weights.to_dict()}
     flat = [name for name, line in lines.items() if np.all(line.errors == line.errors[0])]
@@ -385,14 +424,18 @@ def _ladder(axis: Axis) -> list[float]:
 
 def _baselines(arrays: NbestArrays, search: _Search, total_words: int, axes: dict[str, Axis]) -> dict[str, dict]:
     """Dev errors of the first hypothesis, of the acoustic score alone, and of the first pass's
-    own combination (am + s * lm, s the best LM weight along the line, no penalty)."""
+    own combination (am + s * lm, s the exactly best LM weight along the line: the middle of the
+    widest step of fewest errors, unsmoothed, no penalty). Each entry with weights gives them."""
     def entry(errors: int, **extra) -> dict:
         return {"errors": errors, "wer": errors / total_words if total_words else 0.0, **extra}
 
+    acoustic = Weights(1.0, 0.0, 0.0, 0.0, 0.0)
     out = {"first_pass": entry(int(search.hyp_errors[arrays.offsets[:-1]].sum())),
-           "acoustic_only": entry(search.errors(Weights(1.0, 0.0, 0.0, 0.0, 0.0)))}
+           "acoustic_only": entry(search.errors(acoustic), weights=acoustic.to_dict())}
     if arrays.has_lm and np.any(arrays.lm != 0):
         lm_axis = axes.get("lm_weight", Axis("lm_weight", 0.0, 1000.0, 1e-3, (0.0,)))
-        weights, errors = search.best_on_line(Weights(1.0, 1.0, 0.0, 0.0, 0.0), lm_axis)
-        out["first_pass_combination"] = entry(errors, lm_weight=weights.lm_weight)
+        exact = _Search(arrays, search.hyp_errors, smoothing=0.0)
+        weights, errors = exact.best_on_line(Weights(1.0, 1.0, 0.0, 0.0, 0.0), lm_axis)
+        search.line_searches += exact.line_searches
+        out["first_pass_combination"] = entry(errors, lm_weight=weights.lm_weight, weights=weights.to_dict())
     return out

@@ -9,7 +9,8 @@ import training.train as train_module
 from rescorer.artifact import load_artifact
 from rescorer.errors import ConfigError
 from tests.conftest import tiny_config
-from training.train import ResumeError, TrainingDivergedError, train
+from training.divergence import TrainingDivergedError
+from training.train import ResumeError, train
 
 
 @pytest.mark.parametrize("loss", ["nce", "ce"])
@@ -169,7 +170,7 @@ def test_resume_refuses_options_that_differ_from_the_run_and_takes_a_larger_budg
 
     out = str(tmp_path / "run")
     base = ["train", "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out", out,
-            "--hidden-dim", "16", "--embedding-dim", "16", "--noise-samples", "16", "--no-progress"]
+            "--hidden-dim", "16", "--embedding-dim", "16", "--noise-samples", "16", "--batch-size", "8", "--no-progress"]
     assert train_cli([*base, "--max-epochs", "1"]) == 0
     capsys.readouterr()
     # the same values again, or only the budget and the device: fine; anything else was ignored silently

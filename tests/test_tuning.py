@@ -157,7 +157,9 @@ def test_the_report_names_what_the_tuner_saw_and_warns_when_it_did_not_help():
     result = tune_weights(arrays, errors, words)
     assert set(result.baselines) == {"first_pass", "acoustic_only", "first_pass_combination", "tuned"}
     assert result.baselines["first_pass"]["errors"] == 0 and result.errors == 3
-    assert any("no better on dev than the first pass" in w for w in result.warnings())
+    assert result.worse_than_first_pass == {"tuned_errors": 3, "first_pass_errors": 0}
+    assert result.to_dict()["worse_than_first_pass"] == result.worse_than_first_pass
+    assert any("MORE dev errors than the first pass" in w for w in result.warnings())
 
 
 @given(st.integers(0, 10_000), st.sampled_from(["kaldi", "hyporadise", "espnet"]))

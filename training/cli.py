@@ -27,8 +27,9 @@ from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
 from training.demo_nbest import write_demo_nbest
+from training.divergence import TrainingDivergedError
 from training.perplexity import EvaluationResult, evaluate, recenter_log_z
-from training.train import TrainingDivergedError, train
+from training.train import train
 
 # the epoch budget: taken from the checkpoint on --resume unless given, and then may be raised
 BUDGET_FLAGS = {"max_epochs": "maximum epochs", "anneal_epochs": "halved-rate epochs once the dev gain falls below the threshold"}

@@ -49,6 +49,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import SELF_NORMALIZED_LOSSES, TrainConfig
 from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
 from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
+from training.divergence import DivergenceGuard
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
 from training.perplexity import evaluate
@@ -61,15 +62,6 @@ CHECKPOINT_FORMAT = 2  # checkpoints of another format are refused on resume
 RESUMABLE_OVERRIDES = {"max_epochs", "anneal_epochs", "device", "precision", "out_dir",  # may change on --resume
                        "teacher_store"}  # where the stored teachers live, not what they are
 REFERENCE_CACHE_LIMIT = 4 << 30  # bytes of cached reference features before we ask for recomputation
-
-
-DIVERGENCE_FACTOR = 4.0  # a dev perplexity this many times the previous epoch's stops the run
-UNIFORM_FACTOR = 20.0  # ... or this many times a uniform model's (a small model's first epoch can be worse than uniform)
-
-
-class TrainingDivergedError(RuntimeError):
-    """A non-finite loss or gradient, or a dev perplexity that exploded; the last good checkpoint
-    is left untouched and the run stops (no silent continuation, no automatic roll-back)."""
 
 
 class ResumeError(InputError):
@@ -295,6 +287,8 @@ def _train(
         reference_features = _reference_features(config, reference, batches, device, show)
         reference_seconds = time.perf_counter() - reference_started
     generator = torch.Generator()
+    guard = DivergenceGuard(config.loss, len(vocab), config.noise_samples, run_dir / "checkpoint.pt",
+                            init_dev["normalized_ppl"] if init_dev is not None else None)
 
     while not schedule.done(config):
         epoch = schedule.epoch + 1
@@ -304,12 +298,11 @@ def _train(
         generator.manual_seed(seed)  # noise samples
         started = time.perf_counter()
         mean_loss, tokens = _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr,
-                                       generator, device, epoch, vocab.bos_id, show,
-                                       checkpoint_path=run_dir / "checkpoint.pt")
+                                       generator, device, epoch, vocab.bos_id, show, guard)
         train_seconds = time.perf_counter() - started
         dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
         dev_ppl = dev.normalized_ppl
-        _check_divergence(dev_ppl, history, len(vocab), epoch, lr, run_dir / "checkpoint.pt", schedule.epoch)
+        guard.check_epoch(epoch, lr, mean_loss, dev_ppl, history, schedule.epoch)
         record = {
             "epoch": epoch, "lr": lr, "train_loss_per_token": mean_loss,
             "train_seconds": train_seconds, "train_words_per_second": tokens * context.world_size / train_seconds,
@@ -337,6 +330,7 @@ def _train(
             write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
         context.barrier()
 
+    guard.check_final(history, history[-1]["lr"] if history else config.lr)
     if not context.is_main:
         return TrainResult(None, history, None)
     adaptation = adaptation_provenance(config, coverage, init_dev) if init is not None else None
@@ -393,28 +387,8 @@ def _reference_features(config, reference, batches, device, show) -> ReferenceFe
     return features
 
 
-def _check_divergence(dev_ppl: float, history: list[dict], vocab_size: int, epoch: int, lr: float,
-                      checkpoint_path: Path, last_good_epoch: int) -> None:
-    """Stop a run whose dev perplexity is not finite, over UNIFORM_FACTOR times a uniform
-    distribution's (the vocabulary size), or over DIVERGENCE_FACTOR times the previous epoch's. Every data-parallel rank
-    evaluates the same model on the same dev text, so every rank stops here together."""
-    previous = history[-1]["dev_normalized_ppl"] if history else None
-    uniform = UNIFORM_FACTOR * vocab_size
-    if math.isfinite(dev_ppl) and dev_ppl <= uniform and (previous is None or dev_ppl <= DIVERGENCE_FACTOR * previous):
-        return
-    if not math.isfinite(dev_ppl) or dev_ppl > uniform:
-        why = f"over {UNIFORM_FACTOR:g} times a uniform model's ({vocab_size}, the vocabulary size)"
-    else:
-        why = f"{dev_ppl / previous:.1f} times epoch {epoch - 1}'s {previous:.4g}"
-    kept = f"the last good checkpoint ({checkpoint_path}, epoch {last_good_epoch}) is kept" if last_good_epoch \
-        else "no epoch finished well, so no checkpoint was written"
-    raise TrainingDivergedError(
-        f"training diverged in epoch {epoch}: dev perplexity {dev_ppl:.4g} is {why}; the run stops and {kept}."
-        f" Start it again in a new --out with a lower --lr (now {lr:g}; try {lr / 4:g}) or a smaller --clip-norm")
-
-
 def _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr, generator, device,
-               epoch, bos_id, show, checkpoint_path) -> tuple[float, int]:
+               epoch, bos_id, show, guard: DivergenceGuard) -> tuple[float, int]:
     """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
     model.train()
     state = None
@@ -445,13 +419,7 @@ def _run_epoch(step_fn, model, batches, reference_features, noise, config, sched
             (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
             # sgd_step leaves the weights untouched when the gradient norm is not finite.
             norm = sgd_step(model.parameters(), lr, config.clip_norm, config.weight_decay)
-        if not (math.isfinite(batch_loss) and math.isfinite(norm)):
-            raise TrainingDivergedError(
-                f"non-finite {'loss' if not math.isfinite(batch_loss) else 'gradient'} at step"
-                f" {schedule.global_step} (epoch {epoch}); the last good checkpoint"
-                f" ({checkpoint_path}, epoch {schedule.epoch}) is kept. Hint: lower --lr"
-                f" (now {lr:g}) or --clip-norm, or look for corrupt input"
-            )
+        guard.check_step(batch_loss, norm, schedule.global_step, epoch, lr, schedule.epoch)
         loss_total += batch_loss
         tokens += valid
         window_tokens += valid
