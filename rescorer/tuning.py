@@ -387,7 +387,7 @@ def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndar
     # Candidates: the refined starts, the unrefined ones, and the baselines' own weights (where
     # the space allows them), so the tuned point is never worse on dev than any of them.
     candidates = list(starts)
-    for errors, departure, weights in starts[:STARTS_REFINED]:
+    for errors, _, weights in starts[:STARTS_REFINED]:
         weights, errors = search.ascend(weights, errors, order)
         candidates.append((errors, _departure(weights, start), weights))
     for entry in baselines.values():
