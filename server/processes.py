@@ -102,12 +102,7 @@ class Cluster:
         temporary.replace(path)
 
     def mark_stopping(self) -> None:
-        path = self.ready_dir / str(self.slot)
-        try:
-            if path.read_text() == str(os.getpid()):
-                path.unlink()
-        except FileNotFoundError:
-            pass
+        clear_ready(self.ready_dir, self.slot, os.getpid())
 
     def all_ready(self) -> bool:
         """Every slot holds a child that has started and is alive."""
@@ -119,6 +114,16 @@ class Cluster:
             if not _alive(pid):
                 return False
         return True
+
+
+def clear_ready(ready_dir: Path, slot: int, pid: int) -> None:
+    """Remove `slot`'s readiness file if `pid` wrote it: by the child as it stops, and by the
+    supervisor when it reaps the child (a child killed outright removes nothing itself, and its
+    pid may be reused by an unrelated process that `kill(pid, 0)` would find alive)."""
+    path = ready_dir / str(slot)
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == str(pid):
+            path.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -152,11 +157,62 @@ def enable_multiprocess_metrics(directory: Path) -> None:
 def hold_port(host: str, port: int) -> socket.socket:
     """The port for a SO_REUSEPORT group, bound and not listening. First bound alone (no
     SO_REUSEPORT), so that a port another server already listens on, this service's included,
-    is refused instead of joined: two services on one port would split its connections."""
+    is refused instead of joined: two services on one port would split its connections.
+
+    Between that probe and the group's bind, a second service started at the same moment could
+    pass its own probe and join the group; so the port's lock file (`port_lock`) is taken while
+    the probe holds the port, and kept for the service's life (the children inherit it): of two
+    services started together, the second finds either the port bound or the lock taken."""
     probe = listening_socket(host, port, listen=False)
-    port = probe.getsockname()[1]  # port 0: the free port the kernel chose
-    probe.close()
-    return listening_socket(host, port, reuse_port=True, listen=False)
+    try:
+        port = probe.getsockname()[1]  # port 0: the free port the kernel chose
+        lock = port_lock(port)
+    finally:
+        probe.close()
+    try:
+        sock = listening_socket(host, port, reuse_port=True, listen=False)
+    except OSError:
+        if lock is not None:
+            lock.close()
+        raise
+    held = HeldPort(fileno=sock.detach())
+    held.set_inheritable(True)
+    held.lock = lock
+    return held
+
+
+class HeldPort(socket.socket):
+    """The held socket with the port's lock file, released when it is closed (children that
+    inherited the file keep it locked until they exit)."""
+
+    __slots__ = ("lock",)
+
+    def close(self) -> None:
+        super().close()
+        if getattr(self, "lock", None) is not None:
+            self.lock.close()
+            self.lock = None
+
+
+def port_lock(port: int):
+    """An exclusive lock on `port` among this machine's services (a file in the temporary
+    directory, locked with flock; released when every process holding it has exited). Raises
+    OSError naming the port when another service holds it. Where the file belongs to another
+    user, no lock is taken: the kernel never puts two users' sockets in one SO_REUSEPORT group."""
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / f"rescorer-server-port-{port}.lock"
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - held open for the service's lifetime
+    except PermissionError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise OSError(f"cannot listen on port {port}: another rescorer-server is starting on it ({path} is"
+                      " locked)") from None
+    return handle
 
 
 def listening_socket(host: str, port: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
@@ -238,7 +294,6 @@ class Supervisor:
         log.info("process %d (pid %d) started", slot, pid)
 
     def _watch(self) -> int:
-        from prometheus_client import multiprocess
 
         while not self.stopping:
             try:
@@ -251,7 +306,7 @@ class Supervisor:
             slot = self.children.pop(pid, None)
             if slot is None:
                 continue
-            multiprocess.mark_process_dead(pid, str(self.directory / "metrics"))
+            self._reaped(pid, slot)
             if self.stopping:
                 break
             now = time.monotonic()
@@ -270,7 +325,6 @@ class Supervisor:
         return 0
 
     def _shutdown(self) -> None:
-        from prometheus_client import multiprocess
 
         self.sock.close()  # the port stays held by the children until each has stopped accepting
         for pid in list(self.children):
@@ -278,17 +332,30 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.shutdown_timeout_s + SHUTDOWN_MARGIN_S
         while self.children and time.monotonic() < deadline:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:  # every child already waited for
+                break
             if pid == 0:
                 time.sleep(0.05)
                 continue
-            self.children.pop(pid, None)
-            multiprocess.mark_process_dead(pid, str(self.directory / "metrics"))
-        for pid in list(self.children):
+            if (slot := self.children.pop(pid, None)) is not None:
+                self._reaped(pid, slot)
+        for pid, slot in list(self.children.items()):
             print(f"rescorer-server: process (pid {pid}) did not stop in time; killing it", file=sys.stderr, flush=True)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited since
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
             self.children.pop(pid)
+            self._reaped(pid, slot)
+
+    def _reaped(self, pid: int, slot: int) -> None:
+        """A child has been waited for: its metrics are marked dead and its readiness cleared."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(self.directory / "metrics"))
+        clear_ready(self.directory / "ready", slot, pid)
 
 
 def process_tree(pid: int) -> list[int]:

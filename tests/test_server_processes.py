@@ -257,3 +257,55 @@ def test_holding_port_zero_gives_a_free_port_that_a_plain_bind_is_refused():
             other.bind(("127.0.0.1", port))
     finally:
         held.close()
+
+
+def test_a_killed_process_leaves_no_readiness_behind_for_a_reused_pid(tmp_path):
+    # each child marks itself ready and is killed outright (no chance to clear its own file)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from server.processes import Supervisor, enable_multiprocess_metrics, listening_socket\n"
+        "directory = Path(sys.argv[1])\n"
+        "enable_multiprocess_metrics(directory / 'metrics')\n"
+        "def serve(cluster, sock):\n"
+        "    cluster.mark_ready()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.exit(Supervisor(2, listening_socket('127.0.0.1', 0), directory, serve, 1.0).run())\n")
+    done = _run_script(script, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "was killed by signal 9" in done.stderr
+    assert list((tmp_path / "ready").iterdir()) == []  # the supervisor cleared each slot as it reaped it
+
+
+def test_two_services_starting_together_cannot_both_hold_one_port():
+    from server.processes import hold_port, port_lock
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lock = port_lock(port)  # a service between its probe and its group's bind
+    try:
+        with pytest.raises(OSError, match=f"another rescorer-server is starting on it.*{port}"):
+            hold_port("127.0.0.1", port)
+    finally:
+        lock.close()
+    held = hold_port("127.0.0.1", port)  # free again
+    try:
+        with pytest.raises(OSError, match="another rescorer-server"):
+            port_lock(port)
+    finally:
+        held.close()
+    port_lock(port).close()  # closing the held port released its lock
+
+
+def test_shutdown_survives_children_that_are_already_gone(tmp_path):
+    from server.processes import Supervisor
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # exited and reaped: neither kill nor waitpid can find it
+    (tmp_path / "ready").mkdir()
+    (tmp_path / "ready" / "0").write_text(str(gone.pid))
+    supervisor = Supervisor(1, socket.socket(), tmp_path, lambda c, s: None, 0.0)
+    supervisor.children[gone.pid] = 0
+    supervisor._shutdown()
+    assert supervisor.children == {} and list((tmp_path / "ready").iterdir()) == []
