@@ -220,3 +220,24 @@ def test_each_epoch_records_the_precision_it_ran_in_even_across_a_resume(demo_co
         pytest.skip("this CPU has no bf16 arithmetic")
     resumed = train(replace(config, max_epochs=2, precision="bf16"), resume=True, progress=False)
     assert [r["precision"] for r in resumed.history] == ["fp32", "bf16"]
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"memory.max": "1073741824\n", "memory.current": "73741824\n"}, 1_000_000_000),
+    ({"memory.max": "max\n", "memory.current": "5\n"}, None),
+    ({"memory/memory.limit_in_bytes": "2000\n", "memory/memory.usage_in_bytes": "500\n"}, 1500),
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "1\n"}, None),
+    ({"memory.max": "100\n", "memory.current": "300\n"}, 0),
+    ({"memory.max": "garbage"}, None),
+    ({}, None),
+])
+def test_a_containers_memory_limit_is_what_a_model_must_fit(tmp_path, files, expected):
+    from training.train import available_memory_bytes, cgroup_memory_available
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_memory_available(str(tmp_path)) == expected
+    host = available_memory_bytes(torch.device("cpu"), str(tmp_path / "none"))  # no cgroup: the host's figure
+    limited = available_memory_bytes(torch.device("cpu"), str(tmp_path))
+    assert limited == (host if expected is None else min(host, expected))

@@ -99,17 +99,40 @@ def _absolute(config: TrainConfig) -> TrainConfig:
                    vocab_path=absolute(config.vocab_path), teacher_store=absolute(config.teacher_store or None))
 
 
-def available_memory_bytes(device: torch.device) -> int | None:
-    """Memory a new model can take on `device`: free memory on CUDA, MemAvailable on Linux; None
-    where it cannot be told."""
+def available_memory_bytes(device: torch.device, cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """Memory a new model can take on `device`: free memory on CUDA; on Linux the host's
+    MemAvailable, or less where the cgroup (a container's memory limit) allows less; None where
+    it cannot be told."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    host = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                host = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    limited = cgroup_memory_available(cgroup_root)
+    known = [v for v in (host, limited) if v is not None]
+    return min(known) if known else None
+
+
+def cgroup_memory_available(root: str = "/sys/fs/cgroup") -> int | None:
+    """The cgroup's memory limit less what it uses (v2 `memory.max` - `memory.current`, else v1
+    `memory/memory.limit_in_bytes` - `memory.usage_in_bytes`); None with no limit or no file.
+    Inside a memory-limited container MemAvailable is the host's, not the limit."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit_text = Path(root, limit_file).read_text().strip()
+            if limit_text == "max":
+                return None
+            limit, usage = int(limit_text), int(Path(root, usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # cgroup v1 writes "no limit" as a page-rounded 2^63
+            return None
+        return max(limit - usage, 0)
     return None
 
 
