@@ -240,4 +240,7 @@ def test_a_containers_memory_limit_is_what_a_model_must_fit(tmp_path, files, exp
     assert cgroup_memory_available(str(tmp_path)) == expected
     host = available_memory_bytes(torch.device("cpu"), str(tmp_path / "none"))  # no cgroup: the host's figure
     limited = available_memory_bytes(torch.device("cpu"), str(tmp_path))
-    assert limited == (host if expected is None else min(host, expected))
+    if expected is None:  # the host's MemAvailable, read twice a moment apart
+        assert limited == pytest.approx(host, rel=0.05)
+    else:
+        assert limited == min(host, expected)
