@@ -30,7 +30,7 @@ from rescorer.nbest import NbestError
 from rescorer.precision import PRECISIONS
 from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
 from rescorer.sentence_scoring import score_sentences
-from rescorer.tuning import SearchSpace
+from rescorer.tuning import SearchSpace, check_not_worse_than_first_pass
 from rescorer.wer.counts import compute_wer
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
@@ -70,17 +70,26 @@ def _source(args: argparse.Namespace, path: str, ref: str | None = None) -> Nbes
 
 
 def _weights(args: argparse.Namespace) -> Weights:
-    values = Weights().to_dict()
+    return _weights_and_note(args)[0]
+
+
+def _weights_and_note(args: argparse.Namespace) -> tuple[Weights, str | None]:
+    """The weights from --weights and the weight options; and, for a report's weights accepted
+    although its tuning found them worse than the first pass, the note saying so."""
+    values, note = Weights().to_dict(), None
     if args.weights:
         try:
             document = json.loads(read_text_bounded(args.weights))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise InputError(f"{args.weights}: cannot read the weights ({str(e)[:200]})") from None
+        note = check_not_worse_than_first_pass(document, args.weights, args.accept_worse_weights)
+        if note is not None:
+            print(f"warning: {args.weights}: {note}", file=sys.stderr)
         if isinstance(document, dict) and isinstance(document.get("weights"), dict):
             document = document["weights"]  # an eval job's report.json
         values.update(Weights.check(document, args.weights))
     values.update({k: getattr(args, k) for k in WEIGHT_NAMES if getattr(args, k) is not None})
-    return Weights(**Weights.check(values, "the weights"))
+    return Weights(**Weights.check(values, "the weights")), note
 
 
 def _check_ids_for_outputs(utterances: list, kaldi: bool, trn: bool) -> None:
@@ -168,9 +177,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_set_weights(args: argparse.Namespace) -> int:
     """Store an eval job's tuned weights in the artifact, as the service's defaults for it."""
-    weights = _weights(args).to_dict()
-    set_rescoring_weights(args.lm_dir, weights, args.weights or "command line")
-    print(json.dumps(weights))
+    weights, note = _weights_and_note(args)
+    source = args.weights or "command line"
+    set_rescoring_weights(args.lm_dir, weights.to_dict(), source if note is None else f"{source} ({note})")
+    print(json.dumps(weights.to_dict()))
     return 0
 
 
@@ -191,6 +201,9 @@ def _cmd_wer(args: argparse.Namespace) -> int:
 def _add_weight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="JSON with the weights: an object of them, or an eval job's report.json"
                                      " (default: none; the defaults below)")
+    p.add_argument("--accept-worse-weights", action="store_true",
+                   help="use a report's weights even where its tuning found them worse on dev than the first pass"
+                        " (refused by default)")
     for name, (default, help) in Weights.describe().items():
         p.add_argument("--" + name.replace("_", "-"), type=float, help=f"{help} (default {default:g}, or from --weights)")
 

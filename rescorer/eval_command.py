@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from rescorer.html_report import EvaluatedSet, write_html_report
 from rescorer.nbest import NbestError
 from rescorer.report import plot_tuning, write_reports
 from rescorer.rerank import count_oov, score_nbest
-from rescorer.tuning import SearchSpace, tune_weights
+from rescorer.tuning import SearchSpace, WorseThanFirstPassWarning, tune_weights
 from rescorer.wer.nbest_evaluation import error_table, evaluate_set
 
 
@@ -57,7 +58,8 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
                        f" in {seconds:.1f} s")
 
     _, dev_source, dev_utts, dev_arrays, dev_table, _ = sets[0]
-    with tqdm(desc="tuning on dev", disable=not progress, unit="line search") as bar:
+    with tqdm(desc="tuning on dev", disable=not progress, unit="line search") as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", WorseThanFirstPassWarning)  # said below, among the tuning's warnings
         tuning = tune_weights(dev_arrays, dev_table.hyp_errors, dev_table.ref_words, space, bar)
     for warning in tuning.warnings():
         print(f"warning: {warning}", file=sys.stderr)

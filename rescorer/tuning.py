@@ -12,7 +12,13 @@ along it is a step function that `rescorer.line_search` computes exactly. The se
    with interp_weight 0, 0.5 and 1, each with the exactly best word penalty for it.
 3. Refinement: from the best few starts, coordinate ascent with the exact line search (the
    line search of MERT; SRILM's nbest-optimize and Moses' MERT search the same way) until a
-   full round lowers the dev errors no more.
+   full round lowers the dev errors no more; each ascent keeps the best point it met. The
+   result is the best of every start, every ascent's best point and the baselines' own weights
+   (acoustic score alone; the first pass's combination at its exact best LM weight), error
+   counts always as `best_hypotheses` counts them, so it is never worse on dev than any of
+   them. The first pass's own choice is not a point of the weights when the lists' order is
+   not explained by their scores; a result worse than it says so (`worse_than_first_pass`, a
+   `WorseThanFirstPassWarning`).
 4. Robustness and ties: a large dev set's exact optimum is often a sliver (a step 1 % wide) that
    the test set does not share, so each line search takes the point whose neighbourhood (+-0.1
    in asinh(t / unit), about +-10 % of an LM weight) has the fewest errors on average (the
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -213,6 +220,26 @@ class TuningResult:
             "lines": {k: {"knots": line.knots.tolist(), "errors": line.errors.tolist(), "high": line.high}
                       for k, line in self.lines.items()},
         }
+
+
+class WorseThanFirstPassWarning(UserWarning):
+    """Issued by tune_weights when its best weights make more dev errors than the first pass."""
+
+
+def check_not_worse_than_first_pass(document: object, source: str, accept: bool = False) -> str | None:
+    """Refuse (InputError) the weights of an eval report whose tuning found them worse on dev
+    than the first pass (`TuningResult.worse_than_first_pass`), unless `accept`; returns a note
+    to record beside weights accepted anyway, else None."""
+    tuning = document.get("tuning") if isinstance(document, dict) else None
+    worse = tuning.get("worse_than_first_pass") if isinstance(tuning, dict) else None
+    if not worse:
+        return None
+    figures = f"{worse.get('tuned_errors')} against {worse.get('first_pass_errors')} dev errors"
+    if not accept:
+        raise InputError(f"{source}: these tuned weights make more dev errors than the first pass ({figures}):"
+                         " rescoring with them would raise the WER; keep the first hypotheses, or pass"
+                         " --accept-worse-weights to use them anyway")
+    return f"accepted although worse than the first pass on dev ({figures})"
 
 
 def word_unit(arrays: NbestArrays) -> float:
@@ -408,6 +435,11 @@ def tune_weights(arrays: NbestArrays, hyp_errors: np.ndarray, ref_words: np.ndar
         if name not in flat and ((start_t == axis.low and axis.low not in axis.natural)
                                  or (end_t == axis.high and axis.high not in axis.natural)):
             result.at_limit.append(name)
+    if (worse := result.worse_than_first_pass) is not None:  # every library caller is told, not only the CLI
+        warnings.warn(f"tune_weights: the tuned weights make more dev errors than the first pass"
+                      f" ({worse['tuned_errors']} against {worse['first_pass_errors']}); check"
+                      " TuningResult.worse_than_first_pass before applying them", WorseThanFirstPassWarning,
+                      stacklevel=2)
     return result
 
 

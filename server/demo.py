@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from rescorer.formats.jsonl import read_jsonl, utterance_to_record
+from rescorer.tuning import check_not_worse_than_first_pass
 from server.readiness import wait_until_ready
 
 
@@ -33,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     utterances = read_jsonl(args.nbest)
-    weights = json.loads(args.weights.read_text())["weights"] if args.weights else None
+    weights = None
+    if args.weights:
+        report = json.loads(args.weights.read_text())
+        note = check_not_worse_than_first_pass(report, str(args.weights), accept=True)  # a demo shows either way
+        if note is not None:
+            print(f"WARNING: {args.weights}: tuned weights {note}", file=sys.stderr)
+        weights = report["weights"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from training.demo_corpus import write_demo_corpus
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(2)
+# two threads (the CI machine's cores); `make test-portable` sets one
+torch.set_num_threads(int(os.environ.get("RESCORER_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

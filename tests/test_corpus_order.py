@@ -58,7 +58,7 @@ def test_train_takes_corpora_in_order_and_a_resumed_run_lands_on_the_same_model(
 
     in_domain = write_demo_domain(tmp_path / "domain")
     domain = in_domain["domain-train"]
-    common = ["--dev", str(in_domain["domain-dev"]), "--embedding-dim", "16", "--hidden-dim", "16", "--num-layers", "1",
+    common = ["--dev", str(in_domain["domain-dev"]), "--loss", "ce", "--embedding-dim", "16", "--hidden-dim", "16", "--num-layers", "1",
               "--batch-size", "8", "--noise-samples", "16", "--no-progress"]
     corpora = ["--train", str(demo_corpus["train"]), "--train", str(domain)]
     assert train_cli(["train", *corpora, "--out", str(tmp_path / "whole"), "--max-epochs", "2", *common]) == 0

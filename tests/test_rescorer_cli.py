@@ -120,3 +120,28 @@ def test_rescore_with_costs_computed_before_equals_scoring_and_checks_the_keys(l
     (tmp_path / "long").write_text("\n".join([*lines, "zz-1 3.0"]) + "\n")
     assert main(["rescore", str(lm_dir), str(kaldi), "--nnlm-costs", str(tmp_path / "long")]) == 2
     assert "'zz-1', which is not a hypothesis" in capsys.readouterr().err
+
+
+def test_weights_tuned_worse_than_the_first_pass_are_refused_where_they_would_be_applied(lm_dir, tmp_path, capsys):
+    from rescorer.nbest import Hypothesis, Utterance
+
+    # the first hypothesis is the reference, and every score prefers the second (same length,
+    # words the LM does not know): no weights can reach the first pass's choice
+    utterances = [Utterance(f"u{i}", [Hypothesis("zq xv", -9.0, -9.0), Hypothesis("zq xw", -1.0, -1.0)], "zq xv")
+                  for i in range(4)]
+    buffer = io.StringIO()
+    write_jsonl(utterances, buffer)
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text(buffer.getvalue())
+    out = tmp_path / "report"
+    assert main(["eval", str(lm_dir), "--dev", str(lists), "--test", str(lists), "--out", str(out), "--no-progress"]) == 0
+    assert "MORE dev errors than the first pass" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["tuning"]["worse_than_first_pass"] == {"tuned_errors": 4, "first_pass_errors": 0}
+    for command in (["rescore", str(lm_dir), str(lists)], ["set-weights", str(lm_dir)]):
+        assert main([*command, "--weights", str(out / "report.json")]) == 2
+        assert "more dev errors than the first pass (4 against 0" in capsys.readouterr().err
+    assert main(["set-weights", str(lm_dir), "--weights", str(out / "report.json"), "--accept-worse-weights"]) == 0
+    assert "accepted although worse" in capsys.readouterr().err
+    stored = json.loads((lm_dir / "config.json").read_text())["provenance"]["rescoring_weights"]
+    assert "accepted although worse than the first pass on dev (4 against 0 dev errors)" in stored["tuned_by"]

@@ -16,7 +16,9 @@ from rescorer.artifact import load_artifact
 from training.cli import main as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--embedding-dim", "8", "--hidden-dim", "8", "--num-layers", "1", "--batch-size", "4",
+# cross-entropy: one epoch of it beats a uniform model on the demo corpus by a wide margin (the
+# divergence guard writes no artifact otherwise), where NCE with 8 noise samples does not yet
+SMALL = ["--loss", "ce", "--embedding-dim", "8", "--hidden-dim", "8", "--num-layers", "1", "--batch-size", "4",
          "--noise-samples", "8", "--no-progress"]
 
 

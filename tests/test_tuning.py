@@ -12,7 +12,7 @@ from rescorer.combination import NbestArrays, Weights, best_hypotheses, build_ar
 from rescorer.errors import InputError
 from rescorer.line_search import errors_along_line
 from rescorer.nbest import Hypothesis, Utterance
-from rescorer.tuning import SearchSpace, tune_weights, word_unit
+from rescorer.tuning import SearchSpace, WorseThanFirstPassWarning, tune_weights, word_unit
 
 
 def planted_lists(seed: int, scale: str, utterances: int = 120, n: int = 8):
@@ -154,7 +154,8 @@ def test_the_report_names_what_the_tuner_saw_and_warns_when_it_did_not_help():
             for i in range(3)]
     arrays = build_arrays(utts, np.full(6, -5.0), np.zeros(6))
     errors, words = np.array([0, 1] * 3), np.array([2, 2, 2])
-    result = tune_weights(arrays, errors, words)
+    with pytest.warns(WorseThanFirstPassWarning, match="3 against 0"):
+        result = tune_weights(arrays, errors, words)
     assert set(result.baselines) == {"first_pass", "acoustic_only", "first_pass_combination", "tuned"}
     assert result.baselines["first_pass"]["errors"] == 0 and result.errors == 3
     assert result.worse_than_first_pass == {"tuned_errors": 3, "first_pass_errors": 0}
@@ -215,3 +216,48 @@ def test_smoothing_prefers_a_wide_valley_to_a_sliver_that_is_one_error_lower():
     steps = line.steps()
     fewest = min(s[2] for s in steps)
     assert [s for s in steps if s[2] == fewest] == [(0.5, 0.505, 41)]
+
+
+def _first_pass_ordered(arrays: NbestArrays, errors: np.ndarray):
+    """The same lists, each sorted so that its first hypothesis is the first pass's choice
+    (am + lm, ties kept in order): a first pass whose order its scores explain."""
+    order = np.concatenate([start + np.argsort(-(arrays.am + arrays.lm)[start:end], kind="stable")
+                            for start, end in zip(arrays.offsets[:-1], arrays.offsets[1:], strict=True)])
+    from dataclasses import replace
+
+    sorted_arrays = replace(arrays, am=arrays.am[order], lm=arrays.lm[order], nnlm=arrays.nnlm[order],
+                            num_words=arrays.num_words[order], num_oov=arrays.num_oov[order])
+    return sorted_arrays, errors[order]
+
+
+@given(st.integers(0, 10_000), st.sampled_from(["kaldi", "espnet"]))
+@settings(max_examples=25, deadline=None)
+def test_the_tuned_weights_are_never_worse_than_a_first_pass_their_scores_explain(seed, scale):
+    arrays, errors, ref_words = planted_lists(seed, scale, utterances=60)
+    arrays, errors = _first_pass_ordered(arrays, errors)
+    result = tune_weights(arrays, errors, ref_words)
+    chosen = best_hypotheses(arrays, total_scores(arrays, result.weights))
+    assert result.errors == int(errors[chosen].sum())  # what evaluation then measures with the weights
+    assert result.worse_than_first_pass is None
+    assert result.errors <= result.baselines["first_pass"]["errors"]
+    for name, entry in result.baselines.items():  # every baseline with weights is a candidate
+        if "weights" in entry:
+            assert result.errors <= entry["errors"], name
+
+
+@given(st.integers(0, 10_000), st.sampled_from(["kaldi", "hyporadise", "espnet"]), st.floats(0.0, 0.3))
+@settings(max_examples=40, deadline=None)
+def test_coordinate_ascent_never_ends_above_where_it_started(seed, scale, smoothing):
+    from rescorer.tuning import _axes, _Search, _start_weights
+
+    arrays, errors, _ = planted_lists(seed, scale, utterances=60)
+    space = SearchSpace()
+    axes = _axes(arrays, space)
+    search = _Search(arrays, errors, smoothing=smoothing)
+    start = _start_weights(arrays, space, axes)
+    for lm_weight in (0.0, 0.1, 1.0, 10.0, 100.0):
+        weights = Weights(**{**start.to_dict(), "lm_weight": lm_weight})
+        before = search.errors(weights)
+        ended, errors_at_end = search.ascend(weights, before, list(axes.values()))
+        assert errors_at_end <= before
+        assert errors_at_end == search.errors(ended)

@@ -39,9 +39,8 @@ def test_training_on_text_with_unicode_spaces_writes_an_artifact_every_tool_load
     (tmp_path / "train.txt").write_text("\n".join(lines * 5) + "\n")
     (tmp_path / "dev.txt").write_text("\n".join(lines) + "\n")
     assert train_cli(["train", "--train", str(tmp_path / "train.txt"), "--dev", str(tmp_path / "dev.txt"),
-                      "--out", str(tmp_path / "run"), "--embedding-dim", "8", "--hidden-dim", "8",
-                      "--num-layers", "1", "--batch-size", "2", "--noise-samples", "8", "--max-epochs", "1",
-                      "--no-progress"]) == 0
+                      "--out", str(tmp_path / "run"), "--loss", "ce", "--embedding-dim", "8", "--hidden-dim", "8",
+                      "--num-layers", "1", "--batch-size", "2", "--max-epochs", "1", "--no-progress"]) == 0
     artifact = load_artifact(tmp_path / "run" / "artifact")
     assert "the\u00a0cook" in artifact.vocab
     assert rescorer_cli(["info", str(tmp_path / "run" / "artifact")]) == 0

@@ -78,9 +78,9 @@ class TrainConfig:
     trust_a: float = option(0.1, "tr and nce-tr: R(y) = -a ln(1 - Q(y|c)) (paper 2, Eq. 6; 0.1 on PTB, 0.01 on WSJ)")
     teacher_top_k: int = option(0, "0: the teachers' full softmax at every step (exact); k > 0: their"
                                    " distributions stored once per run, truncated to the k most probable words"
-                                   " per position, k x 8 bytes each (1.0-1.25x a plain epoch instead of 9.5x for k = 64"
-                                   " to 1024; on a small PTB run k = 1024 cost a tr student 6 percent valid"
-                                   " perplexity, docs/RESULTS.md)")
+                                   " per position, k x 8 bytes each: much cheaper epochs, and a student somewhat"
+                                   " worse than from the exact teachers (costs and penalty measured in"
+                                   " docs/RESULTS.md)")
     teacher_store: str | None = option(None, "directory for the stored teachers (--teacher-top-k), shared by"
                                              " runs: runs with the same teachers, temperature, training text,"
                                              " batch layout and k build the store once and read it together (default: each run"
