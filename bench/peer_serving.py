@@ -15,9 +15,10 @@ request, no reference) served by:
 - `pytriton` : Triton through PyTriton, one model instance per core, its dynamic batcher
   (bench/peers/pytriton_peer.py).
 Inside every peer the library does the work (bench/peers/common.py: the library's JSONL
-reader, one score_sentences call, the library's combination), so only the serving differs.
-The peers run from their own environment (--peer-python, default build/peers/bin/python),
-since they pin their own versions of the web stack; the batch waits are --batch-wait-ms (2 ms)
+reader, one score_sentences call, the library's combination), so the scoring is the same
+everywhere. What differs is the serving and what it brings: the peers run from their own
+environment (--peer-python, default build/peers/bin/python) under its interpreter and with
+the versions of the web stack they pin, rescorer-server under the project's; the batch waits are --batch-wait-ms (2 ms)
 and batches hold at most --max-batch requests (16), on every batching peer.
 
 Per server: wrk (Debian's package) at each --concurrency for --seconds (hypotheses/s,
@@ -65,6 +66,7 @@ from server.app import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ("rescorer", "rescorer-1proc", "fastapi", "litserve", "ray", "pytriton")
+SENT_UTTERANCES = 500  # the first lists of dev_other, one per request
 
 
 def poisoned(body: bytes) -> bytes:
@@ -215,7 +217,8 @@ def main() -> None:
 
     utterances = read_jsonl(args.data_dir / "librispeech-espnet2-hubert-30best" / "nbest" / "dev_other.jsonl.gz",
                             LIBRISPEECH_ESPNET)
-    bodies = rescore_bodies(utterances, refs=False)[:500]
+    utterances = utterances[:SENT_UTTERANCES]  # the lists sent, and the library's figures, are the same ones
+    bodies = rescore_bodies(utterances, refs=False)
     hyps_per_utt = sum(len(u.hyps) for u in utterances) / len(utterances)
     cores = available_cores()
     results: dict = {"model_dir": str(args.model_dir), "precision": args.precision, "cores": cores,
@@ -224,6 +227,7 @@ def main() -> None:
                      "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
     results.update(library_figures(load_artifact(args.model_dir, precision=args.precision), utterances))
     results["servers"] = {}
+    scripts = tempfile.TemporaryDirectory(prefix="peer-serving-")  # wrk's request scripts, removed at the end
     for name in args.servers:
         entry: dict = {"points": []}
         results["servers"][name] = entry
@@ -234,7 +238,7 @@ def main() -> None:
             entry["start_s"] = time.monotonic() - started
             if name.startswith("rescorer"):  # the batching choice it measured at load (server/batching_choice.py)
                 entry["batching"] = {m["name"]: m["batching"] for m in httpx.get(server.url + "/v1/models").json()}
-            script = Path(tempfile.mkdtemp()) / "load.lua"
+            script = Path(scripts.name) / f"{name}.lua"
             write_wrk_script([server.wrap(b) for b in bodies], script, server.path)
             run_wrk(server.url, script, 8, 2)  # warm-up
             for concurrency in args.concurrency:
@@ -255,6 +259,7 @@ def main() -> None:
             print(name, "FAILED", entry["error"], "\n", entry["output_tail"], flush=True)
         finally:
             server.stop()
+    scripts.cleanup()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
