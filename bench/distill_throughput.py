@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.objective_variants import AutogradPickedLogits, LogSoftmaxCrossEntropy, RowsPickedLogits
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.precision import native_bf16
 from training.batches import BpttBatches
@@ -129,8 +130,7 @@ def main() -> None:
     for p in precisions:
         steps[f"ce (no teacher){suffix[p]}"] = Step(TrainingObjective(model(V, args.student_hidden), "ce", 0),
                                                     precision=p)
-        log_softmax_way = TrainingObjective(model(V, args.student_hidden), "ce", 0)
-        log_softmax_way.cross_entropy = "log_softmax"  # F.cross_entropy instead of the trainer's lse(o) - o_y
+        log_softmax_way = LogSoftmaxCrossEntropy(model(V, args.student_hidden), "ce", 0)  # F.cross_entropy
         steps[f"ce (no teacher) [F.cross_entropy]{suffix[p]}"] = Step(log_softmax_way, precision=p)
         steps[f"nce (no teacher){suffix[p]}"] = Step(
             TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce", 0, noise), precision=p)
@@ -147,11 +147,9 @@ def main() -> None:
             for p in precisions:
                 steps[f"tr top-{k}{suffix[p]}"] = Step(
                     TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers), windows, precision=p)
-                rows_way = TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers)
-                rows_way.stored_teacher_logits = "rows"  # the other way to form o at the k words
+                rows_way = RowsPickedLogits(model(V, args.student_hidden), "tr", 0, reference=teachers)
                 steps[f"tr top-{k} [output rows]{suffix[p]}"] = Step(rows_way, windows, precision=p)
-                autograd_way = TrainingObjective(model(V, args.student_hidden), "tr", 0, reference=teachers)
-                autograd_way.stored_teacher_logits = "autograd"  # gather and log-sum-exp as two autograd ops
+                autograd_way = AutogradPickedLogits(model(V, args.student_hidden), "tr", 0, reference=teachers)
                 steps[f"tr top-{k} [autograd gather]{suffix[p]}"] = Step(autograd_way, windows, precision=p)
                 steps[f"nce-tr top-{k}{suffix[p]}"] = Step(
                     TrainingObjective(model(V, args.student_hidden, kind="self_normalized"), "nce-tr", 0, noise,

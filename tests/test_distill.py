@@ -555,15 +555,14 @@ def test_the_fused_log_sum_exp_and_gather_has_autograds_value_and_gradient_with_
 # or from the words' output rows
 @pytest.mark.parametrize("way", ["gather", "autograd", "rows"])
 def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind, way):
-    from training.objective import TrainingObjective
+    from bench.objective_variants import VARIANTS
     from training.teacher_cache import TruncatedTeacher, truncate
 
     V, D = 200, 4
     student = _model("softmax", V=V, D=D, seed=3)
     teachers = FrozenReference([_model("softmax", V=V, D=D, seed=1), _model("mos", experts=2, V=V, D=D, seed=2)])
-    objective = TrainingObjective(student, kind, bos_id=0, sparse_grads=False, reference=teachers, alpha=0.3,
-                                  trust_a=0.2)
-    objective.stored_teacher_logits = way
+    objective = VARIANTS[way](student, kind, bos_id=0, sparse_grads=False, reference=teachers, alpha=0.3,
+                              trust_a=0.2)
     g = torch.Generator().manual_seed(4)
     inputs, targets = torch.randint(1, V, (3, 5), generator=g), torch.randint(1, V, (3, 5), generator=g)
     prior = torch.softmax(torch.randn(V, generator=g), -1)

@@ -38,7 +38,7 @@ def test_masked_positions_contribute_nothing_to_either_loss():
 
 
 def test_the_trainers_cross_entropy_has_the_value_and_gradient_of_f_cross_entropy():
-    from training.losses import log_softmax_cross_entropy_loss
+    from bench.objective_variants import log_softmax_cross_entropy_loss
 
     g = torch.Generator().manual_seed(7)
     targets = torch.randint(0, 40, (30,), generator=g)

@@ -25,11 +25,6 @@ def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: i
     return torch.where(targets != ignore_id, per_position, torch.zeros_like(per_position)).sum()
 
 
-def log_softmax_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int) -> torch.Tensor:
-    """The same loss through F.cross_entropy (log-softmax, then NLL), for the bench to time beside it."""
-    return F.cross_entropy(logits, targets, ignore_index=ignore_id, reduction="sum")
-
-
 def nce_loss(
     target_scores: torch.Tensor,
     sample_scores: torch.Tensor,

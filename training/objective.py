@@ -23,7 +23,6 @@ from training.config import DISTILLATION_LOSSES, SELF_NORMALIZED_LOSSES
 from training.losses import (
     cross_entropy_loss,
     distillation_loss,
-    log_softmax_cross_entropy_loss,
     nce_kld_loss,
     nce_loss,
     truncated_distillation_loss,
@@ -36,15 +35,10 @@ from training.teacher_cache import TruncatedTeacher
 
 
 class TrainingObjective(nn.Module):
-    # How a softmax student's logits at the stored teachers' k words are formed: "gather" from the
-    # logits, with the log-sum-exp in one autograd function (losses.log_sum_exp_and_picked); or,
-    # kept so that bench/distill_throughput.py can time them side by side (docs/RESULTS.md),
-    # "autograd": the same gather and log-sum-exp as two autograd ops (three (N, V) gradient
-    # buffers instead of one), and "rows": those words' output rows times the features.
-    stored_teacher_logits: str = "gather"
-    # A softmax model's cross-entropy: "lse" (losses.cross_entropy_loss, lse(o) - o_y in one autograd
-    # function) or "log_softmax" (F.cross_entropy), kept for the bench to time side by side.
-    cross_entropy: str = "lse"
+    """The trainer's objective. Two steps are methods so that bench/objective_variants.py can time
+    other ways of computing them beside the trainer's (docs/RESULTS.md): `_cross_entropy` (a
+    softmax model's CE) and `_picked_logits` (a softmax student's logits at the stored teachers'
+    k words)."""
 
     def __init__(
         self, model: LstmLanguageModel, loss: str, bos_id: int,
@@ -118,14 +112,7 @@ class TrainingObjective(nn.Module):
             model, teacher = self.model, reference_features
             logits = model.logits(features).float()  # lse in fp32 under bf16, as the CE loss takes it
             with torch.autocast(features.device.type, enabled=False):
-                picked = None  # the default: gathered inside truncated_distillation_loss
-                if self.stored_teacher_logits != "gather":
-                    words = torch.cat([teacher.indices, targets.unsqueeze(1)], dim=1)  # (N, k + 1)
-                if self.stored_teacher_logits == "autograd":
-                    picked = logits.gather(1, words)
-                elif self.stored_teacher_logits == "rows":  # an (N, k + 1, D) product, backward scattered
-                    rows = F.embedding(words, model.output_rows)  # (N, k + 1, D)
-                    picked = torch.einsum("nd,nkd->nk", features, rows) + model.output_bias.weight[words, 0]
+                picked = self._picked_logits(logits, features, teacher, targets)
                 prior = teacher.prior_over(model.config.vocab_size, features)
                 prior_logits = features @ (model.output_rows.T @ prior) + model.output_bias.weight[:, 0] @ prior
             loss = truncated_distillation_loss(logits, teacher, targets, mask, self.loss, self.alpha, self.trust_a,
@@ -138,11 +125,21 @@ class TrainingObjective(nn.Module):
         elif self.model.config.output_kind == "mos":
             loss = F.nll_loss(self.model.log_probs(features), targets, ignore_index=self.bos_id, reduction="sum")
         else:
-            ce = cross_entropy_loss if self.cross_entropy == "lse" else log_softmax_cross_entropy_loss
-            loss = ce(self.model.logits(features), targets, self.bos_id)
+            loss = self._cross_entropy(self.model.logits(features), targets)
         if penalty is not None:  # AR/TAR are per-element means; our loss is a sum over positions
             loss = loss + penalty.float() * mask.sum()
         return loss
+
+    def _cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """A softmax model's cross-entropy summed over valid positions: lse(o) - o_y in one
+        autograd function (losses.cross_entropy_loss; one (N, V) gradient buffer)."""
+        return cross_entropy_loss(logits, targets, self.bos_id)
+
+    def _picked_logits(self, logits: torch.Tensor, features: torch.Tensor, teacher: TruncatedTeacher,
+                       targets: torch.Tensor) -> torch.Tensor | None:
+        """The student's logits at the teachers' k words and at y, (N, k + 1); None: gathered from
+        `logits` inside truncated_distillation_loss, with the log-sum-exp in one autograd function."""
+        return None
 
     def _nce(self, features: torch.Tensor, targets: torch.Tensor, samples: torch.Tensor,
              reference_features: tuple[torch.Tensor, ...] | None, mask: torch.Tensor) -> torch.Tensor:
