@@ -226,15 +226,81 @@ def _as_stored(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+@dataclass
+class _PreparedRun:
+    """Everything checked and read before the model exists: the inputs, the run directory (made
+    and locked), the vocabulary and the encoded corpora."""
+
+    device: torch.device
+    run_dir: Path
+    show: bool  # progress on this rank
+    lock: Any  # the run directory's lock, held while this object lives (main rank)
+    init: Artifact | None  # adaptation: the model to start from
+    init_dev: dict | None  # its dev perplexity
+    reference_artifact: Artifact | None
+    teachers: list[Artifact]
+    coverage: Any  # the first corpus's coverage by the init's or teachers' vocabulary
+    digests: dict[str, str]  # of the init, reference and teachers
+    identities: dict[str, str | None]  # of the corpora
+    vocab: Vocabulary
+    train_corpora: list[EncodedCorpus]
+    dev_corpus: EncodedCorpus
+    train_ids: Any  # the training stream, corpora in order
+    dev_sentences: list
+    model_config: ModelConfig
+
+
+@dataclass
+class _Objective:
+    """The model and what trains it."""
+
+    model: LstmLanguageModel
+    step_fn: Any  # the objective, or its DistributedDataParallel wrapper
+    noise: UnigramNoise | None
+    reference: FrozenReference | None
+
+
+@dataclass
+class _EpochRunner:
+    """What one pass over the training stream needs, fixed for the whole run (`run`: one epoch)."""
+
+    step_fn: Any
+    model: LstmLanguageModel
+    batches: BpttBatches
+    reference_features: ReferenceFeatures | TeacherTopK | None
+    noise: UnigramNoise | None
+    config: TrainConfig
+    device: torch.device
+    bos_id: int
+    show: bool
+    guard: DivergenceGuard
+
+    def run(self, epoch: int, lr: float, schedule: Schedule, generator: torch.Generator) -> tuple[float, int]:
+        return _run_epoch(self, epoch, lr, schedule, generator)
+
+
 def _train(
     config: TrainConfig, checkpoint: dict[str, Any] | None, context: DistributedContext, progress: bool
 ) -> TrainResult:
+    """Prepare the run, build the objective, fit, export (pytorch/examples' word_language_model
+    reads in the same order)."""
+    run = _prepare_run(config, checkpoint, context, progress)
+    objective = _build_objective(config, run, context)
+    history, reference_seconds = _fit(config, run, objective, checkpoint, context)
+    if not context.is_main:
+        return TrainResult(None, history, None)
+    adaptation = adaptation_provenance(config, run.coverage, run.init_dev) if run.init is not None else None
+    return _export_artifact(config, run.run_dir, objective.model, run.vocab, run.dev_sentences, run.dev_corpus,
+                            run.train_corpora, history, adaptation, reference_seconds)
+
+
+def _prepare_run(config: TrainConfig, checkpoint: dict[str, Any] | None, context: DistributedContext,
+                 progress: bool) -> _PreparedRun:
     device = pick_device(config.device, context)
     if config.precision == "bf16" and not native_bf16(device):
         raise ConfigError(f"--precision bf16: {device} has no bf16 arithmetic (a CUDA device of compute capability"
                           " 8 or more, or a CPU with AVX-512 BF16 or AMX); train in fp32 here")
     run_dir = Path(config.out_dir)
-    show = progress and context.is_main
     # adaptation inputs are checked before anything is written to the run directory
     init = load_init(config) if config.init_path else None
     reference_artifact = None
@@ -244,12 +310,11 @@ def _train(
     vocabulary_source = init if init is not None else teachers[0] if teachers else None
     coverages = [vocabulary_coverage(p, vocabulary_source.vocab) for p in config.train_paths] \
         if vocabulary_source else []  # every corpus checked before anything is written
-    coverage = coverages[0] if coverages else None
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
     created = make_directory(run_dir)  # what it made is removed again if the corpora are refused
-    lock = _lock_run_directory(run_dir, checkpoint is not None) if context.is_main else None  # noqa: F841 - held until the run returns
+    lock = _lock_run_directory(run_dir, checkpoint is not None) if context.is_main else None
     try:
         vocab, train_corpora, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
         model_config = ModelConfig(
@@ -270,31 +335,47 @@ def _train(
     train_ids = ordered_stream([c.ids() for c in train_corpora], config.batch_size * context.world_size,
                                config.train_paths)
     dev_sentences = sentences_from_ids(dev_corpus.ids(), vocab.bos_id, vocab.eos_id)
+    if coverages and context.is_main:  # what the run starts from, with or without a progress bar
+        whose = "the init's" if init is not None else "the teachers'"
+        for path, coverage in zip(config.train_paths, coverages, strict=True):
+            tqdm.write(coverage.describe(path, whose))
     init_dev = None
-    if coverage is not None and context.is_main:  # what the run starts from, with or without a progress bar
-        tqdm.write(coverage.describe(config.train_path, "the init's" if init is not None else "the teachers'"))
-        for path, later in zip(config.later_train_paths, coverages[1:], strict=True):
-            tqdm.write(later.describe(path, "the init's" if init is not None else "the teachers'"))
     if init is not None:
         init_dev = evaluate(init.model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens).to_dict()
         if context.is_main:
             tqdm.write(f"init {config.init_path}: dev ppl {init_dev['normalized_ppl']:.2f}"
                        f" (self-normalized {init_dev['self_normalized_ppl']:.2f})")
+    return _PreparedRun(device, run_dir, progress and context.is_main, lock, init, init_dev, reference_artifact,
+                        teachers, coverages[0] if coverages else None, digests, identities, vocab, train_corpora,
+                        dev_corpus, train_ids, dev_sentences, model_config)
+
+
+def _build_objective(config: TrainConfig, run: _PreparedRun, context: DistributedContext) -> _Objective:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = (model_from_init(init, config.dropout) if init is not None else LstmLanguageModel(model_config)).to(device)
+    init = run.init
+    model = (model_from_init(init, config.dropout) if init is not None else LstmLanguageModel(run.model_config))
+    model = model.to(run.device)
     noise = None
     if config.loss in SELF_NORMALIZED_LOSSES:
-        counts = unigram_counts(train_ids, len(vocab), vocab.bos_id)
-        noise = UnigramNoise(counts, config.noise_alpha).to(device)
+        counts = unigram_counts(run.train_ids, len(run.vocab), run.vocab.bos_id)
+        noise = UnigramNoise(counts, config.noise_alpha).to(run.device)
     reference = None
     if config.uses_reference:
-        reference = FrozenReference([reference_artifact.model], config.reference_temperature)
+        reference = FrozenReference([run.reference_artifact.model], config.reference_temperature)
     elif config.uses_teacher:
-        reference = FrozenReference([t.model for t in teachers], config.reference_temperature)
-    objective = TrainingObjective(model, config.loss, vocab.bos_id, noise, config.sparse_grads,
+        reference = FrozenReference([t.model for t in run.teachers], config.reference_temperature)
+    objective = TrainingObjective(model, config.loss, run.vocab.bos_id, noise, config.sparse_grads,
                                   reference, config.gamma, config.alpha, config.trust_a, config.regularization())
     step_fn = DistributedDataParallel(objective) if context.enabled else objective
+    return _Objective(model, step_fn, noise, reference)
 
+
+def _fit(config: TrainConfig, run: _PreparedRun, objective: _Objective, checkpoint: dict[str, Any] | None,
+         context: DistributedContext) -> tuple[list[dict[str, Any]], float]:
+    """The epoch loop, from the checkpoint's schedule when resuming: each epoch trained, checked
+    by the divergence guard, evaluated on dev and checkpointed. Returns (history, seconds spent
+    computing or reopening the reference's features)."""
+    model, vocab, run_dir = objective.model, run.vocab, run.run_dir
     schedule = Schedule()
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
@@ -303,15 +384,17 @@ def _train(
         # the history is the schedule's one source of truth
         schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
 
-    batches = BpttBatches(train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
+    batches = BpttBatches(run.train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
     reference_features, reference_seconds = None, 0.0
-    if reference is not None:
+    if objective.reference is not None:
         reference_started = time.perf_counter()
-        reference_features = _reference_features(config, reference, batches, device, show)
+        reference_features = _reference_features(config, objective.reference, batches, run.device, run.show)
         reference_seconds = time.perf_counter() - reference_started
-    generator = torch.Generator()
     guard = DivergenceGuard(config.loss, len(vocab), config.noise_samples, run_dir / "checkpoint.pt",
-                            init_dev["normalized_ppl"] if init_dev is not None else None)
+                            run.init_dev["normalized_ppl"] if run.init_dev is not None else None)
+    runner = _EpochRunner(objective.step_fn, model, batches, reference_features, objective.noise, config,
+                          run.device, vocab.bos_id, run.show, guard)
+    generator = torch.Generator()
 
     while not schedule.done(config):
         epoch = schedule.epoch + 1
@@ -320,10 +403,9 @@ def _train(
         torch.manual_seed(seed)  # dropout
         generator.manual_seed(seed)  # noise samples
         started = time.perf_counter()
-        mean_loss, tokens = _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr,
-                                       generator, device, epoch, vocab.bos_id, show, guard)
+        mean_loss, tokens = runner.run(epoch, lr, schedule, generator)
         train_seconds = time.perf_counter() - started
-        dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
+        dev = evaluate(model, run.dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens)
         dev_ppl = dev.normalized_ppl
         guard.check_epoch(epoch, lr, mean_loss, dev_ppl, history, schedule.epoch)
         record = {
@@ -334,7 +416,7 @@ def _train(
             "precision": config.precision,  # may change when a run resumes: each epoch says its own
         }
         history.append(record)
-        if show:
+        if run.show:
             tqdm.write(
                 f"epoch {epoch}: lr {lr:.4g} train loss {mean_loss:.4f}"
                 f" dev ppl {dev_ppl:.2f} (self-normalized {dev.self_normalized_ppl:.2f},"
@@ -348,17 +430,12 @@ def _train(
             save_checkpoint(run_dir / "checkpoint.pt", {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": model.state_dict(),
                 "schedule": schedule.to_dict(), "history": history, "vocab_sha256": vocab.sha256,
-                "adaptation_digests": digests, "corpus_identity": identities,
+                "adaptation_digests": run.digests, "corpus_identity": run.identities,
             })
             write_text_atomic(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
         context.barrier()
-
     guard.check_final(history, history[-1]["lr"] if history else config.lr)
-    if not context.is_main:
-        return TrainResult(None, history, None)
-    adaptation = adaptation_provenance(config, coverage, init_dev) if init is not None else None
-    return _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
-                            adaptation, reference_seconds)
+    return history, reference_seconds
 
 
 def _adaptation_digests(config: TrainConfig) -> dict[str, str]:
@@ -410,24 +487,25 @@ def _reference_features(config, reference, batches, device, show) -> ReferenceFe
     return features
 
 
-def _run_epoch(step_fn, model, batches, reference_features, noise, config, schedule, lr, generator, device,
-               epoch, bos_id, show, guard: DivergenceGuard) -> tuple[float, int]:
+def _run_epoch(runner: _EpochRunner, epoch: int, lr: float, schedule: Schedule,
+               generator: torch.Generator) -> tuple[float, int]:
     """One pass over the training stream; returns (mean loss per predicted token, tokens)."""
+    model, config, device, noise = runner.model, runner.config, runner.device, runner.noise
     model.train()
     state = None
-    reference_windows = reference_features.epoch() if reference_features is not None else None
+    reference_windows = runner.reference_features.epoch() if runner.reference_features is not None else None
     loss_total, tokens, window_tokens = 0.0, 0, 0
     window_start = time.perf_counter()
-    bar = tqdm(batches, desc=f"epoch {epoch}", disable=not show, unit="batch", leave=False)
+    bar = tqdm(runner.batches, desc=f"epoch {epoch}", disable=not runner.show, unit="batch", leave=False)
     for inputs, targets in bar:
         samples = noise.sample(config.noise_samples, generator).to(device) if noise is not None else None
         inputs, targets = inputs.to(device), targets.to(device)
         reference_window = next(reference_windows) if reference_windows is not None else None  # (B, T, D_t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            loss_sum, state = step_fn(inputs, targets, state, samples, reference_window)
+            loss_sum, state = runner.step_fn(inputs, targets, state, samples, reference_window)
         loss_sum = loss_sum.float()
         state = detach_state(state)
-        valid = int((targets != bos_id).sum())
+        valid = int((targets != runner.bos_id).sum())
         schedule.global_step += 1
         batch_loss = loss_sum.item()
         if distributed.is_available() and distributed.is_initialized():
@@ -442,11 +520,11 @@ def _run_epoch(step_fn, model, batches, reference_features, noise, config, sched
             (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
             # sgd_step leaves the weights untouched when the gradient norm is not finite.
             norm = sgd_step(model.parameters(), lr, config.clip_norm, config.weight_decay)
-        guard.check_step(batch_loss, norm, schedule.global_step, epoch, lr, schedule.epoch)
+        runner.guard.check_step(batch_loss, norm, schedule.global_step, epoch, lr, schedule.epoch)
         loss_total += batch_loss
         tokens += valid
         window_tokens += valid
-        if show and schedule.global_step % 20 == 0:
+        if runner.show and schedule.global_step % 20 == 0:
             now = time.perf_counter()
             bar.set_postfix(loss=f"{loss_total / max(tokens, 1):.3f}",
                             words_per_s=f"{window_tokens / (now - window_start):.0f}")
