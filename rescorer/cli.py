@@ -26,6 +26,7 @@ from rescorer.formats.kaldi import kaldi_key, read_cost_archive, write_cost_arch
 from rescorer.formats.reader import FORMATS, NbestSource, read_nbest, read_references
 from rescorer.formats.text_files import TextFile, open_text, parse_keyed_lines
 from rescorer.formats.trn import trn_id, write_trn
+from rescorer.lattice.cli import add_lattice_parser, run_lattice_command
 from rescorer.nbest import NbestError
 from rescorer.precision import PRECISIONS
 from rescorer.rerank import arrays_from_costs, best_texts, rerank, score_nbest
@@ -283,11 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="file (jsonl, trn) or directory (kaldi)")
     p.add_argument("--ref", help="references to attach (Kaldi text or .trn)")
     _add_input_options(p)
+
+    add_lattice_parser(sub)
     return parser
 
 
 COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval,
-            "convert": _cmd_convert, "wer": _cmd_wer, "set-weights": _cmd_set_weights}
+            "convert": _cmd_convert, "wer": _cmd_wer, "set-weights": _cmd_set_weights, "lattice": run_lattice_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -261,3 +261,18 @@ def test_coordinate_ascent_never_ends_above_where_it_started(seed, scale, smooth
         ended, errors_at_end = search.ascend(weights, before, list(axes.values()))
         assert errors_at_end <= before
         assert errors_at_end == search.errors(ended)
+
+
+@given(st.integers(0, 10_000), st.sampled_from(["kaldi", "espnet"]))
+@settings(max_examples=25, deadline=None)
+def test_the_first_pass_combination_baseline_is_the_exact_minimum_along_its_line(seed, scale):
+    arrays, errors, ref_words = planted_lists(seed, scale, utterances=60)
+    result = tune_weights(arrays, errors, ref_words)  # smoothing on: the baseline must not be smoothed
+    entry = result.baselines["first_pass_combination"]
+    neutral = Weights(1.0, 1.0, 0.0, 0.0, 0.0)
+    intercepts = total_scores(arrays, Weights(**{**neutral.to_dict(), "lm_weight": 0.0}))
+    slopes = total_scores(arrays, neutral) - intercepts
+    line = errors_along_line(arrays.index, intercepts, slopes, errors, 0.0, 1000.0)
+    assert entry["errors"] == int(line.errors.min())
+    chosen = best_hypotheses(arrays, total_scores(arrays, Weights(**entry["weights"])))
+    assert int(errors[chosen].sum()) == entry["errors"]

@@ -103,13 +103,6 @@ class DivergenceGuard:
             return f"dev perplexity {dev_ppl} is not finite"
         if not math.isfinite(train_loss):
             return f"training loss per token {train_loss} is not finite"
-        if dev_ppl > UNIFORM_FACTOR * v:
-            return (f"dev perplexity {dev_ppl:.4g} is over {UNIFORM_FACTOR:g} times a uniform model's ({v}, the"
-                    " vocabulary size)")
-        factor = NCE_LOSS_FACTOR if self.loss in NCE_LOSSES else LOSS_FACTOR
-        if train_loss > factor * ignorant:
-            return (f"training loss per token {train_loss:.4g} is over {factor:g} times an ignorant"
-                    f" model's ({ignorant:.4g}: {self._ignorant_name()})")
         if previous is not None:
             before_loss, before_ppl = previous["train_loss_per_token"], previous["dev_normalized_ppl"]
             if before_loss > 0 and train_loss > LOSS_JUMP * before_loss:
@@ -121,6 +114,13 @@ class DivergenceGuard:
         if self.init_dev_ppl is not None and dev_ppl > INIT_FACTOR * self.init_dev_ppl:
             return (f"dev perplexity {dev_ppl:.4g} is {dev_ppl / self.init_dev_ppl:.1f} times the init's"
                     f" {self.init_dev_ppl:.4g}")
+        if dev_ppl > UNIFORM_FACTOR * v:
+            return (f"dev perplexity {dev_ppl:.4g} is over {UNIFORM_FACTOR:g} times a uniform model's ({v}, the"
+                    " vocabulary size)")
+        factor = NCE_LOSS_FACTOR if self.loss in NCE_LOSSES else LOSS_FACTOR
+        if train_loss > factor * ignorant:
+            return (f"training loss per token {train_loss:.4g} is over {factor:g} times an ignorant"
+                    f" model's ({ignorant:.4g}: {self._ignorant_name()})")
         return None
 
     def _ignorant_name(self) -> str:
