@@ -4,6 +4,9 @@
     rescorer lattice best-path IN [--symbols words.txt] [--acoustic-scale A] [--lm-scale L]
         `key word word ...` lines, as `lattice-best-path ark:IN ark,t:- | int2sym.pl -f 2- words.txt`
         prints them (word ids without --symbols)
+    rescorer lattice rescore LM_DIR IN OUT --symbols words.txt [--ngram-order N] [--weight W]
+        [--acoustic-scale A] [--skip-words W1,W2] [--max-arcs M] [--text | --binary]
+        the lattices with the LM's costs interpolated into the graph costs (rescore.py)
 IN and OUT may be `-`; `.gz` is read and written.
 """
 
@@ -13,9 +16,11 @@ import argparse
 import math
 import sys
 
+from rescorer.artifact import load_artifact
 from rescorer.errors import InputError
 from rescorer.lattice.archive import LatticeError, read_lattices, write_lattices
 from rescorer.lattice.best_path import LatticeCycleError, best_path
+from rescorer.lattice.rescore import LatticeTooLarge, RescoreOptions, rescore_lattice
 from rescorer.vocab import read_symbol_table
 
 
@@ -36,6 +41,28 @@ def add_lattice_parser(sub) -> None:
     best.add_argument("--acoustic-scale", type=float, default=1.0, help="scale of the acoustic costs (default 1,"
                                                                           " as lattice-best-path; decoding used ~0.1)")
     best.add_argument("--lm-scale", type=float, default=1.0, help="scale of the graph costs (default 1)")
+    defaults = RescoreOptions()
+    rescore = commands.add_parser("rescore", help="rescore lattices with an LM artifact (graph costs interpolated)")
+    rescore.add_argument("lm_dir", help="the artifact directory")
+    rescore.add_argument("input", help="lattice archive, text or binary, plain or gzip ('-': standard input)")
+    rescore.add_argument("output", help="the rescored archive ('-': standard output; a .gz name is compressed)")
+    rescore.add_argument("--symbols", required=True, help="Kaldi words.txt of the lattices' word ids")
+    rescore.add_argument("--ngram-order", type=int, default=defaults.ngram_order,
+                         help=f"merge histories sharing their last N-1 words (default {defaults.ngram_order}; 0: exact)")
+    rescore.add_argument("--weight", type=float, default=defaults.weight,
+                         help=f"the LM's share of the graph cost, (1-w) graph + w nnlm (default {defaults.weight:g})")
+    rescore.add_argument("--acoustic-scale", type=float, default=defaults.acoustic_scale,
+                         help=f"acoustic scale for the cheapest path into a merged state (default"
+                              f" {defaults.acoustic_scale:g}, Kaldi's --acwt)")
+    rescore.add_argument("--skip-words", help="comma-separated words not scored (silence, noise),"
+                                                          " e.g. '!SIL,<unk>'")
+    rescore.add_argument("--max-arcs", type=int, default=defaults.max_arcs,
+                         help=f"refuse a lattice whose expansion passes this many arcs (default {defaults.max_arcs:,})")
+    rescore.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    form = rescore.add_mutually_exclusive_group()
+    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
+    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
+    rescore.set_defaults(binary=True)
 
 
 def run_lattice_command(args: argparse.Namespace) -> int:
@@ -57,5 +84,21 @@ def run_lattice_command(args: argparse.Namespace) -> int:
                 raise LatticeError(f"{args.input}: lattice {key!r}: word id {missing} is not in {args.symbols}"
                                    f" ({len(words)} symbols)")
             sys.stdout.write(" ".join([key, *(words[w] if words else str(w) for w in path.words)]) + "\n")
+        return 0
+    if args.lattice_command == "rescore":
+        try:
+            options = RescoreOptions(args.weight, args.ngram_order, args.acoustic_scale,
+                                     frozenset(w for w in (args.skip_words or "").split(",") if w), args.max_arcs)
+        except ValueError as e:
+            raise InputError(f"lattice rescore: {e}") from None
+        artifact = load_artifact(args.lm_dir, device=args.device)
+        symbols = read_symbol_table(args.symbols).words
+        rescored = []
+        for key, lattice in read_lattices(args.input):
+            try:
+                rescored.append((key, rescore_lattice(artifact, lattice, symbols, options)))
+            except (LatticeTooLarge, LatticeCycleError, ValueError) as e:
+                raise LatticeError(f"{args.input}: lattice {key!r}: {e}") from None
+        write_lattices(rescored, args.output, args.binary)
         return 0
     raise AssertionError(args.lattice_command)
