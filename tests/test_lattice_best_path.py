@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rescorer.cli import main as rescorer_cli
-from rescorer.lattice import Arc, CompactLattice, LatticeError, LatticeWeight, read_lattices, write_lattices
+from rescorer.lattice import Arc, CompactLattice, LatticeWeight, read_lattices, write_lattices
 from rescorer.lattice.best_path import best_path, scaled_cost
 from rescorer.lattice.compact_lattice import ZERO
 from tests.conftest import shared_data
