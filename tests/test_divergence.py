@@ -76,7 +76,8 @@ def _epoch(epoch, loss, ppl):
     (math.nan, 20.0, [], None, "training loss per token nan is not finite"),
     (3.0, math.inf, [], None, "dev perplexity inf is not finite"),
     (3.0, 201.0, [], None, "over 2 times a uniform model's (100"),
-    (1.26 * math.log(100), 50.0, [], None, "over 1.25 times an ignorant model's"),
+    (1.26 * math.log(100), 51.0, [], None, "over 1.25 times an ignorant model's"),
+    (11 * math.log(100), 20.0, [], None, "over 1.25 times an ignorant model's"),
     (3.0, 50.0, [_epoch(1, 0.2, 40.0)], None, "15.0 times epoch 1's"),
     (3.0, 50.0, [_epoch(1, 3.0, 10.0)], None, "5.0 times epoch 1's 10"),
     (3.0, 50.0, [], 20.0, "2.5 times the init's 20"),
@@ -93,6 +94,7 @@ def test_healthy_figures_pass_and_the_nce_losses_are_measured_against_the_noise_
     guard = _guard()
     guard.check_epoch(1, 1.0, 0.8 * math.log(100), 99.0, [], 0)  # a poor first epoch, but learning
     guard.check_epoch(2, 1.0, 0.6 * math.log(100), 30.0, [_epoch(1, 0.8 * math.log(100), 99.0)], 1)
+    guard.check_epoch(1, 1.0, 1.3 * math.log(100), 20.0, [], 0)  # a MoS start: a high loss, a good model
     noise_model = ignorant_loss_per_token("nce", 100, 32)
     assert noise_model == pytest.approx(math.log(33) + 32 * math.log(33 / 32), rel=1e-12)
     assert ignorant_loss_per_token("kl", 100, 32) == pytest.approx(math.log(100), rel=1e-12)

@@ -12,7 +12,9 @@ Per epoch (`check_epoch`):
 - the training loss per token or the dev perplexity is not finite;
 - the dev perplexity is over UNIFORM_FACTOR times a uniform distribution's (V, the vocabulary
   size);
-- the training loss per token is over LOSS_FACTOR (NCE_LOSS_FACTOR) times an ignorant model's: ln V for the
+- the training loss per token is over LOSS_FACTOR (NCE_LOSS_FACTOR) times an ignorant model's
+  while the dev perplexity is not clearly better than uniform (over CLEARLY_GOOD * V), or over
+  LOSS_JUMP times it whatever the dev perplexity: ln V for the
   normalized losses (ce, kl, interp, tr: cross-entropies in nats, tr's R(y) weight adding a
   few per cent), and for the NCE losses (nce, nce-tr, NCE+KLD) the loss of the noise
   distribution used as the model, ln(1 + S) + S ln(1 + 1 / S) with S noise samples (its score
@@ -32,8 +34,11 @@ normalized loss starts at about ln V and falls, averaging 0.59-0.79 ln V over a 
 epoch (ce, kl, tr at --lr 1) and 1.38-1.95 ln V at --lr 30, so 25 % above ln V is no healthy
 run's. A randomly initialised NCE model starts above the noise model (its scores are not
 ln q(w)): healthy first epochs average 0.87-1.14 times the noise model's loss (nce, nce-tr,
-NCE+KLD adaptation at --lr 1) and diverged ones 2.3-3.5 times (--lr 30), hence 2. The first epoch of a very small
-model can end a little worse than uniform and recover (an 8-unit NCE model with 8 noise
+NCE+KLD adaptation at --lr 1) and diverged ones 2.3-3.5 times (--lr 30), hence 2. A randomly initialised
+mixture of softmaxes can average above ln V over a healthy first epoch (the demo's MoS teacher:
+1.30 ln V, with dev perplexity 21.9 against V = 131), so the loss rule needs the dev perplexity's
+agreement: every diverged epoch above had a dev perplexity over V / 2. The first epoch of a very
+small model can end a little worse than uniform and recover (an 8-unit NCE model with 8 noise
 samples: 1.1 V), so the per-epoch bound on the dev perplexity is 2 V and the strict bound V
 applies to what is saved.
 """
@@ -47,6 +52,7 @@ from pathlib import Path
 LOSS_FACTOR = 1.25  # a training loss per token this many times an ignorant model's stops the run
 NCE_LOSS_FACTOR = 2.0  # ... the same for the NCE losses, whose random start lies above the noise model's
 UNIFORM_FACTOR = 2.0  # ... and a dev perplexity this many times a uniform model's (V)
+CLEARLY_GOOD = 0.5  # the loss rule speaks unless the dev perplexity is below this share of V (or the loss is 10x)
 LOSS_JUMP = 10.0  # ... or this many times the previous epoch's
 DEV_JUMP = 4.0  # a dev perplexity this many times the previous epoch's stops the run
 INIT_FACTOR = 2.0  # adaptation: a dev perplexity this many times the init's stops the run
@@ -118,9 +124,10 @@ class DivergenceGuard:
             return (f"dev perplexity {dev_ppl:.4g} is over {UNIFORM_FACTOR:g} times a uniform model's ({v}, the"
                     " vocabulary size)")
         factor = NCE_LOSS_FACTOR if self.loss in NCE_LOSSES else LOSS_FACTOR
-        if train_loss > factor * ignorant:
+        if train_loss > LOSS_JUMP * ignorant or (train_loss > factor * ignorant and dev_ppl > CLEARLY_GOOD * v):
             return (f"training loss per token {train_loss:.4g} is over {factor:g} times an ignorant"
-                    f" model's ({ignorant:.4g}: {self._ignorant_name()})")
+                    f" model's ({ignorant:.4g}: {self._ignorant_name()}) and the dev perplexity {dev_ppl:.4g}"
+                    f" is not clearly better than a uniform model's ({v})")
         return None
 
     def _ignorant_name(self) -> str:
