@@ -260,3 +260,40 @@ def test_parallel_jobs_against_a_busy_server_wait_their_turn_instead_of_failing(
         got = [line.split() for line in (tmp_path / f"scores{j}").read_text().splitlines()]
         assert [k for k, _ in got] == [k for k, _ in want]
         np.testing.assert_allclose([float(c) for _, c in got], [float(c) for _, c in want], atol=1e-4)
+
+
+def test_lattice_rescoring_runs_one_job_per_archive_and_writes_what_the_library_writes(tmp_path):
+    from rescorer.lattice import read_lattices, write_lattices
+    from rescorer.lattice.rescore import RescoreOptions, rescore_lattice
+    from rescorer.vocab import read_symbol_table
+    from tests.test_lattice_rescore import _artifact
+
+    words = shared_data("kaldi-lattices/theanolm-words.txt")
+    ((key, lattice),) = read_lattices(shared_data("kaldi-lattices/theanolm-lattice.txt"))
+    symbols = read_symbol_table(words).words
+    artifact = _artifact([w for w in symbols if w not in ("<eps>", "!SIL")], "self_normalized")
+    lm_dir = save_artifact(artifact, tmp_path / "lm")
+    lang, decode, out = tmp_path / "lang", tmp_path / "decode", tmp_path / "rescored"
+    lang.mkdir()
+    decode.mkdir()
+    shutil.copy(words, lang / "words.txt")
+    (decode / "num_jobs").write_text("2\n")
+    for job in (1, 2):
+        write_lattices([(f"{key}-{job}-{i}", lattice) for i in range(job)], decode / f"lat.{job}.gz", binary=True)
+    done = _run(["local/lmrescore_lattice.sh", "--cmd", "run.pl", "--weight", "0.6", "--max-ngram-order", "3",
+                 "--skip-scoring", "true", str(lang), str(lm_dir), str(tmp_path / "data"), str(decode), str(out)],
+                _env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    want = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=0.6, ngram_order=3,
+                                                                      skip_words=frozenset({"!SIL"})))
+    for job in (1, 2):
+        got = read_lattices(out / f"lat.{job}.gz")
+        assert [k for k, _ in got] == [f"{key}-{job}-{i}" for i in range(job)]
+        assert all(lat.same_as(want) for _, lat in got)
+    assert (out / "num_jobs").read_text() == "2\n"
+    # without the input's num_jobs: refused with a message, nothing written
+    (decode / "num_jobs").unlink()
+    done = _run(["local/lmrescore_lattice.sh", "--skip-scoring", "true", str(lang), str(lm_dir), str(tmp_path),
+                 str(decode), str(tmp_path / "none")], _env(tmp_path))
+    assert done.returncode == 1 and "expected" in done.stderr and "num_jobs" in done.stderr
+    assert not (tmp_path / "none").exists()
