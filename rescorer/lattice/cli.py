@@ -7,6 +7,8 @@
     rescorer lattice rescore LM_DIR IN OUT --symbols words.txt [--ngram-order N] [--weight W]
         [--acoustic-scale A] [--skip-words W1,W2] [--max-arcs M] [--text | --binary]
         the lattices with the LM's costs interpolated into the graph costs (rescore.py)
+    rescorer lattice from-nbest NBEST OUT --write-symbols words.txt [--symbols words.txt] [--format F]
+        each utterance's N-best list merged into a word lattice whose paths are its hypotheses
 IN and OUT may be `-`; `.gz` is read and written.
 """
 
@@ -17,9 +19,12 @@ import math
 import sys
 
 from rescorer.artifact import load_artifact
+from rescorer.atomic import text_output
 from rescorer.errors import InputError
+from rescorer.formats.reader import FORMATS, NbestSource, read_nbest
 from rescorer.lattice.archive import LatticeError, read_lattices, write_lattices
 from rescorer.lattice.best_path import LatticeCycleError, best_path
+from rescorer.lattice.from_nbest import lattice_from_nbest
 from rescorer.lattice.rescore import LatticeTooLarge, RescoreOptions, rescore_lattice
 from rescorer.vocab import read_symbol_table
 
@@ -63,6 +68,17 @@ def add_lattice_parser(sub) -> None:
     form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
     form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
     rescore.set_defaults(binary=True)
+    merge = commands.add_parser("from-nbest", help="merge each utterance's N-best list into a word lattice")
+    merge.add_argument("input", help="N-best lists in any input format with per-hypothesis scores")
+    merge.add_argument("output", help="the lattice archive ('-': standard output; a .gz name is compressed)")
+    merge.add_argument("--format", choices=FORMATS, help="input format (inferred from the path when omitted)")
+    merge.add_argument("--score-mapping", help="named scores to am/lm, e.g. 'am=0.6*decoder+0.4*ctc,lm=lm'")
+    merge.add_argument("--symbols", help="an existing words.txt to take word ids from (new words are added)")
+    merge.add_argument("--write-symbols", required=True, help="where to write the words.txt of the lattices")
+    form = merge.add_mutually_exclusive_group()
+    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
+    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
+    merge.set_defaults(binary=True)
 
 
 def run_lattice_command(args: argparse.Namespace) -> int:
@@ -100,5 +116,15 @@ def run_lattice_command(args: argparse.Namespace) -> int:
             except (LatticeTooLarge, LatticeCycleError, ValueError) as e:
                 raise LatticeError(f"{args.input}: lattice {key!r}: {e}") from None
         write_lattices(rescored, args.output, args.binary)
+        return 0
+    if args.lattice_command == "from-nbest":
+        word_ids = {"<eps>": 0}
+        if args.symbols:
+            word_ids = {w: i for i, w in enumerate(read_symbol_table(args.symbols).words)}
+        utterances = read_nbest(NbestSource(args.input, args.format, None, args.score_mapping, None))
+        lattices = [(u.utt_id, lattice_from_nbest(u, word_ids)) for u in utterances]
+        write_lattices(lattices, args.output, args.binary)
+        with text_output(args.write_symbols) as out:
+            out.write("".join(f"{w} {i}\n" for w, i in sorted(word_ids.items(), key=lambda kv: kv[1])))
         return 0
     raise AssertionError(args.lattice_command)
