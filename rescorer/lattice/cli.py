@@ -29,6 +29,13 @@ from rescorer.lattice.rescore import LatticeTooLarge, RescoreOptions, rescore_la
 from rescorer.vocab import read_symbol_table
 
 
+def _add_output_form(p: argparse.ArgumentParser) -> None:
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
+    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
+    p.set_defaults(binary=True)
+
+
 def add_lattice_parser(sub) -> None:
     p = sub.add_parser("lattice", help="Kaldi lattices (CompactLattice archives, text or binary)")
     commands = p.add_subparsers(dest="lattice_command", required=True)
@@ -36,10 +43,7 @@ def add_lattice_parser(sub) -> None:
                                             " (Kaldi's lattice-copy)")
     copy.add_argument("input", help="lattice archive, text or binary, plain or gzip ('-': standard input)")
     copy.add_argument("output", help="the archive to write ('-': standard output; a .gz name is compressed)")
-    form = copy.add_mutually_exclusive_group()
-    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
-    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
-    copy.set_defaults(binary=True)
+    _add_output_form(copy)
     best = commands.add_parser("best-path", help="each lattice's best word sequence (Kaldi's lattice-best-path)")
     best.add_argument("input", help="lattice archive, text or binary, plain or gzip ('-': standard input)")
     best.add_argument("--symbols", help="Kaldi words.txt: print words (default: word ids)")
@@ -64,10 +68,7 @@ def add_lattice_parser(sub) -> None:
     rescore.add_argument("--max-arcs", type=int, default=defaults.max_arcs,
                          help=f"refuse a lattice whose expansion passes this many arcs (default {defaults.max_arcs:,})")
     rescore.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    form = rescore.add_mutually_exclusive_group()
-    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
-    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
-    rescore.set_defaults(binary=True)
+    _add_output_form(rescore)
     merge = commands.add_parser("from-nbest", help="merge each utterance's N-best list into a word lattice")
     merge.add_argument("input", help="N-best lists in any input format with per-hypothesis scores")
     merge.add_argument("output", help="the lattice archive ('-': standard output; a .gz name is compressed)")
@@ -75,10 +76,7 @@ def add_lattice_parser(sub) -> None:
     merge.add_argument("--score-mapping", help="named scores to am/lm, e.g. 'am=0.6*decoder+0.4*ctc,lm=lm'")
     merge.add_argument("--symbols", help="an existing words.txt to take word ids from (new words are added)")
     merge.add_argument("--write-symbols", required=True, help="where to write the words.txt of the lattices")
-    form = merge.add_mutually_exclusive_group()
-    form.add_argument("--text", dest="binary", action="store_false", help="write the text form (ark,t)")
-    form.add_argument("--binary", dest="binary", action="store_true", help="write the binary form (the default)")
-    merge.set_defaults(binary=True)
+    _add_output_form(merge)
 
 
 def run_lattice_command(args: argparse.Namespace) -> int:
