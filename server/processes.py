@@ -199,19 +199,16 @@ def port_lock(port: int):
     directory, locked with flock; released when every process holding it has exited). Raises
     OSError naming the port when another service holds it. Where the file belongs to another
     user, no lock is taken: the kernel never puts two users' sockets in one SO_REUSEPORT group."""
-    import fcntl
+    from rescorer.file_lock import try_exclusive_lock
 
     path = Path(tempfile.gettempdir()) / f"rescorer-server-port-{port}.lock"
     try:
-        handle = open(path, "a")  # noqa: SIM115 - held open for the service's lifetime
+        handle = try_exclusive_lock(path)
     except PermissionError:
         return None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+    if handle is None:
         raise OSError(f"cannot listen on port {port}: another rescorer-server is starting on it ({path} is"
-                      " locked)") from None
+                      " locked)")
     return handle
 
 

@@ -21,7 +21,6 @@ state beyond the learning rate, so resuming from a checkpoint reproduces the uni
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -40,6 +39,7 @@ from tqdm import tqdm
 from rescorer.artifact import Artifact, save_artifact
 from rescorer.atomic import atomic_file, check_directory_can_be_made, make_directory, write_text_atomic
 from rescorer.errors import ConfigError, InputError, OutputError
+from rescorer.file_lock import try_exclusive_lock
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.precision import native_bf16
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
@@ -181,13 +181,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 def _lock_run_directory(run_dir: Path, resuming: bool):
     """Hold an exclusive lock on `run_dir` for this run (released when the process ends): a
     second run started on the same --out is refused instead of mixing its files with ours."""
-    handle = open(run_dir / ".lock", "a")  # noqa: SIM115 - held open for the run's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+    handle = try_exclusive_lock(run_dir / ".lock")  # held open for the run's lifetime
+    if handle is None:
         raise OutputError(f"{run_dir}: another training run is using this --out; wait for it or choose"
-                          " another --out") from None
+                          " another --out")
     if not resuming and (run_dir / "checkpoint.pt").exists():  # a run that finished while we waited
         handle.close()
         raise ResumeError(f"{run_dir / 'checkpoint.pt'} exists: pass --resume to continue that run, or choose"

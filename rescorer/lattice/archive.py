@@ -11,6 +11,7 @@ path ending in `.gz` is written gzip-compressed, and a gzip file is read whateve
 from __future__ import annotations
 
 import gzip
+import io
 import sys
 import zlib
 from collections.abc import Iterable
@@ -46,19 +47,13 @@ def _read_bytes(path: str) -> bytes:
             with open(path, "rb") as f:
                 data = read_stream_bounded(f, path, MAX_ARCHIVE_BYTES)
         if data[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=_BytesReader(data)) as g:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
                 data = read_stream_bounded(g, path, MAX_ARCHIVE_BYTES)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise LatticeError(f"{path}: a corrupt gzip file ({e})") from None
     except OSError as e:
         raise LatticeError(f"{path}: cannot read ({e.strerror or e})") from None
     return data
-
-
-def _BytesReader(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 def read_lattices(path: str | Path, max_states: int = MAX_STATES, max_arcs: int = MAX_ARCS) -> list[
