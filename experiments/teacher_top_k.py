@@ -1,16 +1,23 @@
-"""What storing the teachers truncated to their top k words costs against the exact teachers.
+"""What storing the teachers costs against the exact (live) teachers, over several seeds.
 
-    python experiments/teacher_top_k.py --data-dir ../shared/data --out runs/top-k
+    python experiments/teacher_top_k.py --data-dir ../shared/data --out runs/top-k \
+        --stores live top-k --ks 64 256 --seeds 1 2 3
 
 A small, complete run on PTB (every size below is a flag): two teachers trained on the first
 --train-sentences sentences of PTB train (a 1 x --teacher-hidden softmax LSTM and a mixture of
 --experts softmaxes of the same size, --teacher-epochs each), then 1 x --student-hidden
-students distilled from both with `tr` and `nce-tr` for --student-epochs, once with the
-teachers' exact distributions at every step (`--teacher-top-k 0`) and once per k in --ks from
-the stored top k. Per student: PTB valid perplexity (normalized; self-normalized too for
-nce-tr), training seconds (the epochs) and the seconds spent computing the stored teachers (or,
-exact, their cached LSTM features) before them, and the store's size. Every
-run is a resumable run directory; results to OUT/results.json.
+students distilled from both with each loss in --losses for --student-epochs, once per seed in
+--seeds (the student's initialization, dropout and noise), from each store in --stores: `live`
+(the teachers' exact distributions at every step, `--teacher-top-k 0`) and, per k in --ks, the
+stored top k (`top-k`). A teacherless `ce` student of the same size is trained per seed too:
+its seconds per epoch are the plain epoch every store is priced against. Per student: PTB valid
+perplexity (normalized; self-normalized too for nce-tr), seconds per training epoch and the
+seconds spent computing the stored teachers (or, live, their cached LSTM features) before
+them, and the store's size.
+
+Every run is a resumable run directory (OUT/{loss}-{store}{k}-seed{seed}); rerunning the
+command after a stop picks up where it was, so the table can grow run by run. Results to
+OUT/results.json, which lists what has finished so far.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from experiments.adaptation_runs import evaluation, ptb_train_head, run, train_s
 from rescorer.artifact import load_artifact
 from training.config import TrainConfig
 
+STORES = ("live", "top-k")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,8 +45,10 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--student-hidden", type=int, default=48)
     parser.add_argument("--student-epochs", type=int, default=2)
-    parser.add_argument("--ks", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
+    parser.add_argument("--ks", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--losses", nargs="+", default=["tr", "nce-tr"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     ptb = args.data_dir / "ptb"
     train_text = ptb_train_head(args.data_dir, args.out, args.train_sentences)
@@ -52,30 +63,45 @@ def main() -> None:
     second = run(config("teacher-mos", args.teacher_hidden, args.teacher_epochs, loss="ce", output_kind="mos",
                         experts=args.experts, dropout=0.25, seed=2, vocab_path=str(first / "words.txt")))
     teachers = (str(first), str(second))
-    rows = []
-    for loss in args.losses:
-        for k in [0, *args.ks]:
-            name = f"{loss}-{'exact' if k == 0 else f'top{k}'}"
-            artifact = run(config(name, args.student_hidden, args.student_epochs, loss=loss, teacher_paths=teachers,
-                                  teacher_top_k=k, dropout=0.0,
-                                  output_kind="self_normalized" if loss == "nce-tr" else "auto"))
-            result = evaluation(artifact, Path(valid), "valid")
-            store = args.out / name / f"teacher-top{k}"
-            size = sum(p.stat().st_size for p in store.glob("*.npy")) if k else 0
-            teacher_seconds = load_artifact(artifact).provenance["distillation"]["teacher_seconds"]
-            row = {"loss": loss, "k": k, "valid_ppl": result["normalized_ppl"], "teacher_seconds": teacher_seconds,
-                   "valid_self_normalized_ppl": result["self_normalized_ppl"] if loss == "nce-tr" else None,
-                   "train_seconds": train_seconds(artifact), "store_bytes": size}
-            rows.append(row)
-            print(f"{name:16s} valid ppl {row['valid_ppl']:8.2f}"
-                  + (f" (self-normalized {row['valid_self_normalized_ppl']:.2f})" if loss == "nce-tr" else "")
-                  + f"  training {row['train_seconds']:.0f} s + teachers {teacher_seconds:.0f} s"
-                  f"  store {size / 2**20:.0f} MiB", flush=True)
     teacher_rows = {n: evaluation(Path(t), Path(valid), "valid")["normalized_ppl"]
                     for n, t in (("softmax teacher", first), ("mos teacher", second))}
-    write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir),
-                                                                     "out": str(args.out)},
-                                           "teachers_valid_ppl": teacher_rows, "students": rows})
+    stores = [(store, k) for store in args.stores for k in ([0] if store == "live" else args.ks)]
+    rows, plain = [], []
+
+    def write() -> None:
+        seconds = [p["seconds_per_epoch"] for p in plain]
+        write_json(args.out / "results.json", {
+            "settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
+            "teachers_valid_ppl": teacher_rows, "plain_students": plain,
+            "plain_seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+            "default_store": {"store": "live", "k": 0}, "students": rows})
+
+    for seed in args.seeds:
+        artifact = run(config(f"ce-plain-seed{seed}", args.student_hidden, args.student_epochs, loss="ce",
+                              dropout=0.0, seed=seed, vocab_path=str(first / "words.txt")))
+        plain.append({"loss": "ce", "seed": seed, "valid_ppl": evaluation(artifact, Path(valid), "valid")[
+            "normalized_ppl"], "seconds_per_epoch": train_seconds(artifact) / args.student_epochs})
+        for loss in args.losses:
+            for store, k in stores:
+                name = f"{loss}-{store}{k or ''}-seed{seed}"
+                artifact = run(config(name, args.student_hidden, args.student_epochs, loss=loss,
+                                      teacher_paths=teachers, teacher_top_k=k, dropout=0.0, seed=seed,
+                                      output_kind="self_normalized" if loss == "nce-tr" else "auto"))
+                result = evaluation(artifact, Path(valid), "valid")
+                directory = args.out / name / f"teacher-top{k}"
+                size = sum(p.stat().st_size for p in directory.glob("*.npy")) if k else 0
+                teacher_seconds = load_artifact(artifact).provenance["distillation"]["teacher_seconds"]
+                row = {"loss": loss, "store": store, "k": k, "seed": seed, "valid_ppl": result["normalized_ppl"],
+                       "valid_self_normalized_ppl": result["self_normalized_ppl"] if loss == "nce-tr" else None,
+                       "seconds_per_epoch": train_seconds(artifact) / args.student_epochs,
+                       "teacher_seconds": teacher_seconds, "store_bytes": size}
+                rows.append(row)
+                print(f"{name:24s} valid ppl {row['valid_ppl']:8.2f}"
+                      + (f" (self-normalized {row['valid_self_normalized_ppl']:.2f})" if loss == "nce-tr" else "")
+                      + f"  {row['seconds_per_epoch']:.0f} s/epoch + teachers {teacher_seconds:.0f} s"
+                      f"  store {size / 2**20:.0f} MiB", flush=True)
+                write()
+    write()
 
 
 if __name__ == "__main__":

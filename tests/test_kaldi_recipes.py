@@ -9,6 +9,7 @@ to stop early with a message naming the binary.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -280,12 +281,14 @@ def test_lattice_rescoring_runs_one_job_per_archive_and_writes_what_the_library_
     (decode / "num_jobs").write_text("2\n")
     for job in (1, 2):
         write_lattices([(f"{key}-{job}-{i}", lattice) for i in range(job)], decode / f"lat.{job}.gz", binary=True)
-    done = _run(["local/lmrescore_lattice.sh", "--cmd", "run.pl", "--weight", "0.6", "--max-ngram-order", "3",
-                 "--skip-scoring", "true", str(lang), str(lm_dir), str(tmp_path / "data"), str(decode), str(out)],
+    done = _run(["local/lmrescore_lattice.sh", "--cmd", "run.pl", "--weight", "0.6", "--max-ngram-order", "0",
+                 "--beam", "0", "--skip-scoring", "true", str(lang), str(lm_dir), str(tmp_path / "data"), str(decode), str(out)],
                 _env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    want = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=0.6, ngram_order=3,
+    want = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=0.6, ngram_order=0, beam=0.0,
                                                                       skip_words=frozenset({"!SIL"})))
+    assert not want.same_as(rescore_lattice(artifact, lattice, symbols, RescoreOptions(  # the beam mattered
+        weight=0.6, ngram_order=0, beam=math.inf, skip_words=frozenset({"!SIL"}))))
     for job in (1, 2):
         got = read_lattices(out / f"lat.{job}.gz")
         assert [k for k, _ in got] == [f"{key}-{job}-{i}" for i in range(job)]

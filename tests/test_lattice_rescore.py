@@ -3,13 +3,15 @@ of all its paths rescored one by one), merged histories at finite orders, bounde
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from rescorer.artifact import Artifact
 from rescorer.lattice import read_lattices
-from rescorer.lattice.best_path import best_path
-from rescorer.lattice.rescore import LatticeTooLarge, RescoreOptions, rescore_lattice
+from rescorer.lattice.best_path import best_path, topological_order
+from rescorer.lattice.rescore import LatticeTooLarge, RescoreOptions, expand_lattice, rescore_lattice
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.sentence_scoring import score_sentences
 from rescorer.vocab import build_vocabulary, read_symbol_table
@@ -39,7 +41,7 @@ def test_order_0_finds_the_best_of_every_path_rescored_one_by_one(real, kind, we
     skip = {"!SIL"}
     artifact = _artifact([w for w in symbols if w not in ("<eps>", "!SIL")][:8], kind)  # some words are <unk>
     scale = 0.1
-    rescored = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=weight, ngram_order=0,
+    rescored = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=weight, ngram_order=0, beam=math.inf,
                                                                            acoustic_scale=scale,
                                                                            skip_words=frozenset(skip)))
     # every path of the input, its words scored as a sentence by the N-best scorer
@@ -70,7 +72,7 @@ def _with_acoustic_zero(lattice):
 def test_merging_histories_shrinks_the_lattice_and_weight_0_keeps_the_graph_costs(real):
     lattice, symbols = real
     artifact = _artifact(symbols[2:10], "self_normalized")
-    sizes = {n: rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=n)).num_states
+    sizes = {n: rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=n, beam=math.inf)).num_states
              for n in (0, 4, 2, 1)}
     assert sizes[0] >= sizes[4] >= sizes[2] >= sizes[1] == lattice.num_states
     unchanged = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=0.0, ngram_order=1))
@@ -82,14 +84,15 @@ def test_the_expanded_lattice_is_bounded(real):
     lattice, symbols = real
     with pytest.raises(LatticeTooLarge, match="--max-arcs"):
         rescore_lattice(_artifact(symbols[2:10], "softmax"), lattice, symbols, RescoreOptions(ngram_order=0,
-                                                                                             max_arcs=40))
+                                                                                             max_arcs=40,
+                                                                                             beam=math.inf))
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 0])
 def test_each_expanded_state_is_one_lattice_state_and_the_last_n_minus_1_words_into_it(real, order):
     lattice, symbols = real
     artifact = _artifact([w for w in symbols if w not in ("<eps>", "!SIL")], "self_normalized")
-    rescored = rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=order,
+    rescored = rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=order, beam=math.inf,
                                                                            skip_words=frozenset({"!SIL"})))
     seen = set()
 
@@ -121,3 +124,57 @@ def test_the_cli_rescores_an_archive_as_the_library_does(real, tmp_path, capsys)
     assert key == "utterance-123" and got.same_as(want)
     assert rescorer_cli([*args[:-2], "--weight", "1.5"]) == 2
     assert "weight must be in [0, 1]" in capsys.readouterr().err
+
+
+def _connected(lattice) -> bool:
+    """Every state is reached from the start and reaches a final state."""
+    order = topological_order(lattice)
+    reaches = {s for s in range(lattice.num_states) if not lattice.finals[s].is_zero}
+    for s in reversed(order):
+        if any(a.next_state in reaches for a in lattice.arcs[s]):
+            reaches.add(s)
+    return len(order) == lattice.num_states and reaches == set(range(lattice.num_states))
+
+
+@pytest.mark.parametrize("order", [0, 3])
+def test_a_narrower_beam_keeps_fewer_histories_and_the_lattice_connected(order):
+    ((_, lattice),) = read_lattices(shared_data("kaldi-lattices/kgraph-lat.txt"))
+    symbols = tuple(f"w{i}" for i in range(max(a.word for out in lattice.arcs for a in out) + 1))
+    artifact = _artifact([f"w{i}" for i in sorted({a.word for out in lattice.arcs for a in out} - {0})][:40],
+                         "self_normalized")
+    sizes = {}
+    for beam in (math.inf, 8.0, 2.0, 0.0):
+        options = RescoreOptions(ngram_order=order, beam=beam, acoustic_scale=0.1)
+        rescored = rescore_lattice(artifact, lattice, symbols, options)
+        assert _connected(rescored)
+        sizes[beam] = rescored.num_arcs
+        if beam == 0.0:  # one history per lattice state: no more states than the input has
+            assert rescored.num_states <= lattice.num_states
+    assert sizes[math.inf] >= sizes[8.0] >= sizes[2.0] >= sizes[0.0]
+    assert sizes[math.inf] > sizes[0.0]  # the beam did prune
+
+
+def test_pruning_keeps_the_best_path_when_it_stays_within_the_beam(real):
+    lattice, symbols = real
+    artifact = _artifact(symbols[2:10], "mos")
+    exact = rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=0, beam=math.inf))
+    pruned = rescore_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=0, beam=6.0))
+    assert pruned.num_arcs < exact.num_arcs
+    assert best_path(pruned, 0.1).words == best_path(exact, 0.1).words
+    assert best_path(pruned, 0.1).cost == pytest.approx(best_path(exact, 0.1).cost, rel=1e-6)
+
+
+def test_one_expansion_interpolates_at_any_weight_as_rescoring_at_that_weight(real):
+    lattice, symbols = real
+    artifact = _artifact(symbols[2:10], "softmax")
+    expanded = expand_lattice(artifact, lattice, symbols, RescoreOptions(ngram_order=0, beam=math.inf))
+    for weight in (0.0, 0.3, 1.0):  # exact expansion: no merge depends on the weight
+        want = rescore_lattice(artifact, lattice, symbols, RescoreOptions(weight=weight, ngram_order=0,
+                                                                          beam=math.inf))
+        assert expanded.interpolated(weight).same_as(want)
+
+
+@pytest.mark.parametrize("beam", [-1.0, math.nan])
+def test_a_negative_or_nan_beam_is_refused(beam):
+    with pytest.raises(ValueError, match="beam must be >= 0"):
+        RescoreOptions(beam=beam)

@@ -14,6 +14,7 @@ cmd=run.pl
 weight=0.5            # our LM's share of the graph cost
 max_ngram_order=4     # histories merged on their last N-1 words; 0: exact (no merging)
 acwt=0.1              # acoustic scale, for the cheapest path into a merged history
+beam=6                # histories at a lattice state kept within this cost of the cheapest (inf: all)
 skip_words='!SIL'     # comma-separated words not scored (silence, noise)
 max_arcs=2000000      # refuse a lattice whose expansion passes this many arcs
 skip_scoring=false    # true: no local/score.sh at the end (it needs Kaldi)
@@ -27,6 +28,7 @@ Options:
   --weight <w>                           # our LM's share of the graph cost (default: $weight)
   --max-ngram-order <n>                  # history merged on the last n-1 words; 0 exact (default: $max_ngram_order)
   --acwt <a>                             # acoustic scale (default: $acwt)
+  --beam <b>                             # history pruning beam (default: $beam, Kaldi's compose beam)
   --skip-words <w1,w2>                   # words not scored (default: $skip_words)
   --max-arcs <m>                         # bound on an expanded lattice (default: $max_arcs)
   --skip-scoring <true|false>            # no local/score.sh at the end (default: $skip_scoring)"
@@ -59,7 +61,7 @@ cp "$indir/num_jobs" "$dir/num_jobs"
 $cmd JOB=1:"$nj" "$dir/log/rescorelm.JOB.log" \
   "$rescorer" lattice rescore "$lm_dir" "$indir/lat.JOB.gz" "$dir/lat.JOB.gz" --symbols "$oldlang/words.txt" \
     --weight "$weight" --ngram-order "$max_ngram_order" --acoustic-scale "$acwt" --skip-words "$skip_words" \
-    --max-arcs "$max_arcs" \
+    --beam "$beam" --max-arcs "$max_arcs" \
   || { echo "$0: rescoring failed; see $dir/log/rescorelm.*.log" >&2; exit 1; }
 
 if [ "$skip_scoring" != true ]; then

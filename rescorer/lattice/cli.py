@@ -4,7 +4,7 @@
     rescorer lattice best-path IN [--symbols words.txt] [--acoustic-scale A] [--lm-scale L]
         `key word word ...` lines, as `lattice-best-path ark:IN ark,t:- | int2sym.pl -f 2- words.txt`
         prints them (word ids without --symbols)
-    rescorer lattice rescore LM_DIR IN OUT --symbols words.txt [--ngram-order N] [--weight W]
+    rescorer lattice rescore LM_DIR IN OUT --symbols words.txt [--ngram-order N] [--beam B] [--weight W]
         [--acoustic-scale A] [--skip-words W1,W2] [--max-arcs M] [--text | --binary]
         the lattices with the LM's costs interpolated into the graph costs (rescore.py)
     rescorer lattice from-nbest NBEST OUT --write-symbols words.txt [--symbols words.txt] [--format F]
@@ -58,6 +58,9 @@ def add_lattice_parser(sub) -> None:
     rescore.add_argument("--symbols", required=True, help="Kaldi words.txt of the lattices' word ids")
     rescore.add_argument("--ngram-order", type=int, default=defaults.ngram_order,
                          help=f"merge histories sharing their last N-1 words (default {defaults.ngram_order}; 0: exact)")
+    rescore.add_argument("--beam", type=float, default=defaults.beam,
+                         help=f"drop histories whose cost at a lattice state exceeds the cheapest one's there by"
+                              f" more than B (default {defaults.beam:g}, Kaldi's --lattice-compose-beam; inf: none)")
     rescore.add_argument("--weight", type=float, default=defaults.weight,
                          help=f"the LM's share of the graph cost, (1-w) graph + w nnlm (default {defaults.weight:g})")
     rescore.add_argument("--acoustic-scale", type=float, default=defaults.acoustic_scale,
@@ -102,7 +105,8 @@ def run_lattice_command(args: argparse.Namespace) -> int:
     if args.lattice_command == "rescore":
         try:
             options = RescoreOptions(args.weight, args.ngram_order, args.acoustic_scale,
-                                     frozenset(w for w in (args.skip_words or "").split(",") if w), args.max_arcs)
+                                     frozenset(w for w in (args.skip_words or "").split(",") if w), args.max_arcs,
+                                     args.beam)
         except ValueError as e:
             raise InputError(f"lattice rescore: {e}") from None
         artifact = load_artifact(args.lm_dir, device=args.device)
