@@ -141,7 +141,7 @@ def main() -> None:
         stores = {}
         for k in args.top_k:
             started = time.perf_counter()
-            stores[k] = TeacherTopK(teachers, layout, k, Path(tmp) / f"top{k}", {"bench": True})
+            stores[k] = TeacherTopK(teachers, layout, k, Path(tmp) / f"top{k}", {"bench": True}, bos_id=0)
             store_seconds[k] = time.perf_counter() - started
             windows = list(stores[k].epoch())
             for p in precisions:

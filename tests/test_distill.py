@@ -305,11 +305,14 @@ def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
     torch.testing.assert_close(total, torch.ones(5, dtype=total.dtype))
     torch.testing.assert_close(truncated.target, teacher.gather(1, targets[:, None]).squeeze(1))  # exact, always
     words = torch.arange(40)
-    looked_up = truncated.at(words, 40)  # (N, V): the top 6 exactly, the rest's even share elsewhere (no prior)
+    looked_up = truncated.at(words, 40, targets)  # (N, V): the top 6 and y exactly, the rest's even share
     top = teacher.topk(6, dim=1).indices
     torch.testing.assert_close(looked_up.gather(1, top), teacher.gather(1, top))
-    outside = torch.ones_like(teacher, dtype=torch.bool).scatter_(1, top, False)
-    torch.testing.assert_close(looked_up[outside], truncated.rest[:, None].expand(-1, 40)[outside])
+    torch.testing.assert_close(looked_up.gather(1, targets[:, None]), teacher.gather(1, targets[:, None]))
+    known = torch.zeros_like(teacher, dtype=torch.bool).scatter_(1, top, True).scatter_(1, targets[:, None], True)
+    left = 1 - torch.where(known, teacher.exp(), torch.zeros_like(teacher)).sum(1, keepdim=True)
+    even = (left / (~known).sum(1, keepdim=True)).log().expand(-1, 40)
+    torch.testing.assert_close(looked_up[~known], even[~known])
     # the KL term: Q exact at the top words and the target, the rest spread like the prior
     student = torch.log_softmax(torch.randn(5, 40, dtype=torch.float64), -1)
     prior = torch.softmax(torch.randn(40, dtype=torch.float64), -1)
@@ -322,6 +325,8 @@ def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
         q = torch.where(known, teacher[n].exp(), torch.zeros(40, dtype=torch.float64))
         q = q + (~known) * prior * (1 - q.sum()) / prior[~known].sum()
         expected.append(-(q * student[n]).sum())
+        # the noise-word lookup (nce-tr) reads the same distribution the KL term spreads
+        torch.testing.assert_close(shaped.at(words, 40, targets)[n].exp(), q)
     torch.testing.assert_close(shaped.cross_entropy_to(student, targets), torch.stack(expected))
 
 
@@ -337,7 +342,8 @@ def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(de
     live_target, live_samples = reference.log_probs_at(features, targets, samples)
     stored = TruncatedTeacher(*truncate(reference.log_probs(features), targets, members[0].config.vocab_size))
     torch.testing.assert_close(stored.target, live_target, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(stored.at(samples, members[0].config.vocab_size), live_samples, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stored.at(samples, members[0].config.vocab_size, targets), live_samples,
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_distilling_from_stored_teachers_at_full_k_trains_the_same_student_and_reuses_the_store(
@@ -604,3 +610,23 @@ def test_a_full_k_store_gives_the_live_teachers_loss_on_one_forward_pass(demo_co
     # one forward pass, float32 sums over V of about 130 terms: rounding of order 1e-6 relative
     torch.testing.assert_close(distillation_loss(student, stored, targets, mask, kind),
                                distillation_loss(student, live, targets, mask, kind), rtol=1e-5, atol=0.0)
+
+
+def test_the_stored_teachers_tail_prior_leaves_out_the_start_symbol(teachers, tmp_path):
+    """<s> is never a target: a tail shaped by a prior that counts it gave <s> 40-170x the
+    probability the real teacher does on the demo; the prior is the targets' add-one unigram."""
+    from training.batches import BpttBatches
+    from training.teacher_cache import TeacherTopK
+
+    teacher = load_artifact(teachers[0])
+    vocab = teacher.vocab
+    sentences = [[vocab.bos_id, 5, 6, 7, vocab.eos_id], [vocab.bos_id, 5, 8, vocab.eos_id]] * 20
+    ids = np.array([i for s in sentences for i in s], dtype=np.int64)
+    store = TeacherTopK(FrozenReference([teacher.model]), BpttBatches(ids, 4, 5), 3, tmp_path / "store",
+                        {"test": True}, bos_id=vocab.bos_id)
+    prior = store.prior.double().numpy()
+    assert prior[vocab.bos_id] == 0.0 and prior.sum() == pytest.approx(1.0, rel=1e-6)
+    targets = np.bincount(ids[ids != vocab.bos_id], minlength=len(vocab)) + 1.0
+    targets[vocab.bos_id] = 0.0
+    np.testing.assert_allclose(prior, targets / targets.sum(), rtol=1e-6)
+    assert json.loads((tmp_path / "store" / "meta.json").read_text())["format"] == 2

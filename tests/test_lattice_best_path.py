@@ -59,3 +59,19 @@ def test_a_cyclic_lattice_and_a_lattice_without_a_reachable_final_state(tmp_path
     assert "lattice 'loop': the lattice has a cycle" in capsys.readouterr().err
     dead_end = CompactLattice(0, [[Arc(1, w, 1)], [], []], [ZERO, ZERO, w])
     assert best_path(dead_end).cost == math.inf and best_path(dead_end).words == []
+
+
+@pytest.mark.parametrize("penalty", [-20.0, 5.0, 40.0])
+def test_a_word_penalty_adds_its_cost_per_word_and_changes_which_path_is_best(penalty):
+    ((_, lattice),) = read_lattices(shared_data("kaldi-lattices/theanolm-lattice.txt"))
+    paths = [(cost + penalty * len(words), words) for cost, words in every_path(lattice, 0.1)]
+    found = best_path(lattice, 0.1, word_penalty=penalty)
+    cheapest = min(cost for cost, _ in paths)
+    assert found.cost == pytest.approx(cheapest, rel=1e-9)
+    assert any(words == found.words and cost == pytest.approx(cheapest, rel=1e-9) for cost, words in paths)
+
+
+def test_word_penalties_reach_paths_of_other_lengths():
+    ((_, lattice),) = read_lattices(shared_data("kaldi-lattices/theanolm-lattice.txt"))
+    lengths = {len(best_path(lattice, 0.1, word_penalty=p).words) for p in (-200.0, 0.0, 200.0)}
+    assert len(lengths) > 1

@@ -154,7 +154,7 @@ class TrainingObjective(nn.Module):
             return nce_loss(target_scores, sample_scores, target_log_noise, sample_log_noise, mask)
         if isinstance(reference_features, TruncatedTeacher):  # the teachers' stored top k
             reference_target = reference_features.target
-            reference_samples = reference_features.at(samples, self.model.config.vocab_size)
+            reference_samples = reference_features.at(samples, self.model.config.vocab_size, targets)
         else:
             reference_target, reference_samples = self.reference.log_probs_at(
                 reference_features, targets, samples)  # (N,), (N, S)

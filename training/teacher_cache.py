@@ -33,8 +33,11 @@ product per position. Measured against the exact teachers by experiments/teacher
 (docs/RESULTS.md): spreading r evenly over the other V - k words taught a flat tail, a single
 class for the rest taught the tail nothing (and, with trust regularization, whose R(y) is small
 where Q(y) is, nothing about a rare y either). An NCE+KLD
-student (`nce-tr`) reads Q at its noise words from the k where they are among them, the even
-share of the rest otherwise (noise words are mostly frequent ones, which the k hold).
+student (`nce-tr`) reads Q at its noise words from the k where they are among them, the exact
+Q(y) where a noise word is the target (as nce_kld_loss removes it), and otherwise the word's
+share of the mass outside K as the KL term spreads it (`TruncatedTeacher.at`). The prior u is
+the add-one unigram of the targets, so `<s>`, never a target, gets none of the tail (format 2;
+format 1 counted it at its full frequency).
 What the truncation costs is measured in docs/RESULTS.md ("Distillation with a cached teacher").
 """
 
@@ -55,9 +58,10 @@ from tqdm import tqdm
 from rescorer.atomic import make_directory
 from rescorer.errors import OutputError
 from training.batches import BpttBatches
+from training.corpus import unigram_counts
 from training.reference import FrozenReference
 
-FORMAT = 1
+FORMAT = 2  # 2: the tail prior without <s> (stores of format 1 are built again)
 ARRAYS = {"indices": np.dtype(np.int32), "log_probs": np.dtype(np.float32),  # (rows, k) each
           "target": np.dtype(np.float32), "rest": np.dtype(np.float32)}  # (rows,) each
 
@@ -94,16 +98,26 @@ class TruncatedTeacher:
             return self.prior.to(like.dtype)
         return torch.full((vocab_size,), 1.0 / vocab_size, dtype=like.dtype, device=like.device)
 
-    def at(self, words: torch.Tensor, vocab_size: int) -> torch.Tensor:
-        """ln Q(w|c) at `words` (S,) for every position: the stored value where w is among the k,
-        else the remaining mass's share for w, r u(w) / (1 - sum_top u): (N, S)."""
+    def at(self, words: torch.Tensor, vocab_size: int, targets: torch.Tensor) -> torch.Tensor:
+        """ln Q(w|c) at `words` (S,) for every position, (N, S): the stored value where w is among
+        the k, the exact ln Q(y|c) where w is the position's target y, else w's share of the mass
+        outside K (the k words and y, as `cross_entropy_from` counts it): (r - Q(y)) u(w) / u(rest),
+        Q(y) and u(y) taken out only where y is outside the k. So a noise word equal to y reads
+        the same Q(y) that nce_kld_loss removes it with."""
         query = words.unsqueeze(0).expand(self.indices.shape[0], -1).contiguous()  # (N, S)
         position = torch.searchsorted(self.indices, query).clamp_max(self.indices.shape[1] - 1)
         found = self.indices.gather(1, position) == query
         prior = self.prior_over(vocab_size, self.log_probs)
-        left = (1.0 - prior[self.indices].sum(-1)).clamp_min(1e-6)  # (N,)
-        share = torch.log(self.rest_mass(vocab_size) / left).unsqueeze(1) + torch.log(prior[words]).unsqueeze(0)
-        return torch.where(found, self.log_probs.gather(1, position), share)
+        outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # (N,) y not among the stored words
+        zero = torch.zeros_like(self.target)
+        q_target = torch.where(outside, self.target.exp(), zero)
+        u_target = torch.where(outside, prior[targets], zero)
+        rest_q = (self.rest_mass(vocab_size) - q_target).clamp_min(1e-30)
+        rest_u = (1.0 - prior[self.indices].sum(-1) - u_target).clamp_min(1e-6)  # (N,)
+        share = torch.log(rest_q / rest_u).unsqueeze(1) + torch.log(prior[words]).unsqueeze(0)
+        is_target = query == targets.unsqueeze(1)
+        value = torch.where(is_target, self.target.unsqueeze(1).expand_as(share), share)
+        return torch.where(found, self.log_probs.gather(1, position), value)
 
     def cross_entropy_to(self, student_log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """-sum_x Q(x|c) ln P(x|c) per position with the stored teachers: (N, V), (N,) -> (N,)."""
@@ -146,7 +160,7 @@ class TeacherTopK:
     """The truncated teachers for each batch of a fixed layout, in the order it yields them."""
 
     def __init__(self, reference: FrozenReference, batches: BpttBatches, k: int, directory: Path,
-                 description: dict, device: torch.device | str = "cpu", progress: bool = False) -> None:
+                 description: dict, bos_id: int, device: torch.device | str = "cpu", progress: bool = False) -> None:
         self.batches, self.device = batches, device
         vocab = reference.models[0].config.vocab_size
         self.k = min(k, vocab)
@@ -171,8 +185,10 @@ class TeacherTopK:
             if arrays is None:
                 raise OutputError(f"{directory}: the teachers' top {self.k} was written but does not read back;"
                                   " check the disk, or put the store elsewhere (--teacher-store)")
-        counts = np.bincount(np.asarray(batches.ids, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
-        self.prior = torch.from_numpy(counts / counts.sum()).float().to(device)  # add-one unigram of the text
+        # add-one unigram of the targets: <s> is never one (the noise distribution leaves it out too)
+        counts = unigram_counts(np.asarray(batches.ids, dtype=np.int64), vocab, bos_id).astype(np.float64) + 1.0
+        counts[bos_id] = 0.0
+        self.prior = torch.from_numpy(counts / counts.sum()).float().to(device)
         self.indices, self.log_probs, self.target, self.rest = (arrays[name] for name in ARRAYS)
 
     @staticmethod

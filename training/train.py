@@ -385,7 +385,8 @@ def _fit(config: TrainConfig, run: _PreparedRun, objective: _Objective, checkpoi
     reference_features, reference_seconds = None, 0.0
     if objective.reference is not None:
         reference_started = time.perf_counter()
-        reference_features = _reference_features(config, objective.reference, batches, run.device, run.show)
+        reference_features = _reference_features(config, objective.reference, batches, run.device, run.show,
+                                                  run.vocab.bos_id)
         reference_seconds = time.perf_counter() - reference_started
     guard = DivergenceGuard(config.loss, len(vocab), config.noise_samples, run_dir / "checkpoint.pt",
                             run.init_dev["normalized_ppl"] if run.init_dev is not None else None)
@@ -451,7 +452,7 @@ def _load_teachers(config: TrainConfig, device) -> list[Artifact]:
     return teachers
 
 
-def _reference_features(config, reference, batches, device, show) -> ReferenceFeatures | TeacherTopK:
+def _reference_features(config, reference, batches, device, show, bos_id: int) -> ReferenceFeatures | TeacherTopK:
     if config.uses_teacher and config.teacher_top_k > 0:
         started = time.perf_counter()
         description = {"teachers": [artifact_digest(p) for p in config.teacher_paths],
@@ -464,7 +465,7 @@ def _reference_features(config, reference, batches, device, show) -> ReferenceFe
             directory = Path(config.out_dir) / f"teacher-top{config.teacher_top_k}"
             if batches.world_size > 1:
                 directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
-        cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, device, show)
+        cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, bos_id, device, show)
         if show:
             size = TeacherTopK.cache_bytes(batches, cache.k)
             tqdm.write(f"teachers' top {cache.k} {'computed' if cache.built_now else 'reused'}: {size / 2**20:.0f} MiB"

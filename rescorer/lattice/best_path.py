@@ -1,7 +1,9 @@
 """The best path of a CompactLattice, as Kaldi's `lattice-best-path` finds it.
 
 A path's cost is the sum over its arcs and its final state of lm_scale * graph_cost +
-acoustic_scale * acoustic_cost (Kaldi's `--lm-scale`, `--acoustic-scale`, both 1 by default).
+acoustic_scale * acoustic_cost (Kaldi's `--lm-scale`, `--acoustic-scale`, both 1 by default),
+plus `word_penalty` per word arc (what Kaldi's `lattice-add-penalty --word-ins-penalty` adds
+before scoring; 0 by default).
 Lattices are acyclic (Kaldi's decoders write them so), and costs may be negative (acoustic
 costs often are), so the search is one pass in topological order, not Dijkstra's; a lattice
 with a cycle is refused. Ties go to the arc met first (state order, then arc order).
@@ -56,7 +58,8 @@ def topological_order(lattice: CompactLattice) -> list[int]:
     return order
 
 
-def best_path(lattice: CompactLattice, acoustic_scale: float = 1.0, lm_scale: float = 1.0) -> BestPath:
+def best_path(lattice: CompactLattice, acoustic_scale: float = 1.0, lm_scale: float = 1.0,
+              word_penalty: float = 0.0) -> BestPath:
     order = topological_order(lattice)
     cost = {lattice.start: 0.0}
     back: dict[int, tuple[int, int]] = {}  # state -> (previous state, word)
@@ -65,7 +68,7 @@ def best_path(lattice: CompactLattice, acoustic_scale: float = 1.0, lm_scale: fl
         if math.isinf(here):
             continue
         for arc in lattice.arcs[state]:
-            total = here + scaled_cost(arc.weight, acoustic_scale, lm_scale)
+            total = here + scaled_cost(arc.weight, acoustic_scale, lm_scale) + (word_penalty if arc.word else 0.0)
             if total < cost.get(arc.next_state, math.inf):
                 cost[arc.next_state] = total
                 back[arc.next_state] = (state, arc.word)

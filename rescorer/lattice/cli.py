@@ -1,7 +1,7 @@
 """`rescorer lattice ...`: the lattice commands.
 
     rescorer lattice copy IN OUT [--text | --binary]     as Kaldi's lattice-copy
-    rescorer lattice best-path IN [--symbols words.txt] [--acoustic-scale A] [--lm-scale L]
+    rescorer lattice best-path IN [--symbols words.txt] [--acoustic-scale A] [--lm-scale L] [--word-penalty P]
         `key word word ...` lines, as `lattice-best-path ark:IN ark,t:- | int2sym.pl -f 2- words.txt`
         prints them (word ids without --symbols)
     rescorer lattice rescore LM_DIR IN OUT --symbols words.txt [--ngram-order N] [--beam B] [--weight W]
@@ -50,6 +50,8 @@ def add_lattice_parser(sub) -> None:
     best.add_argument("--acoustic-scale", type=float, default=1.0, help="scale of the acoustic costs (default 1,"
                                                                           " as lattice-best-path; decoding used ~0.1)")
     best.add_argument("--lm-scale", type=float, default=1.0, help="scale of the graph costs (default 1)")
+    best.add_argument("--word-penalty", type=float, default=0.0,
+                      help="cost added per word (default 0; Kaldi's lattice-add-penalty --word-ins-penalty)")
     defaults = RescoreOptions()
     rescore = commands.add_parser("rescore", help="rescore lattices with an LM artifact (graph costs interpolated)")
     rescore.add_argument("lm_dir", help="the artifact directory")
@@ -87,13 +89,13 @@ def run_lattice_command(args: argparse.Namespace) -> int:
         write_lattices(read_lattices(args.input), args.output, args.binary)
         return 0
     if args.lattice_command == "best-path":
-        for name in ("acoustic_scale", "lm_scale"):
+        for name in ("acoustic_scale", "lm_scale", "word_penalty"):
             if not math.isfinite(getattr(args, name)):
                 raise InputError(f"--{name.replace('_', '-')}: expected a finite number, got {getattr(args, name)}")
         words = read_symbol_table(args.symbols).words if args.symbols else None
         for key, lattice in read_lattices(args.input):
             try:
-                path = best_path(lattice, args.acoustic_scale, args.lm_scale)
+                path = best_path(lattice, args.acoustic_scale, args.lm_scale, args.word_penalty)
             except LatticeCycleError as e:
                 raise LatticeError(f"{args.input}: lattice {key!r}: {e}") from None
             if words is not None and any(w >= len(words) for w in path.words):
