@@ -1,7 +1,10 @@
 """Lattice rescoring against N-best rescoring on the WSJ HUB-1 lists, with the same LM and weights.
 
-    python experiments/hub1_lattices.py --data-dir ../shared/data \
-        --model runs/top-k/teacher-softmax/artifact --out runs/hub1-lattices
+    python -m training.cli train --train ../shared/data/ptb/ptb.train.txt.gz \
+        --dev ../shared/data/ptb/ptb.valid.txt.gz --out runs/ptb-lm --loss ce --embedding-dim 200 \
+        --hidden-dim 200 --num-layers 1 --dropout 0.25 --batch-size 32 --max-epochs 5
+    python experiments/hub1_lattices.py --data-dir ../shared/data --model runs/ptb-lm/artifact \
+        --out runs/hub1-lattices
 
 Lists: the 213 WSJ HUB-1 N-best lists of an n-gram first pass (`wsj-hub1-nbest/raw`), read with
 their per-token acoustic and first-pass LM log-scores (`.acc`, `.llm`: one column per
@@ -55,7 +58,7 @@ from rescorer.sentence_scoring import score_sentences
 from rescorer.wer.bootstrap import paired_bootstrap
 from rescorer.wer.counts import pairwise_errors
 
-WEIGHTS = [round(0.1 * i, 1) for i in range(0, 11)]  # w = 0: the first pass alone
+WEIGHTS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]  # w = 0: the first pass alone
 ACOUSTIC_SCALES = [1 / 8, 1 / 10, 1 / 12, 1 / 14, 1 / 16, 1 / 18]
 PENALTIES = [-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
 TUNING_EXPANSION = (0.5, 1 / 12)  # (w, a) the tuning half's lattices are expanded at
@@ -145,7 +148,7 @@ class ErrorCache:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--model", type=Path, default=Path("runs/top-k/teacher-softmax/artifact"))
+    parser.add_argument("--model", type=Path, default=Path("runs/ptb-lm/artifact"))
     parser.add_argument("--out", type=Path, default=Path("runs/hub1-lattices"))
     parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 0])
     parser.add_argument("--beam", type=float, default=RescoreOptions().beam, help="for orders > 0 (0: no pruning)")

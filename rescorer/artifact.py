@@ -4,6 +4,8 @@
       config.json        architecture, output kind, log_z, vocab hash, file hashes, provenance
       words.txt          Kaldi symbol table (`word id`)
       model.safetensors  weights (safetensors: no code runs on load)
+      tokenizer.model    subword artifacts only: the sentencepiece model (rescorer/subword.py);
+                         words.txt then lists its pieces
 
 config.json records the sha256 of the two other files, so a truncated, swapped or tampered
 file is reported by name instead of producing a silently wrong model.
@@ -15,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,9 @@ from rescorer.combination import Weights
 from rescorer.errors import InputError
 from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.precision import check_precision, resolve_precision, set_precision
+from rescorer.subword import MAX_TOKENIZER_BYTES, TOKENIZER_FILE, SubwordTokenizer, TokenizerError
 from rescorer.vocab import Vocabulary, VocabularyError, parse_symbol_table
+from rescorer.words import split_words
 
 FORMAT_VERSION = 2  # 2: config.json holds the sha256 of its own other keys (config_sha256)
 READABLE_VERSIONS = (1, 2)  # 1: written by earlier releases, without that hash
@@ -48,10 +53,26 @@ class Artifact:
     vocab: Vocabulary
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    tokenizer: SubwordTokenizer | None = None  # None: the LM's tokens are words
 
     @property
     def log_z(self) -> float:
         return float(self.model.log_z)
+
+    @property
+    def unit(self) -> str:
+        """What the LM's tokens are: `word` or `piece`."""
+        return "word" if self.tokenizer is None else "piece"
+
+    def tokens(self, words: Sequence[str]) -> list[str]:
+        """The LM's tokens of a sentence given as words: the words, or their subword pieces."""
+        return list(words) if self.tokenizer is None else self.tokenizer.pieces(words)
+
+    def token_ids(self, text: str | Sequence[str]) -> list[int]:
+        """The ids the LM (and its ONNX export, `x`) takes for a sentence, without `<s>` and `</s>`:
+        `text` is a string of words separated by whitespace, or a list of words."""
+        words = split_words(text) if isinstance(text, str) else list(text)
+        return self.vocab.encode(self.tokens(words))
 
 
 def _sha256(path: Path) -> str:
@@ -74,7 +95,7 @@ def _config_document(artifact: Artifact, file_hashes: dict[str, str]) -> dict[st
         "vocab_sha256": artifact.vocab.sha256,
         "files": file_hashes,
         "provenance": artifact.provenance,
-    }
+    } | ({"tokenizer": artifact.tokenizer.describe()} if artifact.tokenizer is not None else {})
 
 
 def save_artifact(artifact: Artifact, path: str | Path) -> Path:
@@ -90,7 +111,11 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
         (tmp / WORDS_FILE).write_text(artifact.vocab.to_text(), encoding="utf-8")
         state = {k: v.detach().to("cpu").contiguous() for k, v in artifact.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        hashes = {name: _sha256(tmp / name) for name in (WORDS_FILE, WEIGHTS_FILE)}
+        names = [WORDS_FILE, WEIGHTS_FILE]
+        if artifact.tokenizer is not None:
+            (tmp / TOKENIZER_FILE).write_bytes(artifact.tokenizer.model_bytes)
+            names.append(TOKENIZER_FILE)
+        hashes = {name: _sha256(tmp / name) for name in names}
         (tmp / CONFIG_FILE).write_text(_config_text(_config_document(artifact, hashes)), encoding="utf-8")
 
     write_directory_atomic(path, fill)
@@ -125,7 +150,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
     path = Path(path)
     document = read_artifact_config(path)
     config_path = path / CONFIG_FILE
-    for name in (WORDS_FILE, WEIGHTS_FILE):  # check_config_document: both have a recorded hash
+    for name in document["files"]:  # check_config_document: words, weights and the tokenizer if any
         file_path = path / name
         if file_path.exists() and not file_path.is_file():  # a device or FIFO never ends: hashing it would not either
             raise ArtifactError(f"{file_path}: not a regular file (a directory, device or pipe); expected the artifact's file")
@@ -162,6 +187,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
             f"{path / WORDS_FILE}: vocabulary ({len(vocab)} words) does not match {config_path}"
             f" (vocab_size {model_config.vocab_size}, vocab_sha256 {document['vocab_sha256'][:12]}...)"
         )
+    tokenizer = _load_tokenizer(path, vocab) if TOKENIZER_FILE in document["files"] else None
     model = LstmLanguageModel(model_config, log_z=float(document["log_z"]))
     try:
         state = load_file(str(path / WEIGHTS_FILE))
@@ -177,7 +203,24 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu", precisio
     model.to(device).eval()
     if precision != "fp32":
         set_precision(model, precision)
-    return Artifact(model, vocab, document.get("provenance", {}), path)
+    return Artifact(model, vocab, document.get("provenance", {}), path, tokenizer)
+
+
+def _load_tokenizer(path: Path, vocab: Vocabulary) -> SubwordTokenizer:
+    """The artifact's sentencepiece model (its hash already checked), whose pieces must be words.txt's."""
+    file_path = path / TOKENIZER_FILE
+    if file_path.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise ArtifactError(f"{file_path}: {file_path.stat().st_size:,} bytes, more than a sentencepiece model"
+                            f" holds ({MAX_TOKENIZER_BYTES:,})")
+    try:
+        tokenizer = SubwordTokenizer(file_path.read_bytes(), str(file_path))
+        pieces = tokenizer.vocabulary()
+    except TokenizerError as e:
+        raise ArtifactError(str(e)) from None
+    if pieces.words != vocab.words:
+        raise ArtifactError(f"{path / WORDS_FILE}: does not list the pieces of {file_path} in their order"
+                            f" ({len(vocab)} symbols against {len(pieces)})")
+    return tokenizer
 
 
 def set_rescoring_weights(path: str | Path, weights: dict[str, float], source: str) -> None:
@@ -256,8 +299,16 @@ def check_config_document(document: Any, config_path: Path) -> None:
     if not isinstance(document["vocab_sha256"], str) or not HEX64.fullmatch(document["vocab_sha256"]):
         fail(f"'vocab_sha256' must be 64 hex digits, found {document['vocab_sha256']!r}")
     files = document["files"]
-    if not isinstance(files, dict) or set(files) != {WORDS_FILE, WEIGHTS_FILE}:
-        fail(f"'files' must map exactly {WORDS_FILE} and {WEIGHTS_FILE} to their sha256, found {files!r}")
+    subword = "tokenizer" in document
+    expected = {WORDS_FILE, WEIGHTS_FILE} | ({TOKENIZER_FILE} if subword else set())
+    if not isinstance(files, dict) or set(files) != expected:
+        fail(f"'files' must map exactly {', '.join(sorted(expected))} to their sha256, found {files!r}")
+    if subword:
+        described = document["tokenizer"]
+        if not isinstance(described, dict) or described.get("kind") != "sentencepiece" \
+                or described.get("sha256") != files[TOKENIZER_FILE]:
+            fail(f"'tokenizer' must describe the sentencepiece model {TOKENIZER_FILE} with its sha256,"
+                 f" found {described!r}")
     for name, digest in files.items():
         if not isinstance(digest, str) or not HEX64.fullmatch(digest):
             fail(f"'files.{name}' must be 64 hex digits, found {digest!r}")

@@ -119,6 +119,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_directory_atomic(path: str | Path, fill: Callable[[Path], None]) -> None:
     """Call `fill(tmp_dir)`, then swap `tmp_dir` into place at `path`.
 

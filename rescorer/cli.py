@@ -44,6 +44,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     summary = {
         "path": str(args.lm_dir), "output_kind": config.output_kind, "log_z": artifact.log_z,
         "vocab_size": len(artifact.vocab), "parameters": sum(p.numel() for p in artifact.model.parameters()),
+        # what the LM's tokens are: words, or the pieces of a sentencepiece model (scores are then per
+        # piece, summed per sentence; word penalties still count words)
+        "unit": artifact.unit,
+        "tokenizer": artifact.tokenizer.describe() if artifact.tokenizer is not None else None,
         "model": config.to_dict(),
         "provenance": {k: v for k, v in artifact.provenance.items() if k != "train_config"},
     }
@@ -61,7 +65,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     with text_output(args.out) as out:
         write_cost_archive(zip(keys, (-scores.log_probs).tolist(), strict=True), out)
     if args.oov_report:
-        print(f"{int(scores.num_oov.sum())} of {sum(map(len, sentences))} words scored as"
+        unit = "pieces" if artifact.tokenizer is not None else "words"
+        print(f"{int(scores.num_oov.sum())} {unit} of {sum(map(len, sentences))} words scored as"
               f" {artifact.vocab.unk_symbol}", file=sys.stderr)
     return 0
 
@@ -285,12 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="references to attach (Kaldi text or .trn)")
     _add_input_options(p)
 
+    p = sub.add_parser("export-onnx", help="write the artifact as an ONNX graph (x, x_lens -> nll) for onnxruntime"
+                                           " and sherpa-onnx, with tokens.txt beside it")
+    p.add_argument("lm_dir", help="an artifact directory (config.json, words.txt, model.safetensors)")
+    p.add_argument("out", help="the graph to write (a name ending in .onnx); tokens.txt goes beside it")
+    p.add_argument("--streaming", action="store_true",
+                   help="the state-passing form instead: x, h0, c0 -> log_probs, next_h0, next_c0")
+
     add_lattice_parser(sub)
     return parser
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from rescorer.onnx_export import export_onnx
+
+    artifact = load_artifact(args.lm_dir)
+    out = export_onnx(artifact, args.out, streaming=args.streaming)
+    print(f"{out}: {'streaming ' if args.streaming else ''}graph of {args.lm_dir} ({artifact.unit}s,"
+          f" {len(artifact.vocab)} tokens, {artifact.model.config.output_kind}); tokens in"
+          f" {out.parent / 'tokens.txt'}")
+    return 0
+
+
 COMMANDS = {"info": _cmd_info, "score": _cmd_score, "rescore": _cmd_rescore, "eval": _cmd_eval,
-            "convert": _cmd_convert, "wer": _cmd_wer, "set-weights": _cmd_set_weights, "lattice": run_lattice_command}
+            "convert": _cmd_convert, "wer": _cmd_wer, "set-weights": _cmd_set_weights, "lattice": run_lattice_command,
+            "export-onnx": _cmd_export_onnx}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,9 @@ from rescorer.artifact import Artifact
 
 @torch.inference_mode()
 def log_z_of_sentence(artifact: Artifact, words: Sequence[str]) -> np.ndarray:
-    """log Z(h) at every position of one sentence (words + </s>): (n+1,) float64."""
+    """log Z(h) at every position of one sentence (its tokens + </s>): (n+1,) float64."""
     model, vocab = artifact.model, artifact.vocab
-    ids = torch.tensor([[vocab.bos_id, *vocab.encode(words)]], device=model.device)
+    ids = torch.tensor([[vocab.bos_id, *artifact.token_ids(words)]], device=model.device)
     features, _ = model.features(ids)  # (1, T, D)
     logits = model.logits(features[0]).double()  # (T, V)
     return (torch.logsumexp(logits, dim=-1) - float(model.log_z)).cpu().numpy()

@@ -26,16 +26,21 @@ from rescorer.sentence_batches import make_sentence_batches, step_cost_for
 @dataclass
 class SentenceScores:
     log_probs: np.ndarray  # (n,) float64: natural-log probability of each sentence, </s> included
-    num_tokens: np.ndarray  # (n,) int64: words + 1 (</s>)
+    num_tokens: np.ndarray  # (n,) int64: tokens (words, or a subword LM's pieces) + 1 (</s>)
     num_oov: np.ndarray  # (n,) int64: words scored as <unk> because they are not in the vocabulary
     token_log_probs: list[np.ndarray] | None = None  # per sentence (words + </s>,), if asked for
 
 
 def encode_sentences(artifact: Artifact, sentences: Sequence[Sequence[str]]) -> tuple[list[list[int]], np.ndarray]:
-    """Word ids of each sentence, and how many of its words are outside the vocabulary (scored
-    as the unknown-word symbol; a literal unknown-word symbol is not counted): one pass."""
+    """Token ids of each sentence, and how many of its words are outside the vocabulary (scored
+    as the unknown-word symbol; a literal unknown-word symbol is not counted): one pass. A
+    subword artifact's tokens are the words' pieces; its count is that of `<unk>` pieces (a
+    character its pieces cannot spell)."""
     vocab = artifact.vocab
     unk, unk_symbol = vocab.unk_id, vocab.unk_symbol
+    if artifact.tokenizer is not None:
+        ids = [vocab.encode(artifact.tokens(words)) for words in sentences]
+        return ids, np.fromiter((s.count(unk) for s in ids), dtype=np.int64, count=len(ids))
     ids = [vocab.encode(words) for words in sentences]
     oov = np.fromiter((s.count(unk) - w.count(unk_symbol) if unk in s else 0 for s, w in zip(ids, sentences, strict=True)),
                       dtype=np.int64, count=len(ids))

@@ -42,7 +42,8 @@ EXIT_BAD_INPUT = EXIT_DIVERGED = 2  # bad input, and a run that diverged (a --lr
 # options each subcommand does not take from TrainConfig: set otherwise, or meaningless there
 ADAPTATION_FIELDS = {"init_path", "reference_path", "gamma", "reference_temperature", "cache_reference_features"}
 DISTILLATION_FIELDS = {"teacher_paths", "alpha", "trust_a", "teacher_top_k", "teacher_store"}
-VOCABULARY_FIELDS = {"vocab_path", "vocab_size", "min_count", "unk_symbol"}
+VOCABULARY_FIELDS = {"vocab_path", "vocab_size", "min_count", "unk_symbol", "subword_units", "subword_kind",
+                     "sentencepiece_model"}
 NOT_TRAIN_OPTIONS = ADAPTATION_FIELDS | DISTILLATION_FIELDS | {"vocab_path", "loss"}
 NOT_ADAPT_OPTIONS = ({*ARCHITECTURE_FIELDS, "output_kind", "experts", "loss", "init_path", "reference_path"}
                      | VOCABULARY_FIELDS | DISTILLATION_FIELDS)
@@ -259,19 +260,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                          " normalization (nothing to re-center)")
     text = resolve_data_path(args.text, args.data_dir)
     vocab = artifact.vocab
-    sentences, oov = [], 0
+    sentences, oov, words_in_text = [], 0, 0
     for words in iter_sentences(text):
-        oov += sum(1 for w in words if w not in vocab and w != vocab.unk_symbol)
-        sentences.append(vocab.encode(words))
+        ids = artifact.token_ids(words)
+        oov += ids.count(vocab.unk_id) if artifact.tokenizer is not None else \
+            sum(1 for w in words if w not in vocab and w != vocab.unk_symbol)
+        words_in_text += len(words)
+        sentences.append(ids)
     if not sentences:
         raise CorpusError(f"{text}: no sentences to evaluate")
-    result = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov)
+    num_words = words_in_text if artifact.tokenizer is not None else None
+    result = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov,
+                      num_words=num_words)
     report = {"artifact": str(args.lm_dir), "text": text, **result.to_dict()}
     _print_evaluation(result, text)
     if args.recenter:
         new_log_z = recenter_log_z(args.lm_dir, result, text)
         artifact = load_artifact(args.lm_dir)
-        after = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov)
+        after = evaluate(artifact.model, sentences, vocab.bos_id, vocab.eos_id, args.max_tokens, num_oov=oov,
+                         num_words=num_words)
         print(f"re-centered: log_z {result.log_z:.4f} -> {new_log_z:.4f}")
         _print_evaluation(after, text)
         report["recentered"] = after.to_dict()
@@ -284,6 +291,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_evaluation(result: EvaluationResult, text: str) -> None:
     print(f"{text}: {result.num_sentences} sentences, {result.num_tokens} tokens, {result.num_oov} OOV")
     print(f"  normalized perplexity       {result.normalized_ppl:10.3f}")
+    if result.num_words is not None:  # a subword LM: the figures above are per piece
+        print(f"  per piece above; per word   {result.per_word_ppl:10.3f}"
+              f"  ({result.num_words} words, {result.num_tokens - result.num_sentences} pieces)")
     print(f"  self-normalized perplexity  {result.self_normalized_ppl:10.3f}")
     print(f"  log Z(h): mean {result.log_z_mean:+.4f}  var {result.log_z_var:.4f}"
           f"  mean |log Z| {result.log_z_abs_mean:.4f}  (log_z constant {result.log_z:.4f})")

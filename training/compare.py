@@ -29,7 +29,7 @@ def compare_models(paths: list[str], text: str, repeats: int = 3) -> list[dict]:
     rows = []
     for path, artifact in zip(paths, artifacts, strict=True):
         vocab = artifact.vocab
-        result = evaluate(artifact.model, [vocab.encode(s) for s in sentences], vocab.bos_id, vocab.eos_id)
+        result = evaluate(artifact.model, [artifact.token_ids(s) for s in sentences], vocab.bos_id, vocab.eos_id)
         rows.append({"artifact": path, "output_kind": artifact.model.config.output_kind,
                      "parameters": parameter_count(artifact.model.config), "normalized_ppl": result.normalized_ppl,
                      "self_normalized_ppl": result.self_normalized_ppl if artifact.model.is_self_normalized else None})

@@ -25,7 +25,7 @@ def option(default, help: str):
 
 
 PATH_FIELDS = ("train_path", "dev_path", "out_dir", "later_train_paths", "vocab_path", "init_path", "reference_path",
-               "teacher_paths", "teacher_store")
+               "teacher_paths", "teacher_store", "sentencepiece_model")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,12 @@ class TrainConfig:
     vocab_size: int | None = option(None, "cap on the vocabulary, counting <s> </s> <unk> (default: every word)")
     min_count: int = option(1, "words seen fewer times in the training text map to <unk>")
     unk_symbol: str = option("<unk>", "the unknown-word symbol")
+    # subword units (rescorer/subword.py): the LM predicts sentencepiece pieces instead of words
+    subword_units: int = option(0, "0: a word LM; N > 0: learn a sentencepiece model of N pieces on the training"
+                                   " text and train over its pieces (no word is ever out of vocabulary)")
+    subword_kind: str = option("bpe", "the pieces --subword-units learns: bpe or unigram")
+    sentencepiece_model: str | None = option(None, "an existing sentencepiece .model to cut words with (e.g. the"
+                                                   " recognizer's bpe.model), instead of --subword-units")
     # model (rescorer.model.ModelConfig)
     embedding_dim: int = option(256, "word embedding size")
     hidden_dim: int = option(256, "LSTM units per layer (paper 1: 1024)")
@@ -164,6 +170,19 @@ class TrainConfig:
             raise ConfigError("NCE+KLD adaptation needs loss 'nce'")
         if (self.init_path or self.teacher_paths) and self.vocab_path:
             raise ConfigError("the init artifact or the teachers bring the vocabulary; do not also give vocab_path")
+        if self.subword_units < 0 or isinstance(self.subword_units, bool):
+            raise ConfigError(f"invalid subword_units: {self.subword_units!r} (expected 0, or a number of pieces > 0)")
+        if self.subword_kind not in ("bpe", "unigram"):
+            raise ConfigError(f"invalid subword_kind: {self.subword_kind!r} (expected bpe or unigram)")
+        if self.subword_units and self.sentencepiece_model:
+            raise ConfigError("--subword-units learns a sentencepiece model and --sentencepiece-model brings one:"
+                              " give one of them")
+        if self.uses_subwords and (self.vocab_path or self.vocab_size or self.min_count != 1):
+            raise ConfigError("a subword LM's vocabulary is its pieces: --vocab, --vocab-size and --min-count"
+                              " apply to word LMs")
+        if self.uses_subwords and (self.init_path or self.teacher_paths):
+            raise ConfigError("the init artifact or the teachers bring their tokenizer; do not also give"
+                              " --subword-units or --sentencepiece-model")
         if self.reference_path and not self.init_path:
             raise ConfigError("a reference model needs init_path (the vocabulary comes from the init artifact)")
 
@@ -177,6 +196,10 @@ class TrainConfig:
         if self.output_kind != "auto":
             return self.output_kind
         return "self_normalized" if self.loss in SELF_NORMALIZED_LOSSES else "softmax"
+
+    @property
+    def uses_subwords(self) -> bool:
+        return bool(self.subword_units or self.sentencepiece_model)
 
     @property
     def uses_teacher(self) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 from rescorer.atomic import atomic_file, write_text_atomic
 from rescorer.errors import InputError
 from rescorer.formats.text_files import TextFile, open_binary, split_fields
+from rescorer.subword import SubwordTokenizer
 from rescorer.vocab import Vocabulary
 
 ENCODE_CHUNK = 1 << 20  # ids buffered in memory before they are appended to the file
@@ -65,35 +66,39 @@ class EncodedCorpus:
         return np.load(self.ids_path, mmap_mode="r")
 
 
-def _cache_key(path: Path, vocab: Vocabulary) -> str:
+def _cache_key(path: Path, vocab: Vocabulary, tokenizer: SubwordTokenizer | None) -> str:
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{vocab.sha256}"
+    if tokenizer is not None:
+        key += f"|{tokenizer.sha256}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def encode_corpus(path: str | Path, vocab: Vocabulary, cache_dir: str | Path) -> EncodedCorpus:
-    """Encode `path` to `cache_dir/<name>.<key>.npy` once; later calls reuse the file.
+def encode_corpus(path: str | Path, vocab: Vocabulary, cache_dir: str | Path,
+                  tokenizer: SubwordTokenizer | None = None) -> EncodedCorpus:
+    """Encode `path` to `cache_dir/<name>.<key>.npy` once; later calls reuse the file. With a
+    tokenizer the stream holds each sentence's subword pieces (`num_words` still counts words).
 
-    The key covers the file's path, size, modification time and the vocabulary hash.
+    The key covers the file's path, size, modification time, the vocabulary and the tokenizer's hash.
     """
     path, cache_dir = Path(path), Path(cache_dir)
     if not path.exists():
         raise CorpusError(f"{path}: corpus file not found")
-    key = _cache_key(path, vocab)
+    key = _cache_key(path, vocab, tokenizer)
     ids_path = cache_dir / f"{path.name}.{key}.npy"
     meta_path = cache_dir / f"{path.name}.{key}.json"
     if ids_path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return EncodedCorpus(str(path), ids_path, **meta)
 
-    num_tokens, num_sentences, num_words, num_oov = _count_stream(path, vocab)
+    num_tokens, num_sentences, num_words, num_oov = _count_stream(path, vocab, tokenizer)
     if num_sentences == 0:
         raise CorpusError(f"{path}: no sentences (empty corpus or only blank lines)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(ids_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(num_tokens,))
         position = 0
-        for chunk in _id_chunks(path, vocab):
+        for chunk in _id_chunks(path, vocab, tokenizer):
             out[position : position + len(chunk)] = chunk
             position += len(chunk)
         out.flush()
@@ -103,22 +108,30 @@ def encode_corpus(path: str | Path, vocab: Vocabulary, cache_dir: str | Path) ->
     return EncodedCorpus(str(path), ids_path, **meta)
 
 
-def _count_stream(path: Path, vocab: Vocabulary) -> tuple[int, int, int, int]:
-    num_sentences = num_words = num_oov = 0
+def _count_stream(path: Path, vocab: Vocabulary, tokenizer: SubwordTokenizer | None) -> tuple[int, int, int, int]:
+    """Tokens (with <s> and </s>), sentences, words, and the tokens that are <unk> without being
+    a literal <unk> (words outside a word vocabulary; pieces a tokenizer could not spell)."""
+    num_sentences = num_words = num_oov = num_pieces = 0
     unk = vocab.unk_symbol
     for words in iter_sentences(path):
         num_sentences += 1
         num_words += len(words)
-        num_oov += sum(1 for w in words if w not in vocab and w != unk)
-    return num_words + 2 * num_sentences, num_sentences, num_words, num_oov
+        if tokenizer is None:
+            num_oov += sum(1 for w in words if w not in vocab and w != unk)
+        else:
+            pieces = tokenizer.pieces(words)
+            num_pieces += len(pieces)
+            num_oov += pieces.count(unk)
+    tokens = num_words if tokenizer is None else num_pieces
+    return tokens + 2 * num_sentences, num_sentences, num_words, num_oov
 
 
-def _id_chunks(path: Path, vocab: Vocabulary) -> Iterator[np.ndarray]:
+def _id_chunks(path: Path, vocab: Vocabulary, tokenizer: SubwordTokenizer | None) -> Iterator[np.ndarray]:
     buffer: list[int] = []
     bos, eos = vocab.bos_id, vocab.eos_id
     for words in iter_sentences(path):
         buffer.append(bos)
-        buffer.extend(vocab.encode(words))
+        buffer.extend(vocab.encode(words if tokenizer is None else tokenizer.pieces(words)))
         buffer.append(eos)
         if len(buffer) >= ENCODE_CHUNK:
             yield np.asarray(buffer, dtype=np.int32)

@@ -41,10 +41,17 @@ class EvaluationResult:
     log_z_abs_mean: float
     log_z: float  # the model's constant when measured
     num_oov: int = 0
+    num_words: int | None = None  # a subword LM's text in words: its perplexity per word beside per piece
 
     @property
     def normalized_ppl(self) -> float:
         return _perplexity(self.normalized_log_prob, self.num_tokens)
+
+    @property
+    def per_word_ppl(self) -> float:
+        """exp(-log P / (words + one </s> per sentence)): comparable between word and subword LMs."""
+        words = self.num_tokens - self.num_sentences if self.num_words is None else self.num_words
+        return _perplexity(self.normalized_log_prob, words + self.num_sentences)
 
     @property
     def self_normalized_ppl(self) -> float:
@@ -54,6 +61,7 @@ class EvaluationResult:
         out = asdict(self)
         out["normalized_ppl"] = self.normalized_ppl
         out["self_normalized_ppl"] = self.self_normalized_ppl
+        out["per_word_ppl"] = self.per_word_ppl
         return out
 
 
@@ -65,8 +73,10 @@ def evaluate(
     eos_id: int,
     max_tokens: int = 4096,
     num_oov: int = 0,
+    num_words: int | None = None,
 ) -> EvaluationResult:
-    """Score every sentence (word ids, no `<s>`/`</s>`) with a full softmax and s(w|h)."""
+    """Score every sentence (token ids, no `<s>`/`</s>`) with a full softmax and s(w|h);
+    `num_words`: the words the tokens spell, where they are subword pieces."""
     if not sentences:
         raise InputError("nothing to evaluate: no sentences")
     was_training = model.training
@@ -107,7 +117,7 @@ def evaluate(
         num_sentences=len(sentences), num_tokens=count,
         normalized_log_prob=norm_sum, self_normalized_log_prob=self_sum,
         log_z_mean=mean, log_z_var=max(z_sq_sum / count - mean * mean, 0.0),
-        log_z_abs_mean=z_abs_sum / count, log_z=log_z, num_oov=num_oov,
+        log_z_abs_mean=z_abs_sum / count, log_z=log_z, num_oov=num_oov, num_words=num_words,
     )
 
 

@@ -37,17 +37,31 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact, save_artifact
-from rescorer.atomic import atomic_file, check_directory_can_be_made, make_directory, write_text_atomic
+from rescorer.atomic import (
+    atomic_file,
+    check_directory_can_be_made,
+    make_directory,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from rescorer.errors import ConfigError, InputError, OutputError
 from rescorer.file_lock import try_exclusive_lock
 from rescorer.model import LstmLanguageModel, ModelConfig, detach_state
 from rescorer.precision import native_bf16
+from rescorer.subword import MAX_TOKENIZER_BYTES, TOKENIZER_FILE, SubwordTokenizer, train_sentencepiece
 from rescorer.vocab import Vocabulary, build_vocabulary, read_symbol_table
 from training.adaptation import adaptation_provenance, load_init, model_from_init, vocabulary_coverage
 from training.batches import BpttBatches, ordered_stream
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import SELF_NORMALIZED_LOSSES, TrainConfig
-from training.corpus import EncodedCorpus, count_words, encode_corpus, sentences_from_ids, unigram_counts
+from training.corpus import (
+    EncodedCorpus,
+    count_words,
+    encode_corpus,
+    iter_sentences,
+    sentences_from_ids,
+    unigram_counts,
+)
 from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
 from training.divergence import DivergenceGuard
 from training.noise import UnigramNoise
@@ -245,6 +259,7 @@ class _PreparedRun:
     train_ids: Any  # the training stream, corpora in order
     dev_sentences: list
     model_config: ModelConfig
+    tokenizer: SubwordTokenizer | None  # a subword LM's sentencepiece model
 
 
 @dataclass
@@ -288,7 +303,7 @@ def _train(
         return TrainResult(None, history, None)
     adaptation = adaptation_provenance(config, run.coverage, run.init_dev) if run.init is not None else None
     return _export_artifact(config, run.run_dir, objective.model, run.vocab, run.dev_sentences, run.dev_corpus,
-                            run.train_corpora, history, adaptation, reference_seconds)
+                            run.train_corpora, history, adaptation, reference_seconds, run.tokenizer)
 
 
 def _prepare_run(config: TrainConfig, checkpoint: dict[str, Any] | None, context: DistributedContext,
@@ -305,15 +320,18 @@ def _prepare_run(config: TrainConfig, checkpoint: dict[str, Any] | None, context
         reference_artifact = load_reference(config.reference_path, init.vocab.sha256, "--reference", device)
     teachers = _load_teachers(config, device)
     vocabulary_source = init if init is not None else teachers[0] if teachers else None
+    # every corpus checked before anything is written (pieces spell any word: nothing to count)
     coverages = [vocabulary_coverage(p, vocabulary_source.vocab) for p in config.train_paths] \
-        if vocabulary_source else []  # every corpus checked before anything is written
+        if vocabulary_source and vocabulary_source.tokenizer is None else []
+    _check_same_tokenizer([a for a in (init, reference_artifact, *teachers) if a is not None])
     digests = _adaptation_digests(config)
     if checkpoint is not None and checkpoint.get("adaptation_digests", {}) != digests:
         raise ResumeError(f"{run_dir / 'checkpoint.pt'}: the init or reference artifact changed since the run began")
     created = make_directory(run_dir)  # what it made is removed again if the corpora are refused
     lock = _lock_run_directory(run_dir, checkpoint is not None) if context.is_main else None
     try:
-        vocab, train_corpora, dev_corpus = _prepare_data(config, run_dir, context, checkpoint, vocabulary_source)
+        vocab, train_corpora, dev_corpus, tokenizer = _prepare_data(config, run_dir, context, checkpoint,
+                                                                    vocabulary_source)
         model_config = ModelConfig(
             vocab_size=len(vocab), embedding_dim=config.embedding_dim, hidden_dim=config.hidden_dim,
             num_layers=config.num_layers, dropout=config.dropout, projection_dim=config.projection_dim,
@@ -344,7 +362,7 @@ def _prepare_run(config: TrainConfig, checkpoint: dict[str, Any] | None, context
                        f" (self-normalized {init_dev['self_normalized_ppl']:.2f})")
     return _PreparedRun(device, run_dir, progress and context.is_main, lock, init, init_dev, reference_artifact,
                         teachers, coverages[0] if coverages else None, digests, identities, vocab, train_corpora,
-                        dev_corpus, train_ids, dev_sentences, model_config)
+                        dev_corpus, train_ids, dev_sentences, model_config, tokenizer)
 
 
 def _build_objective(config: TrainConfig, run: _PreparedRun, context: DistributedContext) -> _Objective:
@@ -534,8 +552,8 @@ def _run_epoch(runner: _EpochRunner, epoch: int, lr: float, schedule: Schedule,
 def _prepare_data(
     config: TrainConfig, run_dir: Path, context: DistributedContext, checkpoint: dict[str, Any] | None,
     vocabulary_source: Artifact | None,
-) -> tuple[Vocabulary, EncodedCorpus, EncodedCorpus]:
-    """Vocabulary and encoded corpora; the main rank builds them, the others reuse its files.
+) -> tuple[Vocabulary, list[EncodedCorpus], EncodedCorpus, SubwordTokenizer | None]:
+    """Vocabulary, encoded corpora and tokenizer; the main rank builds them, the others reuse its files.
     The vocabulary is the init's (adaptation) or the teachers' (distillation) where there is one."""
     words_path = run_dir / "words.txt"
 
@@ -551,25 +569,65 @@ def _prepare_data(
 
     if not context.is_main:
         context.barrier()
-    vocab = build()
+    tokenizer = _prepare_tokenizer(config, run_dir, context, checkpoint, vocabulary_source)
+    vocab = tokenizer.vocabulary() if tokenizer is not None and vocabulary_source is None else build()
     if checkpoint is not None and checkpoint.get("vocab_sha256") != vocab.sha256:
         raise ResumeError(f"{words_path}: vocabulary does not match the checkpoint's")
     cache = run_dir / "cache"
     if context.is_main:
         write_text_atomic(words_path, vocab.to_text())
-    train_corpora = [encode_corpus(path, vocab, cache) for path in config.train_paths]
-    dev_corpus = encode_corpus(config.dev_path, vocab, cache)
+    train_corpora = [encode_corpus(path, vocab, cache, tokenizer) for path in config.train_paths]
+    dev_corpus = encode_corpus(config.dev_path, vocab, cache, tokenizer)
     if context.is_main:
         context.barrier()
-    return vocab, train_corpora, dev_corpus
+    return vocab, train_corpora, dev_corpus, tokenizer
+
+
+def _check_same_tokenizer(artifacts: list[Artifact]) -> None:
+    """The init, the reference and the teachers cut words into one set of pieces (or none do)."""
+    digests = {a.path: a.tokenizer.sha256 if a.tokenizer is not None else None for a in artifacts}
+    if len(set(digests.values())) > 1:
+        listing = ", ".join(f"{p}: {d[:12] if d else 'words'}" for p, d in digests.items())
+        raise ConfigError(f"the init, reference and teacher artifacts must share one tokenizer; found {listing}")
+
+
+def _prepare_tokenizer(config: TrainConfig, run_dir: Path, context: DistributedContext,
+                       checkpoint: dict[str, Any] | None, vocabulary_source: Artifact | None
+                       ) -> SubwordTokenizer | None:
+    """The run's sentencepiece model: the init's or the teachers', the one --sentencepiece-model
+    names, or one learned on the training text (--subword-units) and kept in the run directory,
+    so a resumed run and every other rank cut words the same way."""
+    if vocabulary_source is not None:
+        return vocabulary_source.tokenizer
+    if not config.uses_subwords:
+        return None
+    kept = run_dir / TOKENIZER_FILE
+    if kept.exists() and (checkpoint is not None or not context.is_main):
+        return SubwordTokenizer(kept.read_bytes(), str(kept))
+    if config.sentencepiece_model:
+        source = Path(config.sentencepiece_model)
+        try:
+            if source.stat().st_size > MAX_TOKENIZER_BYTES:
+                raise ConfigError(f"{source}: {source.stat().st_size:,} bytes, more than a sentencepiece model"
+                                  f" holds ({MAX_TOKENIZER_BYTES:,})")
+            tokenizer = SubwordTokenizer(source.read_bytes(), str(source))
+        except OSError as e:
+            raise ConfigError(f"--sentencepiece-model {source}: cannot read ({e.strerror or e})") from None
+    else:
+        sentences = (words for path in config.train_paths for words in iter_sentences(path))
+        tokenizer = train_sentencepiece(sentences, config.subword_units, config.subword_kind)
+    write_bytes_atomic(kept, tokenizer.model_bytes)
+    return tokenizer
 
 
 def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, train_corpora, history,
-                     adaptation, reference_seconds: float = 0.0) -> TrainResult:
+                     adaptation, reference_seconds: float = 0.0, tokenizer: SubwordTokenizer | None = None
+                     ) -> TrainResult:
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     model.to("cpu")
     final_dev = evaluate(model, dev_sentences, vocab.bos_id, vocab.eos_id, config.eval_max_tokens,
-                         num_oov=dev_corpus.num_oov).to_dict()
+                         num_oov=dev_corpus.num_oov,
+                         num_words=dev_corpus.num_words if tokenizer is not None else None).to_dict()
     best_epoch = min(history, key=lambda r: r["dev_normalized_ppl"])["epoch"]
     provenance = {
         "loss": "nce+kld" if config.uses_reference else config.loss,
@@ -594,5 +652,5 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
             # computing (or, on a resumed run, reopening) the stored teachers or their features
             "teacher_seconds": reference_seconds,
         }
-    path = save_artifact(Artifact(model, vocab, provenance), run_dir / "artifact")
+    path = save_artifact(Artifact(model, vocab, provenance, tokenizer=tokenizer), run_dir / "artifact")
     return TrainResult(path, history, final_dev)

@@ -136,6 +136,9 @@ def rescore_lattice(artifact: Artifact, lattice: CompactLattice, symbols: tuple[
 def expand_lattice(artifact: Artifact, lattice: CompactLattice, symbols: tuple[str, ...],
                    options: RescoreOptions = RescoreOptions()) -> ExpandedLattice:
     """The lattice expanded by word history and pruned, with every new arc's LM cost."""
+    if artifact.tokenizer is not None:
+        raise ValueError("lattice rescoring takes a word-level artifact (one LM token per arc); this one is a"
+                         " subword LM: rescore its N-best lists (lattice-to-nbest), or train a word LM")
     model, vocab = artifact.model, artifact.vocab
     model.eval()
     device = model.device
