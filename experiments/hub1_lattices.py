@@ -21,13 +21,14 @@ penalty that Kaldi's scoring sweeps. N-best: each hypothesis scored as a sentenc
 (`score_sentences`), the cheapest hypothesis taken. Lattice: `expand_lattice` at an n-gram order
 (2, 3, 4, and 0 = exact with no pruning) and --beam, the cheapest path taken (`best_path`).
 Weights: a grid over w, a and p, tuned on the even-numbered utterances (file order), WER on the odd
-ones (jiwer-equivalent counts, the tokens joined back as the references write them: `was n't` ->
+ones, and the other way round; the two test halves are also pooled, every utterance tested once
+by the weights of the other half (jiwer-equivalent counts, the tokens joined back as the references write them: `was n't` ->
 `wasn't`). Lattices are expanded once per order for tuning (at w = 0.5, a = 1/12) and
 interpolated at each grid point; on the test half they are expanded at the tuned weights. The
 LM reads each token in PTB's conventions one by one (a number word other than one..nine -> `N`,
 `mister` -> `mr.`; words outside its vocabulary are `<unk>`), the same tokens for both methods.
 Paired bootstrap intervals of each lattice order against N-best, and of N-best against the first
-pass (w = 0, tuned the same way). Seconds: our LM's scoring of the test half's hypotheses
+pass (w = 0, tuned the same way), per fold and pooled. Seconds: our LM's scoring of the test half's hypotheses
 (N-best) and its lattice expansion at each order, in one process, with arcs per second. Results
 to OUT/results.json.
 """
@@ -60,7 +61,7 @@ from rescorer.wer.counts import pairwise_errors
 
 WEIGHTS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]  # w = 0: the first pass alone
 ACOUSTIC_SCALES = [1 / 8, 1 / 10, 1 / 12, 1 / 14, 1 / 16, 1 / 18]
-PENALTIES = [-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
+PENALTIES = [-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0]
 TUNING_EXPANSION = (0.5, 1 / 12)  # (w, a) the tuning half's lattices are expanded at
 
 
@@ -145,31 +146,8 @@ class ErrorCache:
         return self.cache[key]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--model", type=Path, default=Path("runs/ptb-lm/artifact"))
-    parser.add_argument("--out", type=Path, default=Path("runs/hub1-lattices"))
-    parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 0])
-    parser.add_argument("--beam", type=float, default=RescoreOptions().beam, help="for orders > 0 (0: no pruning)")
-    args = parser.parse_args()
-    artifact = load_artifact(args.model)
-    utterances = hub1_token_lists(args.data_dir)
-    word_ids = {"<eps>": 0}
-    lattices = [lattice_from_nbest(u, word_ids) for u in utterances]
-    words = {i: w for w, i in word_ids.items()}
-    symbols = tuple(lm_form(words[i]) if i else "<eps>" for i in range(len(words)))
-    paths = [count_paths(lat) for lat in lattices]
-    sizes = [len(u.hyps) for u in utterances]
-    dev, test = list(range(0, len(utterances), 2)), list(range(1, len(utterances), 2))
-    errors = ErrorCache(utterances)
-    ref_words = np.array([len(utterances[i].ref.split()) for i in test])
-
-    # N-best: each hypothesis scored as a sentence
-    sentences = [[lm_form(t) for t in h.words] for u in utterances for h in u.hyps]
-    started = time.perf_counter()
-    nnlm = -score_sentences(artifact, sentences).log_probs
-    costs = nbest_costs(utterances, nnlm)
+def run_fold(artifact, utterances, lattices, words, symbols, costs, errors, dev, test, orders, beam_option):
+    """Weights tuned on `dev`, errors on `test`, for the first pass, N-best and each lattice order."""
     test_sentences = [[lm_form(t) for t in h.words] for i in test for h in utterances[i].hyps]
     started = time.perf_counter()
     score_sentences(artifact, test_sentences)
@@ -188,11 +166,11 @@ def main() -> None:
     results = {"first pass": {"weights": first_pass_point, "errors": nbest_errors(test, first_pass_point)},
                "N-best": {"weights": nbest_point, "errors": nbest_errors(test, nbest_point),
                           "seconds": nbest_seconds, "hypotheses": len(test_sentences)}}
-    print(f"first pass {results['first pass']['errors'].sum() / ref_words.sum():.4f}  N-best"
-          f" {results['N-best']['errors'].sum() / ref_words.sum():.4f} (weights {nbest_point})", flush=True)
-
-    for order in args.orders:
-        beam = math.inf if order == 0 or args.beam == 0 else args.beam
+    words_of = sum(len(utterances[i].ref.split()) for i in test)
+    print(f"first pass {results['first pass']['errors'].sum() / words_of:.4f}  N-best"
+          f" {results['N-best']['errors'].sum() / words_of:.4f} (weights {nbest_point})", flush=True)
+    for order in orders:
+        beam = math.inf if order == 0 or beam_option == 0 else beam_option
         name = "lattice, exact" if order == 0 else f"lattice, order {order}"
         w0, a0 = TUNING_EXPANSION
         options = RescoreOptions(weight=w0, ngram_order=order, acoustic_scale=a0, beam=beam)
@@ -212,37 +190,84 @@ def main() -> None:
         seconds = time.perf_counter() - started
         errs = np.array([errors(i, [words[x] for x in best_path(e.interpolated(w), a, 1.0, p).words])
                          for i, e in zip(test, rescored, strict=True)])
-        arcs = sum(e.num_arcs for e in rescored)
         results[name] = {"ngram_order": order, "beam": beam, "weights": point, "errors": errs, "seconds": seconds,
-                         "input_arcs": sum(lattices[i].num_arcs for i in test), "expanded_arcs": arcs}
-        print(f"{name}: WER {errs.sum() / ref_words.sum():.4f} (weights {point}), {seconds:.1f} s,"
-              f" {arcs} expanded arcs", flush=True)
+                         "input_arcs": sum(lattices[i].num_arcs for i in test),
+                         "expanded_arcs": sum(e.num_arcs for e in rescored)}
+        print(f"{name}: WER {errs.sum() / words_of:.4f} (weights {point}), {seconds:.1f} s,"
+              f" {results[name]['expanded_arcs']} expanded arcs", flush=True)
+    return test, results
 
-    base = results["N-best"]["errors"]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", type=Path, default=Path("runs/ptb-lm/artifact"))
+    parser.add_argument("--out", type=Path, default=Path("runs/hub1-lattices"))
+    parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 0])
+    parser.add_argument("--beam", type=float, default=RescoreOptions().beam, help="for orders > 0 (0: no pruning)")
+    args = parser.parse_args()
+    artifact = load_artifact(args.model)
+    utterances = hub1_token_lists(args.data_dir)
+    word_ids = {"<eps>": 0}
+    lattices = [lattice_from_nbest(u, word_ids) for u in utterances]
+    words = {i: w for w, i in word_ids.items()}
+    symbols = tuple(lm_form(words[i]) if i else "<eps>" for i in range(len(words)))
+    paths = [count_paths(lat) for lat in lattices]
+    sizes = [len(u.hyps) for u in utterances]
+    errors = ErrorCache(utterances)
+    sentences = [[lm_form(t) for t in h.words] for u in utterances for h in u.hyps]
+    costs = nbest_costs(utterances, -score_sentences(artifact, sentences).log_probs)
+    even, odd = list(range(0, len(utterances), 2)), list(range(1, len(utterances), 2))
+    folds = {"even -> odd": run_fold(artifact, utterances, lattices, words, symbols, costs, errors, even, odd,
+                                     args.orders, args.beam),
+             "odd -> even": run_fold(artifact, utterances, lattices, words, symbols, costs, errors, odd, even,
+                                     args.orders, args.beam)}
+    ref_words = np.array([len(u.ref.split()) for u in utterances])
     document = {
         "settings": {"model": str(args.model), "data_dir": str(args.data_dir), "beam": args.beam,
                      "grid": {"w": WEIGHTS, "a": ACOUSTIC_SCALES, "p": PENALTIES},
                      "tuning_expansion": TUNING_EXPANSION},
-        "utterances": len(utterances), "test_utterances": len(test), "test_ref_words": int(ref_words.sum()),
+        "utterances": len(utterances), "ref_words": int(ref_words.sum()),
         "hypotheses_per_list": {"mean": float(np.mean(sizes)), "max": int(max(sizes))},
         "paths_per_lattice": {"mean": float(np.mean(paths)), "median": float(np.median(paths)),
                               "max": int(max(paths)), "mean_ratio_to_n": float(np.mean(np.divide(paths, sizes)))},
-        "oracle_test_wer": float(sum(min(errors(i, h.words) for h in utterances[i].hyps) for i in test)
-                                 / ref_words.sum()),
-        "systems": {},
+        "oracle_wer": float(sum(min(errors(i, h.words) for h in u.hyps) for i, u in enumerate(utterances))
+                            / ref_words.sum()),
+        "folds": {}, "pooled": {},
     }
-    for name, row in results.items():
-        entry = {k: v for k, v in row.items() if k != "errors"}
-        entry["wer"] = float(row["errors"].sum() / ref_words.sum())
-        if name != "N-best":
-            entry["vs_nbest"] = paired_bootstrap(base, row["errors"], ref_words).to_dict()
-        else:
-            entry["vs_first_pass"] = paired_bootstrap(results["first pass"]["errors"], base, ref_words).to_dict()
-        if "expanded_arcs" in row:
-            entry["expanded_arcs_per_second"] = row["expanded_arcs"] / row["seconds"]
-            entry["seconds_vs_nbest"] = row["seconds"] / nbest_seconds
-        document["systems"][name] = entry
+    for fold_name, (test, results) in folds.items():
+        words_of = ref_words[test]
+        base = results["N-best"]["errors"]
+        rows = {}
+        for name, row in results.items():
+            entry = {k: v for k, v in row.items() if k != "errors"}
+            entry["wer"] = float(row["errors"].sum() / words_of.sum())
+            other = results["first pass"]["errors"] if name == "N-best" else base
+            if name != "first pass":
+                entry["vs_first_pass" if name == "N-best" else "vs_nbest"] = paired_bootstrap(
+                    other, row["errors"], words_of).to_dict()
+            if "expanded_arcs" in row:
+                entry["input_arcs_per_second"] = row["input_arcs"] / row["seconds"]
+                entry["seconds_vs_nbest"] = row["seconds"] / results["N-best"]["seconds"]
+            rows[name] = entry
+        document["folds"][fold_name] = {"test_utterances": len(test), "test_ref_words": int(words_of.sum()),
+                                        "systems": rows}
+    # both test halves together: every utterance tested once, by the weights of the other half
+    pooled = {}
+    for name in folds["even -> odd"][1]:
+        pooled[name] = np.zeros(len(utterances), dtype=np.int64)
+        for test, results in folds.values():
+            pooled[name][test] = results[name]["errors"]
+    for name, errs in pooled.items():
+        entry = {"wer": float(errs.sum() / ref_words.sum())}
+        if name == "N-best":
+            entry["vs_first_pass"] = paired_bootstrap(pooled["first pass"], errs, ref_words).to_dict()
+        elif name != "first pass":
+            entry["vs_nbest"] = paired_bootstrap(pooled["N-best"], errs, ref_words).to_dict()
+        document["pooled"][name] = entry
     write_json(args.out / "results.json", document)
+    for name, entry in document["pooled"].items():
+        print(f"pooled {name}: WER {entry['wer']:.4f}")
     print(f"paths per lattice: mean {document['paths_per_lattice']['mean']:.1f} against N"
           f" {document['hypotheses_per_list']['mean']:.1f}; results in {args.out / 'results.json'}")
 

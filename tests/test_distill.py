@@ -630,3 +630,26 @@ def test_the_stored_teachers_tail_prior_leaves_out_the_start_symbol(teachers, tm
     targets[vocab.bos_id] = 0.0
     np.testing.assert_allclose(prior, targets / targets.sum(), rtol=1e-6)
     assert json.loads((tmp_path / "store" / "meta.json").read_text())["format"] == 2
+
+
+def test_distill_prints_the_teachers_dev_perplexity_beside_the_students(demo_corpus, teachers, tmp_path, capsys):
+    from training.compare import teachers_dev_perplexity
+
+    code = train_cli(["distill", *sum((["--teacher", str(t)] for t in teachers), []), "--loss", "tr",
+                      "--train", str(demo_corpus["train"]), "--dev", str(demo_corpus["dev"]), "--out",
+                      str(tmp_path / "s"), "--embedding-dim", "8", "--hidden-dim", "8", "--num-layers", "1",
+                      "--batch-size", "8", "--bptt", "10", "--max-epochs", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    expected = teachers_dev_perplexity([str(t) for t in teachers], str(demo_corpus["dev"]))
+    assert set(expected) == {*map(str, teachers), "ensemble"}
+    for name, ppl in expected.items():
+        label = "teachers, ensemble" if name == "ensemble" else f"teacher {name}"
+        assert f"{label}: dev perplexity {ppl:.2f}" in out
+    student = float(out.split("dev perplexity ")[1].split()[0])
+    # the ensemble is what the student learns from: no better than its best member's log-loss bound
+    assert expected["ensemble"] <= max(v for k, v in expected.items() if k != "ensemble") + 1e-9
+    if min(expected.values()) >= 0.95 * student:
+        assert "not clearly better than this student" in out
+    else:
+        assert "not clearly better" not in out

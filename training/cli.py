@@ -22,7 +22,7 @@ from rescorer.atomic import text_output
 from rescorer.errors import ConfigError, InputError
 from training.adaptation import ARCHITECTURE_FIELDS, architecture_of
 from training.checkpoint import load_checkpoint
-from training.compare import compare_models, print_comparison
+from training.compare import compare_models, print_comparison, teachers_dev_perplexity
 from training.config import TrainConfig
 from training.corpus import CorpusError, iter_sentences
 from training.demo_corpus import write_demo_corpus, write_demo_domain
@@ -237,7 +237,19 @@ def _cmd_train(args: argparse.Namespace, given: set[str]) -> int:
                   f" {dev['self_normalized_ppl']:.2f}, log Z mean {dev['log_z_mean']:+.4f} var {dev['log_z_var']:.4f}")
         else:  # scored with its softmax: self-normalized figures mean nothing for it
             print(f"dev perplexity {dev['normalized_ppl']:.2f}")
+        if config.teacher_paths:  # distillation pays only where the teachers are clearly better
+            _print_teachers_beside(config, dev["normalized_ppl"])
     return 0
+
+
+def _print_teachers_beside(config: TrainConfig, student_ppl: float) -> None:
+    teachers = teachers_dev_perplexity(list(config.teacher_paths), config.dev_path)
+    for name, ppl in teachers.items():
+        print(f"  {'teachers, ensemble' if name == 'ensemble' else 'teacher ' + name}: dev perplexity {ppl:.2f}")
+    best = min(teachers.values())
+    if best >= 0.95 * student_ppl:
+        print(f"note: the teachers ({best:.2f}) are not clearly better than this student ({student_ppl:.2f}): a"
+              " student learns little from them; train better teachers, or the student without them (--loss ce)")
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:

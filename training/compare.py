@@ -11,8 +11,11 @@ self-normalized (no softmax: what the rescorer computes), and words/s through
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rescorer.artifact import load_artifact, parameter_count
 from rescorer.errors import InputError
@@ -61,3 +64,18 @@ def print_comparison(rows: list[dict], text: str) -> None:
         print(f"{Path(r['artifact']).parent.name + '/' + Path(r['artifact']).name:40.40s} {r['output_kind']:16s}"
               f" {r['parameters']:10d} {r['normalized_ppl']:9.2f} {self_norm} {r['words_per_second']:10.0f}"
               f" {r['words_per_second'] / slowest:6.1f}x")
+
+
+def teachers_dev_perplexity(teacher_paths: list[str], text: str) -> dict[str, float]:
+    """Each teacher's perplexity on `text` as the rescorer scores it (a softmax or mixture
+    teacher normalized) and the ensemble's (the log of the members' mean probability, token by
+    token: the distribution a student is distilled toward)."""
+    sentences = list(iter_sentences(text))
+    scores = {path: score_sentences(load_artifact(path), sentences, per_token=True) for path in teacher_paths}
+    tokens = int(next(iter(scores.values())).num_tokens.sum())
+    out = {path: math.exp(-float(s.log_probs.sum()) / tokens) for path, s in scores.items()}
+    if len(teacher_paths) > 1:
+        stacked = [np.concatenate(s.token_log_probs) for s in scores.values()]
+        mean = np.logaddexp.reduce(np.stack(stacked), axis=0) - math.log(len(stacked))
+        out["ensemble"] = math.exp(-float(mean.sum()) / tokens)
+    return out
