@@ -11,8 +11,9 @@ The pieces are learned on the training text (`train_sentencepiece`: BPE or unigr
 --subword-units N pieces, every character of the text covered), or taken from an existing
 model (`--sentencepiece-model`, e.g. the recognizer's own `bpe.model`). Where N is at least
 BYTE_FALLBACK_MIN_UNITS the model also gets sentencepiece's 256 byte pieces, so that a character
-the training text never had is spelled in bytes instead of becoming `<unk>`; below that the
-byte pieces would crowd out the real ones, and an unseen character is `<unk>`.
+the training text never had (a `-` or `$` in a recognizer's output that the LM's text lacks) is
+spelled in bytes instead of becoming `<unk>`; below that the byte pieces would crowd out the
+real ones, and an unseen character is `<unk>` (counted wherever `<unk>` words are).
 
 sentencepiece is an optional dependency (`pip install '.[onnx]'`); word artifacts never need it.
 """
@@ -30,7 +31,7 @@ from rescorer.vocab import BOS, EOS, UNK, Vocabulary
 
 TOKENIZER_FILE = "tokenizer.model"
 KINDS = ("bpe", "unigram")
-BYTE_FALLBACK_MIN_UNITS = 1024
+BYTE_FALLBACK_MIN_UNITS = 384  # 256 byte pieces, the text's characters and merges in the rest
 MAX_TOKENIZER_BYTES = 64 << 20  # a sentencepiece model of 1M pieces is about 20 MB
 
 
@@ -119,16 +120,22 @@ def train_sentencepiece(sentences: Iterable[Sequence[str]], units: int, kind: st
     if kind not in KINDS:
         raise TokenizerError(f"subword kind must be one of {', '.join(KINDS)}, got {kind!r}")
     spm = _sentencepiece()
-    out = io.BytesIO()
-    texts = (" ".join(words) for words in sentences if words)
-    try:
-        spm.SentencePieceTrainer.Train(
-            sentence_iterator=texts, model_writer=out, vocab_size=units, model_type=kind,
-            character_coverage=1.0, byte_fallback=units >= BYTE_FALLBACK_MIN_UNITS,
-            bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, input_sentence_size=seed_sentences,
-            shuffle_input_sentence=False, num_threads=1, minloglevel=2,
-            hard_vocab_limit=False,  # a text too small for N pieces gets fewer, not an error
-        )
-    except RuntimeError as e:
-        raise TokenizerError(f"sentencepiece could not learn {units} {kind} pieces: {str(e)[:300]}") from None
+    texts = [" ".join(words) for _, words in zip(range(seed_sentences), sentences, strict=False) if words]
+    if not texts:
+        raise TokenizerError("no words to learn subword pieces from (empty training text)")
+    attempts = [True, False] if units >= BYTE_FALLBACK_MIN_UNITS else [False]
+    for byte_fallback in attempts:
+        out = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.Train(
+                sentence_iterator=iter(texts), model_writer=out, vocab_size=units, model_type=kind,
+                character_coverage=1.0, byte_fallback=byte_fallback, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
+                shuffle_input_sentence=False, num_threads=1, minloglevel=2,
+                hard_vocab_limit=False,  # a text too small for N pieces gets fewer, not an error
+            )
+            break
+        except RuntimeError as e:  # a text with more characters than N - 256 leaves no room for the bytes
+            if byte_fallback:
+                continue
+            raise TokenizerError(f"sentencepiece could not learn {units} {kind} pieces: {str(e)[:300]}") from None
     return SubwordTokenizer(out.getvalue(), "the learned sentencepiece model")
