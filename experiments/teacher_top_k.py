@@ -9,7 +9,9 @@ A small, complete run on PTB (every size below is a flag): two teachers trained 
 students distilled from both with each loss in --losses for --student-epochs, once per seed in
 --seeds (the student's initialization, dropout and noise), from each store in --stores: `live`
 (the teachers' exact distributions at every step, `--teacher-top-k 0`) and, per k in --ks, the
-stored top k (`top-k`). A teacherless `ce` student of the same size is trained per seed too:
+stored top k (`top-k`, the tail spread like the unigram) and, at equal bytes, the top k/2 with
+k/2 words drawn from the tail (`top-k+samples`: `--teacher-top-k k/2 --teacher-samples k/2`,
+the draw the seed's). A teacherless `ce` student of the same size is trained per seed too:
 its seconds per epoch are the plain epoch every store is priced against. Per student: PTB valid
 perplexity (normalized; self-normalized too for nce-tr), seconds per training epoch and the
 seconds spent computing the stored teachers (or, live, their cached LSTM features) before
@@ -32,7 +34,7 @@ from experiments.adaptation_runs import evaluation, ptb_train_head, run, train_s
 from rescorer.artifact import load_artifact
 from training.config import TrainConfig
 
-STORES = ("live", "top-k")
+STORES = ("live", "top-k", "top-k+samples")
 
 
 def main() -> None:
@@ -84,12 +86,13 @@ def main() -> None:
         for loss in args.losses:
             for store, k in stores:
                 name = f"{loss}-{store}{k or ''}-seed{seed}"
+                top, samples = (k // 2, k - k // 2) if store == "top-k+samples" else (k, 0)
                 artifact = run(config(name, args.student_hidden, args.student_epochs, loss=loss,
-                                      teacher_paths=teachers, teacher_top_k=k, dropout=0.0, seed=seed,
+                                      teacher_paths=teachers, teacher_top_k=top, teacher_samples=samples,
+                                      dropout=0.0, seed=seed,
                                       output_kind="self_normalized" if loss == "nce-tr" else "auto"))
                 result = evaluation(artifact, Path(valid), "valid")
-                directory = args.out / name / f"teacher-top{k}"
-                size = sum(p.stat().st_size for p in directory.glob("*.npy")) if k else 0
+                size = sum(p.stat().st_size for p in (args.out / name).glob("teacher-top*/*.npy"))
                 teacher_seconds = load_artifact(artifact).provenance["distillation"]["teacher_seconds"]
                 row = {"loss": loss, "store": store, "k": k, "seed": seed, "valid_ppl": result["normalized_ppl"],
                        "valid_self_normalized_ppl": result["self_normalized_ppl"] if loss == "nce-tr" else None,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rescorer.artifact import load_artifact
+from rescorer.errors import ConfigError
 from rescorer.model import LstmLanguageModel, ModelConfig
 from tests.conftest import tiny_config, with_other_vocabulary
 from training.cli import main as train_cli
@@ -653,3 +654,64 @@ def test_distill_prints_the_teachers_dev_perplexity_beside_the_students(demo_cor
         assert "not clearly better than this student" in out
     else:
         assert "not clearly better" not in out
+
+
+def _sampled(teacher, targets, k, samples, seed):
+    from training.teacher_cache import TruncatedTeacher, truncate_and_sample
+
+    parts = truncate_and_sample(teacher, targets, k, samples, torch.Generator().manual_seed(seed))
+    return TruncatedTeacher(*parts, exact_columns=k)
+
+
+@pytest.mark.parametrize("kind", ["kl", "interp", "tr"])
+def test_a_store_with_samples_is_unbiased_for_the_exact_teachers_loss(kind):
+    """Averaged over draws, the loss from the top k plus words drawn from the tail equals the
+    loss from the full teachers; the top-k store's unigram-shaped tail does not."""
+    student, teacher, targets, mask = _distributions(N=6, V=30, seed=4)
+    student = student.detach()
+    exact = float(distillation_loss(student, teacher, targets, mask, kind, alpha=0.3, trust=0.2))
+    draws = [float(distillation_loss(student, _sampled(teacher, targets, 3, 4, seed), targets, mask, kind,
+                                     alpha=0.3, trust=0.2)) for seed in range(3000)]
+    mean, spread = float(np.mean(draws)), float(np.std(draws)) / math.sqrt(len(draws))
+    assert abs(mean - exact) < 4 * spread + 1e-9  # a 4-sigma band around the Monte Carlo mean
+    assert spread > 0  # the draws did vary
+    top_k = float(distillation_loss(student, _truncated(teacher, targets, 7), targets, mask, kind, alpha=0.3,
+                                    trust=0.2))
+    assert abs(top_k - exact) > 4 * spread  # the truncated store's bias, at more exact words than the draws use
+
+
+def test_a_store_with_samples_keeps_the_top_words_the_target_and_the_whole_mass():
+    _, teacher, targets, _ = _distributions(N=5, V=40, seed=3)
+    stored = _sampled(teacher, targets, 6, 10, seed=0)
+    assert stored.indices.shape == (5, 16) and stored.sampled
+    top = teacher.topk(6, dim=1).indices.sort(dim=1).values
+    assert torch.equal(stored.indices[:, :6], top)
+    torch.testing.assert_close(stored.log_probs[:, :6], teacher.gather(1, top))
+    torch.testing.assert_close(stored.log_probs.exp().sum(1), torch.ones(5, dtype=torch.float64))
+    assert not bool((stored.indices[:, 6:, None] == top[:, None, :]).any())  # drawn only outside the top
+    torch.testing.assert_close(stored.target, teacher.gather(1, targets[:, None]).squeeze(1))
+    # the noise-word lookup reads the exact top words and y, the tail's share elsewhere
+    looked_up = stored.at(torch.arange(40), 40, targets)
+    torch.testing.assert_close(looked_up.gather(1, top), teacher.gather(1, top))
+    torch.testing.assert_close(looked_up.gather(1, targets[:, None]), teacher.gather(1, targets[:, None]))
+
+
+def test_distilling_from_a_store_with_samples_trains_and_keeps_its_draw(demo_corpus, teachers, tmp_path):
+    def config(epochs: int):
+        return tiny_config(demo_corpus, tmp_path / "run", embedding_dim=16, hidden_dim=16, loss="tr",
+                           teacher_paths=tuple(str(t) for t in teachers), teacher_top_k=8, teacher_samples=8,
+                           max_epochs=epochs, dropout=0.0)
+
+    vocab = len(load_artifact(teachers[0]).vocab)
+    first = train(config(1), progress=False).history
+    store = tmp_path / "run" / "teacher-top8-samples8-seed1"
+    meta = json.loads((store / "meta.json").read_text())
+    assert (meta["k"], meta["samples"], meta["sample_seed"]) == (8, 8, 1)
+    assert np.load(store / "indices.npy").shape[1] == 16
+    before = (store / "indices.npy").stat().st_mtime_ns
+    second = train(config(2), resume=True, progress=False).history
+    assert (store / "indices.npy").stat().st_mtime_ns == before  # the same draw in every epoch
+    assert second[-1]["dev_normalized_ppl"] < first[0]["dev_normalized_ppl"] < vocab
+    with pytest.raises(ConfigError, match="--teacher-samples adds drawn words"):
+        tiny_config(demo_corpus, tmp_path / "x", loss="tr", teacher_paths=tuple(map(str, teachers)),
+                    teacher_samples=8)

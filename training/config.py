@@ -87,6 +87,10 @@ class TrainConfig:
                                    " per position, k x 8 bytes each: much cheaper epochs, and a student somewhat"
                                    " worse than from the exact teachers (costs and penalty measured in"
                                    " docs/RESULTS.md)")
+    teacher_samples: int = option(0, "with --teacher-top-k k: also store this many words per position drawn from"
+                                     " the teachers' distribution outside their top k, each weighted by that mass"
+                                     " / the number drawn: an unbiased estimate of the tail's KL term instead of"
+                                     " spreading it like the unigram (8 bytes per word, as the top k)")
     teacher_store: str | None = option(None, "directory for the stored teachers (--teacher-top-k), shared by"
                                              " runs: runs with the same teachers, temperature, training text,"
                                              " batch layout and k build the store once and read it together (default: each run"
@@ -135,6 +139,9 @@ class TrainConfig:
         if self.teacher_store and not (self.teacher_paths and self.teacher_top_k > 0):
             raise ConfigError("--teacher-store keeps the teachers stored as their top k: it needs teachers and"
                               " --teacher-top-k > 0")
+        if self.teacher_samples and not (self.teacher_paths and self.teacher_top_k > 0):
+            raise ConfigError("--teacher-samples adds drawn words to the stored top k: it needs teachers and"
+                              " --teacher-top-k > 0")
         if self.teacher_paths and (self.reference_path or self.init_path):
             raise ConfigError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
         # every number finite (inf passes ">= 0" and would reach the loss as NaN), then its range
@@ -150,6 +157,8 @@ class TrainConfig:
             "anneal_threshold": (self.anneal_threshold >= 0, ">= 0"),
             "precision": (self.precision in ("fp32", "bf16"), "fp32 or bf16"),
             "teacher_top_k": (isinstance(self.teacher_top_k, int) and self.teacher_top_k >= 0, "an integer >= 0"),
+            "teacher_samples": (isinstance(self.teacher_samples, int) and self.teacher_samples >= 0,
+                                "an integer >= 0"),
             "eval_max_tokens": (self.eval_max_tokens >= 1, ">= 1"),
             "noise_alpha": (0.0 <= self.noise_alpha <= 1.0, "in [0, 1]: 0 uniform noise, 1 the unigram"),
             "gamma": (0.0 <= self.gamma <= 1.0, "in [0, 1]"),

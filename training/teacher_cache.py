@@ -88,10 +88,21 @@ class TruncatedTeacher:
     target: torch.Tensor  # (N,) ln Q(y|c), exact
     rest: torch.Tensor  # (N,) ln of each other word's even share of the remaining mass (-inf: none)
     prior: torch.Tensor | None = None  # (V,) probabilities the remaining mass is spread by
+    # None: every column is an exact top word. j: the first j columns are the top j words (ln Q),
+    # the others words drawn from the teachers' tail, each with ln(r / samples) (a store with samples)
+    exact_columns: int | None = None
+
+    @property
+    def exact(self) -> int:
+        return self.indices.shape[1] if self.exact_columns is None else self.exact_columns
+
+    @property
+    def sampled(self) -> bool:
+        return self.exact < self.indices.shape[1]
 
     def rest_mass(self, vocab_size: int) -> torch.Tensor:
-        """1 - sum_k Q(x|c): the teachers' mass outside the stored words, (N,)."""
-        return (vocab_size - self.indices.shape[1]) * self.rest.exp()
+        """1 - sum_top Q(x|c): the teachers' mass outside the exact top words, (N,)."""
+        return (vocab_size - self.exact) * self.rest.exp()
 
     def prior_over(self, vocab_size: int, like: torch.Tensor) -> torch.Tensor:
         if self.prior is not None:
@@ -104,20 +115,23 @@ class TruncatedTeacher:
         outside K (the k words and y, as `cross_entropy_from` counts it): (r - Q(y)) u(w) / u(rest),
         Q(y) and u(y) taken out only where y is outside the k. So a noise word equal to y reads
         the same Q(y) that nce_kld_loss removes it with."""
+        top, top_log_probs = self.indices, self.log_probs
+        if self.sampled:  # the exact block only (searchsorted wants it contiguous)
+            top, top_log_probs = top[:, :self.exact].contiguous(), top_log_probs[:, :self.exact]
         query = words.unsqueeze(0).expand(self.indices.shape[0], -1).contiguous()  # (N, S)
-        position = torch.searchsorted(self.indices, query).clamp_max(self.indices.shape[1] - 1)
-        found = self.indices.gather(1, position) == query
+        position = torch.searchsorted(top, query).clamp_max(top.shape[1] - 1)
+        found = top.gather(1, position) == query
         prior = self.prior_over(vocab_size, self.log_probs)
-        outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # (N,) y not among the stored words
+        outside = ~(top == targets.unsqueeze(1)).any(1)  # (N,) y not among the exact words
         zero = torch.zeros_like(self.target)
         q_target = torch.where(outside, self.target.exp(), zero)
         u_target = torch.where(outside, prior[targets], zero)
         rest_q = (self.rest_mass(vocab_size) - q_target).clamp_min(1e-30)
-        rest_u = (1.0 - prior[self.indices].sum(-1) - u_target).clamp_min(1e-6)  # (N,)
+        rest_u = (1.0 - prior[top].sum(-1) - u_target).clamp_min(1e-6)  # (N,)
         share = torch.log(rest_q / rest_u).unsqueeze(1) + torch.log(prior[words]).unsqueeze(0)
         is_target = query == targets.unsqueeze(1)
         value = torch.where(is_target, self.target.unsqueeze(1).expand_as(share), share)
-        return torch.where(found, self.log_probs.gather(1, position), value)
+        return torch.where(found, top_log_probs.gather(1, position), value)
 
     def cross_entropy_to(self, student_log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """-sum_x Q(x|c) ln P(x|c) per position with the stored teachers: (N, V), (N,) -> (N,)."""
@@ -130,7 +144,11 @@ class TruncatedTeacher:
                            student_prior_sum: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """-[sum_K Q ln P + r / u(rest) (sum_x u ln P - sum_K u ln P)] from the student's ln P at the
         k words (N, k), at y (N,), and sum_x u(x) ln P(x) (N,): K is the k words and y (the
-        target's exact term), r the teachers' mass outside K, u(rest) the prior's."""
+        target's exact term), r the teachers' mass outside K, u(rest) the prior's.
+        A store with samples: -[sum_top Q ln P + (r / m) sum_j ln P(x_j)], the x_j drawn from
+        the teachers' tail (unbiased for the tail's term; the target is not counted apart)."""
+        if self.sampled:
+            return -(self.log_probs.exp() * student_top).sum(-1)
         prior = self.prior_over(vocab_size, student_top)
         outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
         zero = torch.zeros_like(self.target)
@@ -156,16 +174,39 @@ def truncate(log_probs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[to
     return indices, top, target, rest
 
 
+def truncate_and_sample(log_probs: torch.Tensor, targets: torch.Tensor, k: int, samples: int,
+                        generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The stored form with samples: the top k words exactly, then `samples` words drawn with
+    replacement from the teachers' distribution outside them, each weighted r / samples (r the
+    mass outside the top k): ln of the weights in the log_probs columns."""
+    indices, top, target, rest = truncate(log_probs, targets, k)
+    k = indices.shape[1]
+    tail = log_probs.scatter(1, indices, -math.inf).exp()  # (N, V) Q outside the top k
+    left = tail.sum(1)
+    empty = left <= 0  # all the mass in the top k: draw anything, at weight 0
+    tail[empty] = 1.0
+    drawn = torch.multinomial(tail, samples, replacement=True, generator=generator).sort(dim=1).values
+    weights = torch.log(left.clamp_min(0.0) / samples).unsqueeze(1).expand(-1, samples)
+    weights = torch.where(empty.unsqueeze(1), torch.full_like(weights, -math.inf), weights)
+    return torch.cat([indices, drawn], 1), torch.cat([top, weights.to(top.dtype)], 1), target, rest
+
+
 class TeacherTopK:
     """The truncated teachers for each batch of a fixed layout, in the order it yields them."""
 
     def __init__(self, reference: FrozenReference, batches: BpttBatches, k: int, directory: Path,
-                 description: dict, bos_id: int, device: torch.device | str = "cpu", progress: bool = False) -> None:
+                 description: dict, bos_id: int, device: torch.device | str = "cpu", progress: bool = False,
+                 samples: int = 0, sample_seed: int = 1) -> None:
         self.batches, self.device = batches, device
         vocab = reference.models[0].config.vocab_size
-        self.k = min(k, vocab)
+        self.top = min(k, vocab)
+        self.samples = samples if self.top < vocab else 0  # nothing outside a whole vocabulary to draw
+        self.sample_seed = sample_seed
+        self.k = self.top + self.samples  # columns per position
         self.rows = batches.tokens_per_epoch
-        self.description = {"format": FORMAT, "k": self.k, "rows": self.rows, "vocab_size": vocab, **description}
+        self.description = {"format": FORMAT, "k": self.top, "rows": self.rows, "vocab_size": vocab, **description}
+        if self.samples:
+            self.description |= {"samples": self.samples, "sample_seed": sample_seed}
         self.directory = directory
         self.built_now = False
         make_directory(directory.parent)  # OutputError, not a traceback, where none can be made
@@ -193,6 +234,7 @@ class TeacherTopK:
 
     @staticmethod
     def cache_bytes(batches: BpttBatches, k: int) -> int:
+        """k: columns per position (top words and samples)."""
         return batches.tokens_per_epoch * (k * 8 + 8)  # int32 index and float32 ln Q per word, target and rest
 
     def _shape(self, name: str) -> tuple[int, ...]:
@@ -224,10 +266,13 @@ class TeacherTopK:
         arrays = {name: np.lib.format.open_memmap(partial / f"{name}.npy", "w+", dtype, self._shape(name))
                   for name, dtype in ARRAYS.items()}
         state, row = None, 0
-        for inputs, targets in tqdm(self.batches, desc=f"teachers' top {self.k}", disable=not progress, unit="batch",
-                                    leave=False):
+        generator = torch.Generator(device=self.device).manual_seed(self.sample_seed)
+        for inputs, targets in tqdm(self.batches, desc=f"teachers' top {self.top}", disable=not progress,
+                                    unit="batch", leave=False):
             features, state = reference.features(inputs.to(self.device), state)
-            parts = truncate(reference.log_probs(features), targets.to(self.device).reshape(-1), self.k)
+            log_probs, flat = reference.log_probs(features), targets.to(self.device).reshape(-1)
+            parts = truncate_and_sample(log_probs, flat, self.top, self.samples, generator) if self.samples \
+                else truncate(log_probs, flat, self.top)
             n = parts[0].shape[0]
             for name, part in zip(ARRAYS, parts, strict=True):
                 arrays[name][row:row + n] = part.cpu().numpy()
@@ -249,6 +294,6 @@ class TeacherTopK:
                 torch.from_numpy(np.array(self.log_probs[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.target[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.rest[row:row + n])).to(self.device),
-                self.prior,
+                self.prior, self.top if self.samples else None,
             )
             row += n

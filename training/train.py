@@ -477,16 +477,22 @@ def _reference_features(config, reference, batches, device, show, bos_id: int) -
                        "temperature": config.reference_temperature, "batch_size": config.batch_size,
                        "bptt": config.bptt, "rank": batches.rank, "world_size": batches.world_size,
                        "corpus": corpus_digest(batches.ids)}
+        name = f"teacher-top{config.teacher_top_k}"
+        if config.teacher_samples:  # the draw is the run's seed's: seeds vary the sampled words too
+            description |= {"samples": config.teacher_samples, "sample_seed": config.seed}
+            name += f"-samples{config.teacher_samples}-seed{config.seed}"
         if config.teacher_store:  # shared by runs: one directory per description, named by its digest
             directory = shared_store_directory(Path(config.teacher_store), config.teacher_top_k, description)
         else:
-            directory = Path(config.out_dir) / f"teacher-top{config.teacher_top_k}"
+            directory = Path(config.out_dir) / name
             if batches.world_size > 1:
                 directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
-        cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, bos_id, device, show)
+        cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, bos_id, device, show,
+                            samples=config.teacher_samples, sample_seed=config.seed)
         if show:
             size = TeacherTopK.cache_bytes(batches, cache.k)
-            tqdm.write(f"teachers' top {cache.k} {'computed' if cache.built_now else 'reused'}: {size / 2**20:.0f} MiB"
+            drawn = f" + {cache.samples} drawn" if cache.samples else ""
+            tqdm.write(f"teachers' top {cache.top}{drawn} {'computed' if cache.built_now else 'reused'}: {size / 2**20:.0f} MiB"
                        f" in {directory} ({time.perf_counter() - started:.1f} s)")
         return cache
     size = ReferenceFeatures.cache_bytes(batches, reference.feature_dims)
@@ -649,6 +655,7 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
             "loss": config.loss, "alpha": config.alpha if config.loss == "interp" else None,
             "trust_a": config.trust_a if config.loss in ("tr", "nce-tr") else None,
             "temperature": config.reference_temperature, "teacher_top_k": config.teacher_top_k,
+            "teacher_samples": config.teacher_samples,
             # computing (or, on a resumed run, reopening) the stored teachers or their features
             "teacher_seconds": reference_seconds,
         }
