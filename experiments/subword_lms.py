@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=5000)
     parser.add_argument("--atis-hidden", type=int, default=128)
     parser.add_argument("--atis-epochs", type=int, default=10)
-    parser.add_argument("--atis-pieces", type=int, default=500)
+    parser.add_argument("--atis-pieces", type=int, default=1000)
     parser.add_argument("--only", choices=["librispeech", "atis"], help="one of the two halves")
     args = parser.parse_args()
     path = args.out / "results.json"
