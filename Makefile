@@ -18,7 +18,7 @@ PORTABLE_ENV := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 RESCORER_T
 # them a second time under PORTABLE_ENV.
 FLOAT_PATH_TESTS := tests/test_distill.py tests/test_train.py tests/test_adapt.py tests/test_divergence.py \
 	tests/test_losses.py tests/test_nce_kld.py tests/test_model.py tests/test_scoring.py tests/test_precision.py \
-	tests/test_batcher.py tests/test_sgd.py tests/test_corpus_order.py
+	tests/test_batcher.py tests/test_sgd.py tests/test_corpus_order.py tests/test_onnx_export.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -77,6 +77,8 @@ def run_evaluation(artifact: Artifact, dev: NbestSource, tests: list[NbestSource
                         "scoring_seconds": seconds, "hypotheses": len(arrays.nnlm)})
     document = {
         "model": str(artifact.path), "output_kind": artifact.model.config.output_kind, "log_z": artifact.log_z,
+        "unit": artifact.unit,
+        "tokenizer": artifact.tokenizer.describe() if artifact.tokenizer is not None else None,
         "weights": tuning.weights.to_dict(),
         "tuning": tuning.to_dict(),
         "dev": {"name": _name(dev_source)},

@@ -20,6 +20,10 @@ def markdown_report(document: dict[str, Any]) -> str:
     w, t = document["weights"], document["tuning"]
     lines = [
         f"# Rescoring report: {document['model']}", "",
+        *([f"A subword LM ({document['tokenizer']['pieces']} {document['tokenizer']['model_type']} pieces,"
+           f" sentencepiece {document['tokenizer']['sha256'][:12]}): its scores are sums over each hypothesis's"
+           " pieces; the word penalty and the OOV counts count words and `<unk>` pieces.", ""]
+          if document.get("tokenizer") else []),
         f"Weights tuned on **{document['dev']['name']}** ({t['method']}; {t['line_searches']} line searches,"
         f" {t['seconds']:.2f} s), frozen, then applied to the test sets: am_weight {w['am_weight']:.6g},"
         f" lm_weight {w['lm_weight']:.6g}, interp_weight {w['interp_weight']:.6g},"

@@ -142,3 +142,21 @@ def test_lattice_rescoring_refuses_a_subword_artifact_with_a_reason(subword_lm, 
                          "--symbols", str(words)]) == 2
     assert "word-level artifact" in capsys.readouterr().err
     assert not (tmp_path / "out.ark").exists()
+
+
+def test_an_evaluation_report_says_its_scores_are_per_piece(subword_lm, tmp_path):
+    import io
+
+    from rescorer.formats.jsonl import write_jsonl
+    from tests.nbest_fixtures import tiny_utterances
+
+    buffer = io.StringIO()
+    write_jsonl(tiny_utterances(), buffer)
+    (tmp_path / "lists.jsonl").write_text(buffer.getvalue())
+    lists = str(tmp_path / "lists.jsonl")
+    assert rescorer_cli(["eval", str(subword_lm), "--dev", lists, "--test", lists, "--out", str(tmp_path / "r"),
+                         "--no-progress"]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "A subword LM (120 bpe pieces" in report and "sums over each hypothesis's pieces" in report
+    document = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert document["unit"] == "piece" and document["tokenizer"]["pieces"] == 120

@@ -59,6 +59,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        if self.num_words is None:  # a word LM: its tokens are the words
+            del out["num_words"]
         out["normalized_ppl"] = self.normalized_ppl
         out["self_normalized_ppl"] = self.self_normalized_ppl
         out["per_word_ppl"] = self.per_word_ppl
