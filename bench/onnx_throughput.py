@@ -32,6 +32,7 @@ from rescorer.model import LstmLanguageModel, ModelConfig
 from rescorer.onnx_export import export_onnx
 from rescorer.sentence_scoring import score_sentences
 from rescorer.vocab import build_vocabulary
+from training.corpus import count_words
 
 MODELS = {"student 1x48, self-normalized": (1, 48, "self_normalized"),
           "2x256, self-normalized": (2, 256, "self_normalized"), "2x256, softmax": (2, 256, "softmax")}
@@ -65,12 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with gzip.open(args.data_dir / "ptb" / "ptb.train.txt.gz", "rt") as f:
-        counts: dict[str, int] = {}
-        for line in f:
-            for w in line.split():
-                counts[w] = counts.get(w, 0) + 1
-    vocab = build_vocabulary(counts)
+    vocab = build_vocabulary(count_words([args.data_dir / "ptb" / "ptb.train.txt.gz"]))
     with gzip.open(args.data_dir / "ptb" / "ptb.valid.txt.gz", "rt") as f:
         sentences = [line.split() for _, line in zip(range(args.sentences), f, strict=False)]
     rows = []

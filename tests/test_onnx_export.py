@@ -17,7 +17,7 @@ from rescorer.onnx_export import OnnxExportError, export_onnx
 from rescorer.sentence_scoring import score_sentences
 from rescorer.subword import train_sentencepiece
 from rescorer.vocab import build_vocabulary
-from training.corpus import iter_sentences
+from training.corpus import count_words, iter_sentences
 
 NORMALIZING_OPS = {"Softmax", "LogSoftmax", "ReduceLogSumExp", "Exp", "Log"}
 # fp32 sums of up to ~30 log-probabilities from two LSTM implementations (PyTorch's and
@@ -45,11 +45,7 @@ def tokenizer(demo_corpus):
 
 
 def _word_vocab(demo_corpus):
-    counts = {}
-    for words in iter_sentences(demo_corpus["train"]):
-        for w in words:
-            counts[w] = counts.get(w, 0) + 1
-    return build_vocabulary(counts, max_size=60)  # some test words are <unk>
+    return build_vocabulary(count_words([demo_corpus["train"]]), max_size=60)  # some test words are <unk>
 
 
 def _run_nll(path, artifact, sentences):
