@@ -83,9 +83,8 @@ class LstmLanguageModel(nn.Module):
         )
         self.projection = nn.Linear(H, config.projection_dim) if config.projection_dim else None
         self.dropout = nn.Dropout(config.dropout)
-        # Output rows u_w and biases b_w are embedding tables: scoring gathers rows, and a
-        # module's `sparse` flag is how DistributedDataParallel learns that a parameter's
-        # gradient is sparse.
+        # Output rows u_w and biases b_w are embedding tables: scoring gathers rows, and
+        # NCE training can give them sparse row gradients (a module's `sparse` flag).
         self.output_embedding = None if config.tie_weights else nn.Embedding(V, config.feature_dim)
         self.output_bias = nn.Embedding(V, 1)
         if config.output_kind == "mos":

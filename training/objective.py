@@ -1,4 +1,4 @@
-"""The per-batch training objective as a module, so DistributedDataParallel can wrap it whole.
+"""The per-batch training objective as a module.
 
 forward(inputs, targets, state, samples, reference_features) -> (loss summed over valid
 positions, LSTM state). Positions whose target is `<s>` (the step from one sentence's `</s>` to
@@ -67,7 +67,7 @@ class TrainingObjective(nn.Module):
             self.regularized = RegularizedFeatures(model, regularization)
         # Sparse row gradients where only rows are touched: the input embedding always (unless
         # it is tied to a softmax output layer, whose gradient is dense), the output tables
-        # under NCE. The modules' flags tell DistributedDataParallel which gradients are sparse.
+        # under NCE. training.distributed averages them over ranks as sparse rows.
         self.sparse_output = sparse_grads and loss in SELF_NORMALIZED_LOSSES
         self.sparse_input = sparse_grads and (self.sparse_output or not model.config.tie_weights)
         model.embedding.sparse = self.sparse_input

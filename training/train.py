@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import distributed
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rescorer.artifact import Artifact, save_artifact
@@ -62,7 +61,14 @@ from training.corpus import (
     sentences_from_ids,
     unigram_counts,
 )
-from training.distributed import DistributedContext, init_distributed, pick_device, shutdown_distributed
+from training.distributed import (
+    DistributedContext,
+    average_gradients,
+    init_distributed,
+    pick_device,
+    shutdown_distributed,
+    synchronize_parameters,
+)
 from training.divergence import DivergenceGuard
 from training.noise import UnigramNoise
 from training.objective import TrainingObjective
@@ -267,7 +273,7 @@ class _Objective:
     """The model and what trains it."""
 
     model: LstmLanguageModel
-    step_fn: Any  # the objective, or its DistributedDataParallel wrapper
+    step_fn: TrainingObjective
     noise: UnigramNoise | None
     reference: FrozenReference | None
 
@@ -276,7 +282,7 @@ class _Objective:
 class _EpochRunner:
     """What one pass over the training stream needs, fixed for the whole run (`run`: one epoch)."""
 
-    step_fn: Any
+    step_fn: TrainingObjective
     model: LstmLanguageModel
     batches: BpttBatches
     reference_features: ReferenceFeatures | TeacherTopK | None
@@ -286,6 +292,12 @@ class _EpochRunner:
     bos_id: int
     show: bool
     guard: DivergenceGuard
+    context: DistributedContext
+
+    @property
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The trained parameters, in one order on every rank (the gradient exchange pairs them)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def run(self, epoch: int, lr: float, schedule: Schedule, generator: torch.Generator) -> tuple[float, int]:
         return _run_epoch(self, epoch, lr, schedule, generator)
@@ -381,8 +393,7 @@ def _build_objective(config: TrainConfig, run: _PreparedRun, context: Distribute
         reference = FrozenReference([t.model for t in run.teachers], config.reference_temperature)
     objective = TrainingObjective(model, config.loss, run.vocab.bos_id, noise, config.sparse_grads,
                                   reference, config.gamma, config.alpha, config.trust_a, config.regularization())
-    step_fn = DistributedDataParallel(objective) if context.enabled else objective
-    return _Objective(model, step_fn, noise, reference)
+    return _Objective(model, objective, noise, reference)
 
 
 def _fit(config: TrainConfig, run: _PreparedRun, objective: _Objective, checkpoint: dict[str, Any] | None,
@@ -398,6 +409,7 @@ def _fit(config: TrainConfig, run: _PreparedRun, objective: _Objective, checkpoi
         history = list(checkpoint["history"])
         # the history is the schedule's one source of truth
         schedule = Schedule.from_history(history, config, checkpoint["schedule"]["global_step"])
+    synchronize_parameters(model, context)  # every rank starts from rank 0's weights
 
     batches = BpttBatches(run.train_ids, config.batch_size, config.bptt, context.rank, context.world_size)
     reference_features, reference_seconds = None, 0.0
@@ -409,7 +421,7 @@ def _fit(config: TrainConfig, run: _PreparedRun, objective: _Objective, checkpoi
     guard = DivergenceGuard(config.loss, len(vocab), config.noise_samples, run_dir / "checkpoint.pt",
                             run.init_dev["normalized_ppl"] if run.init_dev is not None else None)
     runner = _EpochRunner(objective.step_fn, model, batches, reference_features, objective.noise, config,
-                          run.device, vocab.bos_id, run.show, guard)
+                          run.device, vocab.bos_id, run.show, guard, context)
     generator = torch.Generator()
 
     while not schedule.done(config):
@@ -540,6 +552,7 @@ def _run_epoch(runner: _EpochRunner, epoch: int, lr: float, schedule: Schedule,
         if math.isfinite(batch_loss):
             model.zero_grad(set_to_none=True)
             (loss_sum / inputs.shape[0]).backward()  # summed over the window, mean over sequences
+            average_gradients(runner.parameters, runner.context)  # the mean over ranks; no-op in one process
             # sgd_step leaves the weights untouched when the gradient norm is not finite.
             norm = sgd_step(model.parameters(), lr, config.clip_norm, config.weight_decay)
         runner.guard.check_step(batch_loss, norm, schedule.global_step, epoch, lr, schedule.epoch)
