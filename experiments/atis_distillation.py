@@ -13,16 +13,21 @@ Models (1 layer, embedding = hidden):
 - ID (no teacher): a 1 x --member-hidden NCE model, the adaptation experiment's ID row on this
   vocabulary;
 - students, 1 x --student-hidden (at most a third of a member's parameters; the run says how
-  much): CE only (dropout 0.25) and NCE alone (dropout 0.25) without a teacher; TR and the
-  self-normalized `nce-tr` with the members' averaged distribution (exact: the vocabulary is small,
-  so the stored teachers hold every word).
+  much): CE only (dropout 0.25) and NCE alone (dropout 0.25) without a teacher; KL only, TR and
+  the self-normalized `nce-tr` with the members' averaged distribution (exact: the vocabulary is
+  small, so the stored teachers hold every word). Each student trains once per seed in
+  --student-seeds (its initialization, batches' noise and dropout; the members keep theirs).
 Every model trains until its schedule ends or --epochs. Each rescores the test lists with its
 weights tuned on the dev lists (`rescorer eval`'s path, rescorer.eval_command.run_evaluation):
 test WER with paired-bootstrap intervals against the first pass, the ID row and the TR student;
 dev and test perplexities; parameters; and hypotheses/s through the rescorer on the test lists,
 the models taking turns in each of 3 rounds, best of 3 (training.compare.scoring_seconds); and the members' ensemble's ID dev
-perplexity (the log of their mean probability), what the students are taught. Resumable run
-directories; OUT/results.json.
+perplexity (the log of their mean probability), what the students are taught. The rows are the
+first seed's; `seeds` gives every student's ID dev perplexity and test WER per seed with their
+mean and standard deviation, and paired differences over the seeds (experiments/seed_statistics.py,
+95 % t intervals: the spread between trainings, not the test set's sampling, which the rows'
+bootstrap intervals give): TR against KL only and against CE only, nce-tr against NCE alone.
+Resumable run directories; OUT/results.json.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.adaptation_runs import evaluation, run, train_seconds, write_json
 from experiments.atis_adaptation import AtisTestLists, write_atis_split
 from experiments.ptb_distillation import TEACHER_REGULARIZATION, convergence, ensemble_perplexity, parameters
+from experiments.seed_statistics import mean_sd, paired_difference, paired_relative_difference
 from rescorer.artifact import load_artifact
 from rescorer.wer.bootstrap import paired_bootstrap
 from training.compare import scoring_seconds
@@ -60,7 +66,8 @@ def main() -> None:
     parser.add_argument("--student-hidden", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=40, help="epoch cap of every model (the schedule ends most runs)")
     parser.add_argument("--trust-a", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the shuffle of the split")
+    parser.add_argument("--student-seeds", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     paths = prepare(args.data_dir, args.out, args.seed)
     id_dev = str(paths["id_dev"])
@@ -76,11 +83,18 @@ def main() -> None:
     models = {f"member {i + 1}": m for i, m in enumerate(members)}
     models["ID (NCE, no teacher)"] = run(config("id_nce", args.member_hidden, loss="nce", dropout=0.25))
     small = args.student_hidden
-    models["CE only, dropout"] = run(config("ce_dropout", small, loss="ce", dropout=0.25))
-    models["NCE alone, dropout"] = run(config("nce_dropout", small, loss="nce", dropout=0.25))
-    models["TR"] = run(config("tr", small, loss="tr", teacher_paths=teachers, trust_a=args.trust_a, dropout=0.0))
-    models["nce-tr (self-normalized)"] = run(config("nce_tr", small, loss="nce-tr", teacher_paths=teachers,
-                                                    trust_a=args.trust_a, dropout=0.0))
+    students = {
+        "CE only, dropout": ("ce_dropout", {"loss": "ce", "dropout": 0.25}),
+        "NCE alone, dropout": ("nce_dropout", {"loss": "nce", "dropout": 0.25}),
+        "KL only": ("kl", {"loss": "kl", "teacher_paths": teachers, "dropout": 0.0}),
+        "TR": ("tr", {"loss": "tr", "teacher_paths": teachers, "trust_a": args.trust_a, "dropout": 0.0}),
+        "nce-tr (self-normalized)": ("nce_tr", {"loss": "nce-tr", "teacher_paths": teachers,
+                                                "trust_a": args.trust_a, "dropout": 0.0}),
+    }
+    first_seed, *other_seeds = args.student_seeds
+    for name, (directory, values) in students.items():  # the first seed keeps the run names of one seed
+        models[name] = run(config(directory if first_seed == 1 else f"{directory}-seed{first_seed}", small,
+                                  seed=first_seed, **values))
 
     lists = AtisTestLists.read(args.data_dir, paths["dev_lists"])
     test_utterances, table, first_errors = lists.utterances, lists.table, lists.first_errors
@@ -97,6 +111,16 @@ def main() -> None:
                       "train_seconds": train_seconds(artifact_path)} | convergence(artifact_path, args.epochs)
         print(f"{name:26s} {rows[name]['parameters']:9d} params, ID dev ppl {rows[name]['id_dev']['normalized_ppl']:7.2f},"
               f" test WER {100 * rows[name]['test_wer']:.2f} %", flush=True)
+    seeded = {name: {first_seed: (rows[name]["id_dev"]["normalized_ppl"], rows[name]["test_wer"])}
+              for name in students}
+    for seed in other_seeds:
+        for name, (directory, values) in students.items():
+            artifact_path = run(config(f"{directory}-seed{seed}", small, seed=seed, **values))
+            _, test, _ = lists.rescore(artifact_path, args.out / "reports" / artifact_path.parent.name)
+            seeded[name][seed] = (evaluation(artifact_path, paths["id_dev"], "id_dev")["normalized_ppl"],
+                                  test["evaluation"]["rescored"]["wer"])
+            print(f"{name:26s} seed {seed}: ID dev ppl {seeded[name][seed][0]:7.2f},"
+                  f" test WER {100 * seeded[name][seed][1]:.2f} %", flush=True)
     for name in rows:
         rows[name]["minus_id"] = paired_bootstrap(errors["ID (NCE, no teacher)"], errors[name], table.ref_words).to_dict()
         rows[name]["minus_tr"] = paired_bootstrap(errors["TR"], errors[name], table.ref_words).to_dict()
@@ -110,9 +134,25 @@ def main() -> None:
                 "parameters": sum(parameters(m) for m in members)}
     print(f"ensemble of the members: ID dev ppl {ensemble['id_dev_ppl']:.2f}", flush=True)
     write_json(args.out / "results.json", {"settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out)},
-                                           "first_pass_wer": float(first_pass), "ensemble": ensemble, "rows": rows})
+                                           "first_pass_wer": float(first_pass), "ensemble": ensemble, "rows": rows,
+                                           "seeds": seed_table(seeded)})
     print(f"first pass {100 * first_pass:.2f} %; hypotheses/s: "
           + ", ".join(f"{n} {s:,.0f}" for n, s in speeds.items()))
+
+
+def seed_table(seeded: dict[str, dict[int, tuple[float, float]]]) -> dict:
+    """Per student: each seed's ID dev perplexity and test WER, their mean and sd; and the paired
+    differences between students over the seeds they share."""
+    ppl = {name: {s: v[0] for s, v in by_seed.items()} for name, by_seed in seeded.items()}
+    wer = {name: {s: v[1] for s, v in by_seed.items()} for name, by_seed in seeded.items()}
+    students = {name: {"id_dev_ppl": {str(s): v for s, v in ppl[name].items()} | {"summary": mean_sd(list(ppl[name].values()))},
+                       "test_wer": {str(s): v for s, v in wer[name].items()} | {"summary": mean_sd(list(wer[name].values()))}}
+                for name in seeded}
+    pairs = [("TR", "KL only"), ("TR", "CE only, dropout"), ("KL only", "CE only, dropout"),
+             ("nce-tr (self-normalized)", "NCE alone, dropout")]
+    paired = [{"row": a, "against": b, "id_dev_ppl": paired_relative_difference(ppl[a], ppl[b]),
+               "test_wer": paired_difference(wer[a], wer[b], scale=100.0, unit="points")} for a, b in pairs]
+    return {"students": students, "paired": paired}
 
 
 if __name__ == "__main__":
