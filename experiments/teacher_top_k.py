@@ -12,7 +12,8 @@ students distilled from both with each loss in --losses for --student-epochs, on
 (the teachers' exact distributions at every step, `--teacher-top-k 0`) and, per k in --ks, the
 stored top k (`top-k`, the tail spread like the unigram) and, at equal bytes, the top k/2 with
 k/2 words drawn from the tail (`top-k+samples`: `--teacher-top-k k/2 --teacher-samples k/2`,
-the draw the seed's). A teacherless `ce` student of the same size is trained per seed too:
+the draw the seed's), and the top k with the rest shaped like the student's own distribution
+(`top-k+student-tail`: `--teacher-tail student`, the same bytes as `top-k`; kl, interp, tr only). A teacherless `ce` student of the same size is trained per seed too:
 its seconds per epoch are the plain epoch every store is priced against. Per student: PTB valid
 perplexity (normalized; self-normalized too for nce-tr), seconds per training epoch and the
 seconds spent computing the stored teachers (or, live, their cached LSTM features) before
@@ -44,7 +45,7 @@ from experiments.seed_statistics import mean_sd, paired_relative_difference
 from rescorer.artifact import load_artifact
 from training.config import TrainConfig
 
-STORES = ("live", "top-k", "top-k+samples")
+STORES = ("live", "top-k", "top-k+samples", "top-k+student-tail")
 TRUSTED = ("tr", "nce-tr")  # the losses with a trust weight a
 DEFAULT_A = 0.1
 
@@ -99,11 +100,16 @@ def main() -> None:
     parser.add_argument("--store-dir", type=Path, default=None, help="the shared stores (default: OUT/stores)")
     parser.add_argument("--results", type=Path, default=None,
                         help="the JSON written (default: OUT/results.json); two commands sharing OUT, one per"
-                             " core, each write their own, and a last one over all rows (every run finished,"
-                             " so only evaluated) writes them together")
+                             " core, each write their own, and --merge writes them together")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="train nothing: write the rows of these results files together (with their summary"
+                             " and paired differences) to --results")
     parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
                         help="train the teacherless ce students (--no-plain: a second command beside one that does)")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.results or args.out / "results.json")
+        return
     store_dir = args.store_dir or args.out / "stores"
     ptb = args.data_dir / "ptb"
     train_text = ptb_train_head(args.data_dir, args.out, args.train_sentences)
@@ -127,8 +133,8 @@ def main() -> None:
         seconds = [p["seconds_per_epoch"] for p in plain]
         summary, paired = summarize(rows)
         write_json(args.results or args.out / "results.json", {
-            "settings": vars(args) | {"data_dir": str(args.data_dir), "out": str(args.out),
-                                      "store_dir": str(store_dir)},
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+                        | {"store_dir": str(store_dir)},
             "teachers_valid_ppl": teacher_rows, "plain_students": plain,
             "plain_seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
             "default_store": {"store": "live", "k": 0}, "students": rows, "summary": summary, "paired": paired})
@@ -137,8 +143,9 @@ def main() -> None:
         suffix = f"-a{a:g}" if a is not None and a != DEFAULT_A else ""  # a = 0.1 keeps the older names
         name = f"{loss}{suffix}-{store}{k or ''}-seed{seed}"
         top, samples = (k // 2, k - k // 2) if store == "top-k+samples" else (k, 0)
+        tail = "student" if store == "top-k+student-tail" else "prior"
         artifact = run(config(name, args.student_hidden, args.student_epochs, loss=loss,
-                              teacher_paths=teachers, teacher_top_k=top, teacher_samples=samples,
+                              teacher_paths=teachers, teacher_top_k=top, teacher_samples=samples, teacher_tail=tail,
                               teacher_store=str(store_dir) if top else None, trust_a=a if a is not None else DEFAULT_A,
                               dropout=0.0, seed=seed, output_kind="self_normalized" if loss == "nce-tr" else "auto"))
         result = evaluation(artifact, Path(valid), "valid")
@@ -171,9 +178,31 @@ def main() -> None:
         for loss in args.losses:
             for a in (args.trust_as if loss in TRUSTED else [None]):
                 for store, k in stores:
+                    if store == "top-k+student-tail" and loss not in ("kl", "interp", "tr"):
+                        continue  # nce-tr reads the noise words' Q with the prior's tail
                     rows.append(student(loss, a, store, k, seed))
                     write()
     write()
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """One results file from several commands' (rows keyed by loss, a, store, k and seed; the
+    first file's settings and teachers, each command's settings kept under `commands`)."""
+    documents = [json.loads(p.read_text()) for p in paths]
+    rows, plain = {}, {}
+    for document in documents:
+        for r in document["students"]:
+            rows[(r["loss"], r["trust_a"], r["store"], r["k"], r["seed"])] = r
+        for r in document["plain_students"]:
+            plain[r["seed"]] = r
+    summary, paired = summarize(list(rows.values()))
+    seconds = [p["seconds_per_epoch"] for p in plain.values()]
+    write_json(out, {"settings": documents[0]["settings"], "commands": [d["settings"] for d in documents],
+                     "teachers_valid_ppl": documents[0]["teachers_valid_ppl"], "plain_students": list(plain.values()),
+                     "plain_seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+                     "default_store": documents[0]["default_store"], "students": list(rows.values()),
+                     "summary": summary, "paired": paired})
+    print(f"{out}: {len(rows)} students, {len(plain)} plain students from {len(paths)} files")
 
 
 if __name__ == "__main__":

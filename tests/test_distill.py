@@ -261,6 +261,11 @@ def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, t
         ([teachers[0]], "interp", ["--alpha", "nan"], "alpha"),
         ([teachers[0]], "tr", ["--trust-a", "inf"], "trust_a: inf (expected a finite number)"),
         ([teachers[0]], "tr", ["--lr", "inf"], "lr: inf (expected a finite number)"),
+        ([teachers[0]], "tr", ["--teacher-tail", "student"], "--teacher-top-k > 0"),
+        ([teachers[0]], "nce-tr", ["--teacher-top-k", "8", "--teacher-tail", "student"], "loss kl, interp or tr"),
+        ([teachers[0]], "tr", ["--teacher-top-k", "8", "--teacher-samples", "4", "--teacher-tail", "student"],
+         "without --teacher-samples"),
+        ([teachers[0]], "tr", ["--teacher-top-k", "8", "--teacher-tail", "uniform"], "teacher_tail"),
     ]
     for i, (members, loss, extra, expected) in enumerate(cases):
         out = tmp_path / f"out{i}"
@@ -331,6 +336,56 @@ def test_a_truncated_teacher_keeps_its_mass_its_target_and_its_top_words():
     torch.testing.assert_close(shaped.cross_entropy_to(student, targets), torch.stack(expected))
 
 
+@pytest.mark.parametrize("target_in_top", [True, False])
+def test_the_student_tail_has_the_gradient_of_the_teacher_with_the_students_shape_outside_k(target_in_top):
+    """tail "student": -[sum_K Q ln P + r ln P(rest)] has the value and gradient of the cross-entropy
+    to Q' (Q on K and y; r P(x) / P(rest) on the rest, held fixed) less r H(P(.|rest)), and its
+    gradient is the live KL's where the teacher's tail has the student's shape."""
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    g = torch.Generator().manual_seed(11)
+    N, V, k = 6, 30, 5
+    logits = torch.randn(N, V, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = torch.log_softmax(torch.randn(N, V, generator=g, dtype=torch.float64) * 2, -1)
+    top = teacher.topk(k, dim=1).indices
+    if target_in_top:
+        targets = top[:, 2].clone()
+    else:  # y outside the top k: its exact Q(y) is counted apart
+        targets = torch.tensor([next(w for w in range(V) if w not in top[n]) for n in range(N)])
+    stored = TruncatedTeacher(*truncate(teacher, targets, k), tail="student")
+    student = torch.log_softmax(logits, -1)
+    ours = stored.cross_entropy_to(student, targets)
+    known = torch.zeros(N, V, dtype=torch.bool).scatter_(1, top, True).scatter_(1, targets[:, None], True)
+    p = student.exp().detach()
+    rest_p = torch.where(known, torch.zeros_like(p), p).sum(1, keepdim=True)
+    rest_q = 1 - torch.where(known, teacher.exp(), torch.zeros_like(p)).sum(1, keepdim=True)
+    shape = torch.where(known, torch.zeros_like(p), p / rest_p)  # the student's distribution outside K
+    q_prime = torch.where(known, teacher.exp(), rest_q * shape)
+    reference = -(q_prime * student).sum(-1)
+    entropy = -(shape * torch.log(shape.clamp_min(1e-300))).sum(-1)
+    torch.testing.assert_close(ours, reference - rest_q.squeeze(1) * entropy)
+    got, = torch.autograd.grad(ours.sum(), logits, retain_graph=True)
+    expected, = torch.autograd.grad(reference.sum(), logits)
+    torch.testing.assert_close(got, expected)
+    # a live teacher whose tail is shaped like the student: the same gradient as the exact KL
+    live = -(q_prime * torch.log_softmax(logits, -1)).sum(-1)
+    exact, = torch.autograd.grad(live.sum(), logits)
+    torch.testing.assert_close(got, exact)
+
+
+def test_the_student_tail_stays_finite_when_the_student_has_no_mass_outside_k():
+    from training.teacher_cache import TruncatedTeacher, truncate
+
+    V = 8
+    teacher = torch.log_softmax(torch.tensor([[3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), -1)
+    student = torch.log_softmax(torch.tensor([[40.0, 40.0, -60.0, -60.0, -60.0, -60.0, -60.0, -60.0]]), -1)
+    stored = TruncatedTeacher(*truncate(teacher, torch.tensor([0]), 2), tail="student")
+    loss = stored.cross_entropy_to(student.requires_grad_(), torch.tensor([0]))
+    assert torch.isfinite(loss).all()
+    grad, = torch.autograd.grad(loss.sum(), student)
+    assert torch.isfinite(grad).all()
+
+
 def test_the_nce_tr_student_reads_the_stored_teacher_as_it_reads_the_live_one(demo_corpus, teachers):
     from training.teacher_cache import TruncatedTeacher, truncate
 
@@ -388,9 +443,10 @@ def test_compare_puts_teachers_and_a_student_side_by_side(demo_corpus, teachers,
     assert "student/artifact" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("tail", ["prior", "student"])
 @pytest.mark.parametrize("kind", ["kl", "interp", "tr"])
 @pytest.mark.parametrize("k", [4, 11])
-def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilities(kind, k):
+def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilities(kind, k, tail):
     from training.losses import truncated_distillation_loss
     from training.teacher_cache import TruncatedTeacher, truncate
 
@@ -399,7 +455,7 @@ def test_the_stored_teacher_loss_from_logits_equals_the_loss_from_log_probabilit
     features = torch.randn(7, 6, generator=g, dtype=torch.float64, requires_grad=True)
     _, teacher, targets, mask = _distributions()
     prior = torch.softmax(torch.randn(11, generator=g, dtype=torch.float64), -1)
-    stored = TruncatedTeacher(*truncate(teacher, targets, k), prior)
+    stored = TruncatedTeacher(*truncate(teacher, targets, k), prior, tail=tail)
 
     def general():
         return distillation_loss(torch.log_softmax(features @ rows.T + bias, -1), stored, targets, mask, kind, 0.3, 0.2)
@@ -561,7 +617,8 @@ def test_the_fused_log_sum_exp_and_gather_has_autograds_value_and_gradient_with_
 # o at the k words: gathered from the logits in one function with the log-sum-exp (the default), as two autograd ops,
 # or from the words' output rows
 @pytest.mark.parametrize("way", ["gather", "autograd", "rows"])
-def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind, way):
+@pytest.mark.parametrize("tail", ["prior", "student"])
+def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_probabilities(k, kind, way, tail):
     from bench.objective_variants import VARIANTS
     from training.teacher_cache import TruncatedTeacher, truncate
 
@@ -575,7 +632,7 @@ def test_the_trainers_stored_teacher_step_equals_the_loss_on_the_students_log_pr
     prior = torch.softmax(torch.randn(V, generator=g), -1)
     with torch.no_grad():
         stored = TruncatedTeacher(*truncate(teachers.log_probs(teachers.features(inputs, None)[0]),
-                                            targets.reshape(-1), k), prior)
+                                            targets.reshape(-1), k), prior, tail=tail)
     loss, _ = objective(inputs, targets, None, None, stored)
     got = torch.autograd.grad(loss, list(student.parameters()), allow_unused=True)
     features, _ = student.features(inputs, None)

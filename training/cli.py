@@ -41,7 +41,8 @@ CORPORA = {  # --corpus NAME -> (train, dev, test) under --data-dir
 EXIT_BAD_INPUT = EXIT_DIVERGED = 2  # bad input, and a run that diverged (a --lr too high): both need a new command
 # options each subcommand does not take from TrainConfig: set otherwise, or meaningless there
 ADAPTATION_FIELDS = {"init_path", "reference_path", "gamma", "reference_temperature", "cache_reference_features"}
-DISTILLATION_FIELDS = {"teacher_paths", "alpha", "trust_a", "teacher_top_k", "teacher_samples", "teacher_store"}
+DISTILLATION_FIELDS = {"teacher_paths", "alpha", "trust_a", "teacher_top_k", "teacher_samples", "teacher_tail",
+                       "teacher_store"}
 VOCABULARY_FIELDS = {"vocab_path", "vocab_size", "min_count", "unk_symbol", "subword_units", "subword_kind",
                      "sentencepiece_model"}
 NOT_TRAIN_OPTIONS = ADAPTATION_FIELDS | DISTILLATION_FIELDS | {"vocab_path", "loss"}

@@ -91,6 +91,11 @@ class TrainConfig:
                                      " the teachers' distribution outside their top k, each weighted by that mass"
                                      " / the number drawn: an unbiased estimate of the tail's KL term instead of"
                                      " spreading it like the unigram (8 bytes per word, as the top k)")
+    teacher_tail: str = option("prior", "with --teacher-top-k k (kl, interp, tr): the teachers' mass r outside"
+                                        " their top k and y spread like the training text's unigram (`prior`)"
+                                        " or like the student's own distribution there (`student`: the tail's"
+                                        " term becomes -r ln P(tail), which moves the student's tail mass to r"
+                                        " and leaves its shape to the data)")
     teacher_store: str | None = option(None, "directory for the stored teachers (--teacher-top-k), shared by"
                                              " runs: runs with the same teachers, temperature, training text,"
                                              " batch layout and k build the store once and read it together (default: each run"
@@ -142,6 +147,14 @@ class TrainConfig:
         if self.teacher_samples and not (self.teacher_paths and self.teacher_top_k > 0):
             raise ConfigError("--teacher-samples adds drawn words to the stored top k: it needs teachers and"
                               " --teacher-top-k > 0")
+        if self.teacher_tail not in ("prior", "student"):
+            raise ConfigError(f"invalid teacher_tail: {self.teacher_tail!r} (expected prior or student)")
+        if self.teacher_tail == "student" and not (self.teacher_paths and self.teacher_top_k > 0
+                                                   and not self.teacher_samples and self.loss in ("kl", "interp", "tr")):
+            raise ConfigError("--teacher-tail student shapes the stored top k's remaining mass like the student:"
+                              " it needs teachers, --teacher-top-k > 0 without --teacher-samples, and loss kl,"
+                              f" interp or tr (got loss {self.loss!r}, top k {self.teacher_top_k},"
+                              f" samples {self.teacher_samples})")
         if self.teacher_paths and (self.reference_path or self.init_path):
             raise ConfigError("teachers (distillation) and init/reference (adaptation) do not mix in one run")
         # every number finite (inf passes ">= 0" and would reach the loss as NaN), then its range

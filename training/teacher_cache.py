@@ -62,6 +62,7 @@ from training.corpus import unigram_counts
 from training.reference import FrozenReference
 
 FORMAT = 2  # 2: the tail prior without <s> (stores of format 1 are built again)
+TAIL_FLOOR = 1e-30  # the student's P(rest) below this (all its mass on K) counts as this: a finite loss
 ARRAYS = {"indices": np.dtype(np.int32), "log_probs": np.dtype(np.float32),  # (rows, k) each
           "target": np.dtype(np.float32), "rest": np.dtype(np.float32)}  # (rows,) each
 
@@ -91,6 +92,9 @@ class TruncatedTeacher:
     # None: every column is an exact top word. j: the first j columns are the top j words (ln Q),
     # the others words drawn from the teachers' tail, each with ln(r / samples) (a store with samples)
     exact_columns: int | None = None
+    # how cross_entropy_from spreads the mass outside K: like `prior` ("prior") or like the
+    # student's own distribution there ("student"); `at` (nce-tr's noise words) always uses the prior
+    tail: str = "prior"
 
     @property
     def exact(self) -> int:
@@ -146,9 +150,14 @@ class TruncatedTeacher:
         k words (N, k), at y (N,), and sum_x u(x) ln P(x) (N,): K is the k words and y (the
         target's exact term), r the teachers' mass outside K, u(rest) the prior's.
         A store with samples: -[sum_top Q ln P + (r / m) sum_j ln P(x_j)], the x_j drawn from
-        the teachers' tail (unbiased for the tail's term; the target is not counted apart)."""
+        the teachers' tail (unbiased for the tail's term; the target is not counted apart).
+        tail "student": -[sum_K Q ln P + r ln P(rest)], P(rest) = 1 - sum_K P the student's mass
+        outside K. That is -sum_x Q'(x) ln P(x) with Q'(x) = r P(x) / P(rest) on the rest, held
+        fixed, less r H(P(.)/P(rest)), which has no gradient: the gradients are equal (tested)."""
         if self.sampled:
             return -(self.log_probs.exp() * student_top).sum(-1)
+        if self.tail == "student":
+            return self._cross_entropy_with_student_tail(student_top, student_target, targets, vocab_size)
         prior = self.prior_over(vocab_size, student_top)
         outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
         zero = torch.zeros_like(self.target)
@@ -159,6 +168,18 @@ class TruncatedTeacher:
         rest_u = (1.0 - u_top.sum(-1) - u_target).clamp_min(1e-6)
         tail = student_prior_sum - (u_top * student_top).sum(-1) - u_target * student_target
         return -(known + rest_q / rest_u * tail)
+
+    def _cross_entropy_with_student_tail(self, student_top: torch.Tensor, student_target: torch.Tensor,
+                                         targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        outside = ~(self.indices == targets.unsqueeze(1)).any(1)  # y not among the stored words
+        q_target = torch.where(outside, self.target.exp(), torch.zeros_like(self.target))
+        known = (self.log_probs.exp() * student_top).sum(-1) + q_target * student_target
+        rest_q = (self.rest_mass(vocab_size) - q_target).clamp_min(0.0)
+        # ln P(K) over the k words and (where outside them) y, then ln P(rest) = ln(1 - P(K))
+        target_column = torch.where(outside, student_target, torch.full_like(student_target, -math.inf))
+        in_k = torch.logsumexp(torch.cat([student_top, target_column.unsqueeze(1)], 1), dim=1).clamp_max(0.0)
+        rest_log = torch.log((-torch.expm1(in_k)).clamp_min(TAIL_FLOOR))
+        return -(known + rest_q * rest_log)
 
 
 def truncate(log_probs: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
@@ -196,8 +217,9 @@ class TeacherTopK:
 
     def __init__(self, reference: FrozenReference, batches: BpttBatches, k: int, directory: Path,
                  description: dict, bos_id: int, device: torch.device | str = "cpu", progress: bool = False,
-                 samples: int = 0, sample_seed: int = 1) -> None:
+                 samples: int = 0, sample_seed: int = 1, tail: str = "prior") -> None:
         self.batches, self.device = batches, device
+        self.tail = tail  # how the losses spread the mass outside the top k (TruncatedTeacher.tail)
         vocab = reference.models[0].config.vocab_size
         self.top = min(k, vocab)
         self.samples = samples if self.top < vocab else 0  # nothing outside a whole vocabulary to draw
@@ -294,6 +316,6 @@ class TeacherTopK:
                 torch.from_numpy(np.array(self.log_probs[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.target[row:row + n])).to(self.device),
                 torch.from_numpy(np.array(self.rest[row:row + n])).to(self.device),
-                self.prior, self.top if self.samples else None,
+                self.prior, self.top if self.samples else None, self.tail,
             )
             row += n

@@ -500,7 +500,7 @@ def _reference_features(config, reference, batches, device, show, bos_id: int) -
             if batches.world_size > 1:
                 directory = directory / f"rank{batches.rank}-of-{batches.world_size}"
         cache = TeacherTopK(reference, batches, config.teacher_top_k, directory, description, bos_id, device, show,
-                            samples=config.teacher_samples, sample_seed=config.seed)
+                            samples=config.teacher_samples, sample_seed=config.seed, tail=config.teacher_tail)
         if show:
             size = TeacherTopK.cache_bytes(batches, cache.k)
             drawn = f" + {cache.samples} drawn" if cache.samples else ""
@@ -668,7 +668,7 @@ def _export_artifact(config, run_dir, model, vocab, dev_sentences, dev_corpus, t
             "loss": config.loss, "alpha": config.alpha if config.loss == "interp" else None,
             "trust_a": config.trust_a if config.loss in ("tr", "nce-tr") else None,
             "temperature": config.reference_temperature, "teacher_top_k": config.teacher_top_k,
-            "teacher_samples": config.teacher_samples,
+            "teacher_samples": config.teacher_samples, "teacher_tail": config.teacher_tail,
             # computing (or, on a resumed run, reopening) the stored teachers or their features
             "teacher_seconds": reference_seconds,
         }
