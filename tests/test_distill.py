@@ -376,7 +376,6 @@ def test_the_student_tail_has_the_gradient_of_the_teacher_with_the_students_shap
 def test_the_student_tail_stays_finite_when_the_student_has_no_mass_outside_k():
     from training.teacher_cache import TruncatedTeacher, truncate
 
-    V = 8
     teacher = torch.log_softmax(torch.tensor([[3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), -1)
     student = torch.log_softmax(torch.tensor([[40.0, 40.0, -60.0, -60.0, -60.0, -60.0, -60.0, -60.0]]), -1)
     stored = TruncatedTeacher(*truncate(teacher, torch.tensor([0]), 2), tail="student")
