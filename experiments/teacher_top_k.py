@@ -44,6 +44,7 @@ from experiments.adaptation_runs import evaluation, ptb_train_head, run, train_s
 from experiments.seed_statistics import mean_sd, paired_relative_difference
 from rescorer.artifact import load_artifact
 from training.config import TrainConfig
+from training.teacher_cache import TeacherTopK
 
 STORES = ("live", "top-k", "top-k+samples", "top-k+student-tail")
 TRUSTED = ("tr", "nce-tr")  # the losses with a trust weight a
@@ -162,12 +163,11 @@ def main() -> None:
         return row
 
     def store_bytes(k: int) -> int:
-        """k columns (top words and drawn words) at every stored position: an int32 index and a
-        float32 ln Q each, and the target's ln Q and the rest's share (TeacherTopK.cache_bytes)."""
+        """The size of a store of k columns, from the positions its meta.json records."""
         if not k:
             return 0
         rows = {json.loads(m.read_text())["rows"] for m in store_dir.glob("*/meta.json")}
-        return next(iter(rows)) * (k * 8 + 8) if len(rows) == 1 else 0
+        return TeacherTopK.bytes_for(next(iter(rows)), k) if len(rows) == 1 else 0
 
     for seed in args.seeds:
         if args.plain:

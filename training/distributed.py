@@ -4,13 +4,13 @@ Without torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-o
 same training function serves one process or many.
 
 The gradients are exchanged here after each backward pass rather than by
-DistributedDataParallel: DDP hands sparse gradients (the embedding rows, NCE's output rows)
-to the backend's sparse all-reduce, and under gloo on CPU that path crashed a rank now and
-then (a segmentation fault, or glibc's "malloc(): unaligned tcache chunk detected"). Here
-every exchange is a dense collective of one fixed shape per step: the dense gradients flat in
-one all-reduce, and each sparse gradient as its rows gathered from every rank (padded to the
-largest row count), so the update is the mean over ranks exactly as DDP's, and no rank's
-memory depends on another's message sizes.
+DistributedDataParallel. Under DDP, whose reducer hands sparse gradients (the embedding rows,
+NCE's output rows) to the backend's sparse all-reduce, a rank crashed now and then on CPU with
+gloo (a segmentation fault in the backward pass, or glibc's "malloc(): unaligned tcache chunk
+detected"); the cause was not isolated, so that path is not used. Here every exchange is a
+collective of dense tensors: the dense gradients flat in one all-reduce, and each sparse
+gradient as its rows gathered from every rank after the row counts (each rank's rows padded to
+the largest count), so the update is the mean over ranks, as DDP's is.
 """
 
 from __future__ import annotations

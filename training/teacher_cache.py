@@ -257,7 +257,13 @@ class TeacherTopK:
     @staticmethod
     def cache_bytes(batches: BpttBatches, k: int) -> int:
         """k: columns per position (top words and samples)."""
-        return batches.tokens_per_epoch * (k * 8 + 8)  # int32 index and float32 ln Q per word, target and rest
+        return TeacherTopK.bytes_for(batches.tokens_per_epoch, k)
+
+    @staticmethod
+    def bytes_for(rows: int, k: int) -> int:
+        """A store's size: per position an int32 index and a float32 ln Q per column, and the
+        target's ln Q and the rest's share."""
+        return rows * (k * 8 + 8)
 
     def _shape(self, name: str) -> tuple[int, ...]:
         return (self.rows, self.k) if name in ("indices", "log_probs") else (self.rows,)
