@@ -70,7 +70,8 @@ def main() -> None:
                                           "--clip-norm", "1", "--max-epochs", "2", "--no-progress", *rate])
         for loss in ("kl", "tr", "nce-tr"):
             runs[f"distill {loss} lr {lr}"] = (loss, ["distill", "--teacher", str(work / "teacher" / "artifact"),
-                                                      "--loss", loss, *text, *SMALL, *rate])
+                                                      "--loss", loss, "--teacher-top-k", "0",  # live, as measured
+                                                      *text, *SMALL, *rate])
     demo = write_demo_corpus(work / "demo")  # `make demo`'s corpus (its default sizes; the same V)
     runs["demo mos teacher lr 1"] = ("ce", ["train", "--train", str(demo["train"]), "--dev", str(demo["dev"]),
                                             "--loss", "ce", "--output-kind", "mos", "--experts", "2",

@@ -43,12 +43,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.adaptation_runs import evaluation, ptb_train_head, run, train_seconds, write_json
 from experiments.seed_statistics import mean_sd, paired_relative_difference
 from rescorer.artifact import load_artifact
-from training.config import TrainConfig
+from training.config import DEFAULT_TEACHER_STORE, TrainConfig
 from training.teacher_cache import TeacherTopK
 
 STORES = ("live", "top-k", "top-k+samples", "top-k+student-tail")
 TRUSTED = ("tr", "nce-tr")  # the losses with a trust weight a
 DEFAULT_A = 0.1
+
+
+def store_name(top_k: int, samples: int) -> dict:
+    """A trainer store (top k, drawn words) in this experiment's terms: top k/2 + k/2 drawn is
+    `top-k+samples` at k."""
+    return ({"store": "top-k+samples", "k": top_k + samples} if samples == top_k else
+            {"store": "top-k", "k": top_k} if not samples else {"store": "top-k+samples", "top_k": top_k,
+                                                                 "samples": samples})
+
+
+DEFAULT_STORE = store_name(*DEFAULT_TEACHER_STORE["tr"]) | {
+    "by_loss": {loss: store_name(*store) for loss, store in DEFAULT_TEACHER_STORE.items()}}
 
 
 def row_name(row: dict) -> str:
@@ -138,7 +150,7 @@ def main() -> None:
                         | {"store_dir": str(store_dir)},
             "teachers_valid_ppl": teacher_rows, "plain_students": plain,
             "plain_seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
-            "default_store": {"store": "live", "k": 0}, "students": rows, "summary": summary, "paired": paired})
+            "default_store": DEFAULT_STORE, "students": rows, "summary": summary, "paired": paired})
 
     def student(loss: str, a: float | None, store: str, k: int, seed: int) -> dict:
         suffix = f"-a{a:g}" if a is not None and a != DEFAULT_A else ""  # a = 0.1 keeps the older names
@@ -187,7 +199,8 @@ def main() -> None:
 
 def merge(paths: list[Path], out: Path) -> None:
     """One results file from several commands' (rows keyed by loss, a, store, k and seed; the
-    first file's settings and teachers, each command's settings kept under `commands`)."""
+    first file's settings and teachers, each command's settings kept under `commands`; the
+    trainer's default store as it is now)."""
     documents = [json.loads(p.read_text()) for p in paths]
     rows, plain = {}, {}
     for document in documents:
@@ -197,10 +210,11 @@ def merge(paths: list[Path], out: Path) -> None:
             plain[r["seed"]] = r
     summary, paired = summarize(list(rows.values()))
     seconds = [p["seconds_per_epoch"] for p in plain.values()]
-    write_json(out, {"settings": documents[0]["settings"], "commands": [d["settings"] for d in documents],
+    commands = [c for d in documents for c in d.get("commands", [d["settings"]])]  # a merged file keeps its own
+    write_json(out, {"settings": documents[0]["settings"], "commands": commands,
                      "teachers_valid_ppl": documents[0]["teachers_valid_ppl"], "plain_students": list(plain.values()),
                      "plain_seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
-                     "default_store": documents[0]["default_store"], "students": list(rows.values()),
+                     "default_store": DEFAULT_STORE, "students": list(rows.values()),
                      "summary": summary, "paired": paired})
     print(f"{out}: {len(rows)} students, {len(plain)} plain students from {len(paths)} files")
 

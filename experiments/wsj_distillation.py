@@ -26,7 +26,11 @@ oracle; paired-bootstrap intervals against the first pass, against that baseline
 models (COMPARISONS: students against each other, the members and the ensemble); parameters;
 scoring speed (hypotheses/s through `score_sentences` on all lists, every model timed in this
 run, best of --repeats); each LM's perplexity on the lists' references in PTB's conventions
-(<unk> counted). Results to OUT/results.json.
+(<unk> counted). Students trained once per seed (OUT/{row}-seed{s}, `ptb_distillation.py
+--seeds`) are rows per seed ("TR student seed 1"), summarized in `seeded_students` (WER and
+reference perplexity per seed, mean and sd) and compared in `seeded_between_students` (the
+WER difference in points per seed, its mean and 95 % t interval over the seeds). Results to
+OUT/results.json.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.adaptation_runs import write_json
 from experiments.ptb_distillation import ensemble_log_probs, parameters
+from experiments.seed_statistics import mean_sd, paired_difference
 from experiments.wsj_adaptation import cross_validated
 from rescorer.artifact import Artifact, load_artifact
 from rescorer.combination import build_arrays
@@ -64,6 +69,7 @@ MODELS = {"member 1": "member1", "member 2": "member2", "member 3": "member3",
           "interp 0.2 student": "interp_0.2", "interp 0.1 student": "interp_0.1", "nce-tr student": "nce_tr"}
 # paired differences reported beside the table: (baseline, model)
 COMPARISONS = (("CE only student", "TR student"), ("KL only student", "TR student"),
+               *(("KL only student", f"interp {a} student") for a in ("0.5", "0.2", "0.1")),
                ("CE only student", "KL only student"), ("TR student", "nce-tr student"),
                ("CE only student", "nce-tr student"), ("NCE alone student", "nce-tr student"),
                ("member 1", "TR student"), ("member 2", "TR student"), ("member 1", "nce-tr student"),
@@ -129,8 +135,7 @@ def main() -> None:
         utterances = read_nbest(NbestSource(str(args.data_dir / "hyporadise-v0" / "test" / "test_wsj_score.json.gz"),
                                             "hyporadise"))
         sentences = [to_ptb(h.words) for u in utterances for h in u.hyps]
-    named = {name: args.models / run / "artifact" for name, run in MODELS.items()
-             if (args.models / run / "artifact" / "config.json").exists()}
+    named = finished_models(args.models)
     artifacts = {name: load_artifact(path) for name, path in named.items()}
     scores, seconds = score_models(artifacts, sentences, args.repeats)
     members = [n for n in named if n.startswith("member")]
@@ -183,13 +188,15 @@ def main() -> None:
     for a, b in COMPARISONS:
         if a in chosen_errors and b in chosen_errors:
             between[f"{b} - {a}"] = paired_bootstrap(chosen_errors[a], chosen_errors[b], table.ref_words).to_dict()
+    seeded = seed_summary(rows)
     document = {"settings": {k: str(v) for k, v in vars(args).items()}, "utterances": len(utterances),
                 "hypotheses": len(sentences), "ref_words": int(table.ref_words.sum()),
                 "first_pass_wer": float(first.sum() / table.ref_words.sum()),
                 "oracle_wer": float(oracle.sum() / table.ref_words.sum()),
                 "lm_oov_tokens": int(oov.sum()), "lm_tokens": int(sum(len(s) for s in sentences)),
                 "reference_tokens": reference_tokens,
-                "models": rows, "between_students": between}
+                "models": rows, "between_students": between, "seeded_students": seeded,
+                "seeded_between_students": seeded_comparisons(rows)}
     write_json(args.out / "results.json", document)
     print(f"first pass {document['first_pass_wer']:.2%}  oracle {document['oracle_wer']:.2%}  (changes against"
           f" {'the first pass' if args.lists == 'hyporadise' else 'the first-pass LM only row; its own against the first pass'})")
@@ -201,6 +208,61 @@ def main() -> None:
               f"  {row['parameters']:9d} params  {speed}")
     for name, b in between.items():
         print(f"{name}: {b['delta']:+.2%} [{b['low']:+.2%}, {b['high']:+.2%}]")
+    for name, row in seeded.items():
+        sd = "" if row["wer_sd"] is None else f" +- {row['wer_sd']:.2%}"
+        print(f"{name:28s} WER {row['wer_mean']:.2%}{sd} over seeds {row['seeds']}")
+    for p in document["seeded_between_students"]:
+        low, high = p["interval_points"] or (math.nan, math.nan)
+        print(f"{p['row']} - {p['against']}: {p['mean_points']:+.2f} points [{low:+.2f}, {high:+.2f}]"
+              f" over seeds {p['seeds']}")
+
+
+def finished_models(models: Path) -> dict[str, Path]:
+    """Every finished model of experiments/ptb_distillation.py in `models`: MODELS's runs, and a
+    student run once per seed (OUT/{run}-seed{s}) as "{name} seed {s}"."""
+    named = {}
+    for name, run in MODELS.items():
+        if (models / run / "artifact" / "config.json").exists():
+            named[name] = models / run / "artifact"
+        for artifact in sorted(models.glob(f"{run}-seed*/artifact"), key=lambda p: _seed_of(p.parent.name)):
+            if (artifact / "config.json").exists() and _seed_of(artifact.parent.name) is not None:
+                named[f"{name} seed {_seed_of(artifact.parent.name)}"] = artifact
+    return named
+
+
+def _seed_of(run: str) -> int | None:
+    tail = run.rsplit("-seed", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _by_seed(rows: dict, name: str, field: str) -> dict[int, float]:
+    prefix = f"{name} seed "
+    return {int(n[len(prefix):]): r[field] for n, r in rows.items()
+            if n.startswith(prefix) and n[len(prefix):].isdigit() and r.get(field) is not None}
+
+
+def seed_summary(rows: dict) -> dict[str, dict]:
+    """Per student run with seeds: its WER and reference perplexity per seed, their mean and sd."""
+    summary = {}
+    for name in MODELS:
+        wer = _by_seed(rows, name, "wer")
+        if wer:
+            ppl = _by_seed(rows, name, "reference_ppl")
+            stats = mean_sd(list(wer.values()))
+            summary[name] = {"seeds": sorted(wer), "wer_by_seed": wer, "wer_mean": stats["mean"], "wer_sd": stats["sd"],
+                             "reference_ppl_by_seed": ppl, "reference_ppl_mean": mean_sd(list(ppl.values()))["mean"]}
+    return summary
+
+
+def seeded_comparisons(rows: dict) -> list[dict]:
+    """COMPARISONS between seeded students: the WER difference in points per seed (the same seed:
+    the same initialization and batches), its mean and 95 % t interval over the seeds."""
+    paired = []
+    for against, row in COMPARISONS:
+        difference = paired_difference(_by_seed(rows, row, "wer"), _by_seed(rows, against, "wer"), 100.0, "points")
+        if difference is not None:
+            paired.append({"row": row, "against": against, **difference})
+    return paired
 
 
 if __name__ == "__main__":

@@ -261,7 +261,8 @@ def test_distill_refuses_bad_input_with_exit_2_and_writes_nothing(demo_corpus, t
         ([teachers[0]], "interp", ["--alpha", "nan"], "alpha"),
         ([teachers[0]], "tr", ["--trust-a", "inf"], "trust_a: inf (expected a finite number)"),
         ([teachers[0]], "tr", ["--lr", "inf"], "lr: inf (expected a finite number)"),
-        ([teachers[0]], "tr", ["--teacher-tail", "student"], "--teacher-top-k > 0"),
+        ([teachers[0]], "tr", ["--teacher-top-k", "0", "--teacher-tail", "student"], "--teacher-top-k > 0"),
+        ([teachers[0]], "kl", ["--teacher-top-k", "0", "--teacher-samples", "4"], "--teacher-top-k > 0"),
         ([teachers[0]], "nce-tr", ["--teacher-top-k", "8", "--teacher-tail", "student"], "loss kl, interp or tr"),
         ([teachers[0]], "tr", ["--teacher-top-k", "8", "--teacher-samples", "4", "--teacher-tail", "student"],
          "without --teacher-samples"),
@@ -576,7 +577,8 @@ def test_a_teacher_store_that_cannot_be_a_directory_or_has_nothing_to_store_is_r
                          "--teacher-store", str(in_the_way / "store"))
     assert code == 2 and "a-file is a file, not a directory" in err
     assert not (tmp_path / "run").exists()  # refused before any work
-    code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-store", str(tmp_path / "s"))
+    code, err = _distill(demo_corpus, teachers, tmp_path / "run", "tr", capsys, "--teacher-top-k", "0",
+                         "--teacher-store", str(tmp_path / "s"))  # the live teachers: nothing to store
     assert code == 2 and "--teacher-top-k > 0" in err
 
 
@@ -770,4 +772,33 @@ def test_distilling_from_a_store_with_samples_trains_and_keeps_its_draw(demo_cor
     assert second[-1]["dev_normalized_ppl"] < first[0]["dev_normalized_ppl"] < vocab
     with pytest.raises(ConfigError, match="--teacher-samples adds drawn words"):
         tiny_config(demo_corpus, tmp_path / "x", loss="tr", teacher_paths=tuple(map(str, teachers)),
-                    teacher_samples=8)
+                    teacher_top_k=0, teacher_samples=8)
+
+
+@pytest.mark.parametrize("loss, store", [("kl", (128, 128)), ("interp", (128, 128)), ("tr", (128, 128)),
+                                         ("nce-tr", (256, 0))])  # nce-tr reads no drawn words
+def test_a_distilled_student_reads_a_store_by_default(demo_corpus, tmp_path, loss, store):
+    config = tiny_config(demo_corpus, tmp_path / "run", loss=loss, teacher_paths=("t/artifact",))
+    assert (config.teacher_top_k, config.teacher_samples) == store
+
+
+def test_the_default_store_gives_way_to_what_is_asked(demo_corpus, tmp_path):
+    def store(**values) -> tuple[int, int]:
+        config = tiny_config(demo_corpus, tmp_path / "run", **values)
+        return config.teacher_top_k, config.teacher_samples
+
+    teachers = {"teacher_paths": ("t/artifact",)}
+    assert store(loss="ce", **teachers) == (0, 0)  # no teacher term: nothing to store
+    assert store(loss="nce") == (0, 0) and store(loss="ce") == (0, 0)
+    assert store(loss="tr", teacher_top_k=0, **teachers) == (0, 0)  # the live teachers
+    assert store(loss="tr", teacher_top_k=256, **teachers) == (256, 0)  # the top-k store, for comparison
+    assert store(loss="kl", teacher_top_k=64, teacher_samples=32, **teachers) == (64, 32)
+    assert store(loss="tr", teacher_samples=16, **teachers) == (128, 16)
+    assert store(loss="tr", teacher_tail="student", **teachers) == (128, 0)  # that tail takes no samples
+
+
+def test_distill_help_states_the_default_store(capsys):
+    with pytest.raises(SystemExit):
+        train_cli(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: 128 for kl, interp and tr, with --teacher-samples 128; 256 for nce-tr" in text

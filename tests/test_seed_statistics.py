@@ -41,3 +41,38 @@ def test_t_quantiles_fall_toward_the_normal_and_need_two_values():
     assert all(t975(df) > t975(df + 1) for df in range(1, 30))
     with pytest.raises(ValueError, match="at least 2 values"):
         t975(0)
+
+
+def test_a_ptb_row_over_seeds_and_its_paired_comparisons():
+    from experiments.ptb_distillation import paired_rows, student_row
+
+    def run(valid, test):
+        return {"valid_ppl": valid, "test_ppl": test, "parameters": 10, "self_normalized": False,
+                "train_seconds": 5.0, "test": {}}
+
+    tr = student_row({1: run(100.0, 90.0), 2: run(110.0, 99.0), 3: run(105.0, 95.0)})
+    kl = student_row({1: run(100.0, 100.0), 2: run(100.0, 100.0), 4: run(1.0, 1.0)})
+    assert tr["seeds"] == [1, 2, 3] and tr["valid_ppl_by_seed"] == {1: 100.0, 2: 110.0, 3: 105.0}
+    assert tr["valid_ppl"] == pytest.approx(105.0) and tr["valid_ppl_sd"] == pytest.approx(5.0)
+    assert tr["test_ppl_by_seed"][2] == 99.0
+    (paired,) = paired_rows({"TR": tr, "KL only": kl})
+    assert (paired["row"], paired["against"]) == ("TR", "KL only")
+    assert paired["valid"]["seeds"] == [1, 2]  # seed 3 and 4 have no partner
+    assert paired["valid"]["per_seed_percent"] == pytest.approx([0.0, 10.0])
+    assert paired["test"]["per_seed_percent"] == pytest.approx([-10.0, -1.0])
+
+
+def test_wsj_seeded_students_are_summarized_and_paired_by_seed():
+    from experiments.wsj_distillation import seed_summary, seeded_comparisons
+
+    rows = {"TR student seed 1": {"wer": 0.130, "reference_ppl": 200.0},
+            "TR student seed 2": {"wer": 0.132, "reference_ppl": 210.0},
+            "KL only student seed 1": {"wer": 0.131, "reference_ppl": 190.0},
+            "KL only student seed 2": {"wer": 0.135, "reference_ppl": 195.0},
+            "TR student": {"wer": 0.5, "reference_ppl": 1.0}}  # a run without seeds is its own row
+    summary = seed_summary(rows)
+    assert summary["TR student"]["seeds"] == [1, 2]
+    assert summary["TR student"]["wer_mean"] == pytest.approx(0.131)
+    assert summary["KL only student"]["reference_ppl_mean"] == pytest.approx(192.5)
+    paired = {(p["row"], p["against"]): p for p in seeded_comparisons(rows)}
+    assert paired[("TR student", "KL only student")]["per_seed_points"] == pytest.approx([-0.1, -0.3])

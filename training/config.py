@@ -17,6 +17,10 @@ LossKind = Literal["ce", "nce", "kl", "interp", "tr", "nce-tr"]
 LOSSES = ("ce", "nce", "kl", "interp", "tr", "nce-tr")
 DISTILLATION_LOSSES = ("kl", "interp", "tr", "nce-tr")  # read a teacher
 SELF_NORMALIZED_LOSSES = ("nce", "nce-tr")  # train a self-normalized model
+# what a distilled student reads by default: (top k, words drawn from the rest) per loss. nce-tr
+# reads only the exact columns (its noise words' Q; the drawn words estimate a KL sum that
+# NCE+KLD does not form), so its bytes go to a top 256 (docs/RESULTS.md, the three-seed stores)
+DEFAULT_TEACHER_STORE = {"kl": (128, 128), "interp": (128, 128), "tr": (128, 128), "nce-tr": (256, 0)}
 
 
 def option(default, help: str):
@@ -82,15 +86,22 @@ class TrainConfig:
                                                 " are averaged")
     alpha: float = option(0.5, "interp: alpha CE + (1 - alpha) KL (paper 2, Eq. 1)")
     trust_a: float = option(0.1, "tr and nce-tr: R(y) = -a ln(1 - Q(y|c)) (paper 2, Eq. 6; 0.1 on PTB, 0.01 on WSJ)")
-    teacher_top_k: int = option(0, "0: the teachers' full softmax at every step (exact); k > 0: their"
-                                   " distributions stored once per run, truncated to the k most probable words"
-                                   " per position, k x 8 bytes each: much cheaper epochs, and a student somewhat"
-                                   " worse than from the exact teachers (costs and penalty measured in"
-                                   " docs/RESULTS.md)")
-    teacher_samples: int = option(0, "with --teacher-top-k k: also store this many words per position drawn from"
-                                     " the teachers' distribution outside their top k, each weighted by that mass"
-                                     " / the number drawn: an unbiased estimate of the tail's KL term instead of"
-                                     " spreading it like the unigram (8 bytes per word, as the top k)")
+    # the default store, top 128 + 128 drawn (256 columns of 8 bytes per position): over five seeds its
+    # KL and TR students were level with the live teachers' (KL +0.0 %, TR +1.9 %, intervals across
+    # 0) at 1.0x a plain epoch, where the live teachers cost 6.6-6.9x and the top 256 alone
+    # +10-13 % (experiments/teacher_top_k.py; docs/RESULTS.md)
+    teacher_top_k: int | None = option(None, "0: the teachers' full softmax at every step (exact, live); k > 0:"
+                                             " their distributions stored once per run, truncated to the k most"
+                                             " probable words per position, 8 bytes per word: much cheaper"
+                                             " epochs (default: 128 for kl, interp and tr, with"
+                                             " --teacher-samples 128; 256 for nce-tr; costs and penalties"
+                                             " measured in docs/RESULTS.md)")
+    teacher_samples: int | None = option(None, "with --teacher-top-k k: also store this many words per position"
+                                               " drawn from the teachers' distribution outside their top k, each"
+                                               " weighted by that mass / the number drawn: an unbiased estimate of"
+                                               " the tail's KL term instead of spreading it like the unigram (8"
+                                               " bytes per word, as the top k; default: 128 for kl, interp and tr"
+                                               " where --teacher-top-k is left at its default, else 0)")
     teacher_tail: str = option("prior", "with --teacher-top-k k (kl, interp, tr): the teachers' mass r outside"
                                         " their top k and y spread like the training text's unigram (`prior`)"
                                         " or like the student's own distribution there (`student`: the tail's"
@@ -116,6 +127,19 @@ class TrainConfig:
                                     " step stay fp32) on CUDA or a CPU with bf16 arithmetic (AVX-512 BF16, AMX)")
     eval_max_tokens: int = option(8192, "padded tokens per dev-evaluation batch")
 
+    def _resolve_teacher_store(self) -> None:
+        """None (left unset): the loss's default store, DEFAULT_TEACHER_STORE, for a loss that reads
+        the teachers; no store otherwise. Samples default to the store's only where k is the
+        default's too: an explicit --teacher-top-k k alone is the top-k store (kept for
+        comparison), and --teacher-tail student takes no samples."""
+        default_k = self.teacher_top_k is None
+        distilling = bool(self.teacher_paths) and self.loss in DISTILLATION_LOSSES
+        top_k, samples = DEFAULT_TEACHER_STORE[self.loss] if distilling else (0, 0)
+        if default_k:
+            object.__setattr__(self, "teacher_top_k", top_k)
+        if self.teacher_samples is None:
+            object.__setattr__(self, "teacher_samples", samples if default_k and self.teacher_tail == "prior" else 0)
+
     @property
     def train_paths(self) -> list[str]:
         """Every training corpus, in the order the batch columns read them."""
@@ -124,6 +148,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "teacher_paths", tuple(self.teacher_paths))
         object.__setattr__(self, "later_train_paths", tuple(self.later_train_paths))
+        self._resolve_teacher_store()
         # an empty path is a variable left unset in a script, never the current directory: --out ''
         # would train into the working directory, --teacher-store '' would quietly mean no store
         for name in PATH_FIELDS:
