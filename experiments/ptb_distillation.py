@@ -1,11 +1,17 @@
 """PTB distillation, as paper 2 Tables 2 and 3, scaled down to 2 CPU cores.
 
     python experiments/ptb_distillation.py --data-dir ../shared/data --out runs/ptb-distill
+    python experiments/ptb_distillation.py --out runs/ptb-distill-10k-softmax --train-sentences 10000 \
+        --member-recipe softmax-dropout --member-hidden 256 --member-epochs 20 --student-epochs 16 \
+        --precision bf16 --only ...          # the seeded table of docs/RESULTS.md, row group by row group
 
 Teachers: an ensemble of --members mixture-of-softmaxes LSTMs (--member-layers x --member-hidden,
 --experts K, embedding = hidden), trained with cross-entropy and the AWD-LSTM regularizations
 (variational dropout 0.25, DropConnect 0.25 on W_hh, embedding dropout 0.05, AR 2, TAR 1), one
-seed each; their probabilities are averaged. Students: 1 x --student-hidden LSTM (embedding =
+seed each; their probabilities are averaged. With --member-recipe softmax-dropout the members
+are softmax LSTMs with dropout --member-dropout instead: on the first 10,000 sentences the AWD
+members' schedule ended at dev perplexity 198-205, behind a 1 x 72 student trained alone (180),
+so they had nothing to teach. Students: 1 x --student-hidden LSTM (embedding =
 hidden), about a third of one member's parameters, trained on PTB train with the teachers:
 TR (a = --trust-a), KL only, fixed interpolation alpha in --alphas, TR with dropout 0.25;
 without a teacher: CE only with dropout 0.25, NCE alone (self-normalized, dropout 0.25); and the
@@ -71,6 +77,12 @@ def parameters(artifact: Path) -> int:
     return parameter_count(ModelConfig(**read_artifact_config(artifact)["model"]))
 
 
+def member_recipe(args: argparse.Namespace) -> dict:
+    if args.member_recipe == "softmax-dropout":
+        return {"dropout": args.member_dropout}
+    return {"output_kind": "mos", "experts": args.experts, **TEACHER_REGULARIZATION}
+
+
 def ensemble_log_probs(per_member: list[list[np.ndarray]]) -> np.ndarray:
     """Per sentence, the ensemble's log-probability: the sum over its tokens of ln((1/M) sum_m
     P_m(w|h)), from each member's per-token log-probabilities (M lists of per-sentence arrays)."""
@@ -94,6 +106,12 @@ def main() -> None:
     parser.add_argument("--member-hidden", type=int, default=200)
     parser.add_argument("--member-layers", type=int, default=1)
     parser.add_argument("--experts", type=int, default=2)
+    parser.add_argument("--member-recipe", choices=("mos-awd", "softmax-dropout"), default="mos-awd",
+                        help="mos-awd: a mixture of --experts softmaxes with the AWD regularizations (paper 2's"
+                             " teachers); softmax-dropout: a softmax LSTM with dropout --member-dropout, for a"
+                             " small --train-sentences, where the AWD members stop before they are ahead of the"
+                             " students")
+    parser.add_argument("--member-dropout", type=float, default=0.5, help="with --member-recipe softmax-dropout")
     parser.add_argument("--member-epochs", type=int, default=40,
                         help="epoch cap; the schedule (anneal, then stop) usually ends a run before it")
     parser.add_argument("--student-hidden", type=int, default=72, help="about a third of a member's parameters")
@@ -131,8 +149,7 @@ def main() -> None:
 
     member_configs = {
         f"member {i + 1}": config(f"member{i + 1}", args.member_hidden, args.member_layers, args.member_epochs,
-                                  loss="ce", output_kind="mos", experts=args.experts, seed=17 + 14 * i,
-                                  **TEACHER_REGULARIZATION)
+                                  loss="ce", seed=17 + 14 * i, **member_recipe(args))
         for i in range(args.members)}
     teachers = tuple(str(Path(c.out_dir) / "artifact") for c in member_configs.values())
 
@@ -206,8 +223,9 @@ def main() -> None:
         print(f"{name:26s} {row['parameters']:9d} {seeds:5d} {spread(row, 'valid'):>15s} {spread(row, 'test'):>15s}"
               f" {'' if self_norm is None else f'{self_norm:14.2f}':>14s} {row['train_seconds']:8.0f}")
     for p in paired_rows(rows):
-        low, high = p["valid"]["interval_percent"] or (math.nan, math.nan)
-        print(f"{p['row']} against {p['against']}: valid {p['valid']['mean_percent']:+.1f} % [{low:+.1f}, {high:+.1f}]"
+        interval = p["valid"]["interval_percent"]
+        shown = "" if interval is None else f" [{interval[0]:+.1f}, {interval[1]:+.1f}]"  # None: one seed
+        print(f"{p['row']} against {p['against']}: valid {p['valid']['mean_percent']:+.1f} %{shown}"
               f" over seeds {p['valid']['seeds']}")
 
 
